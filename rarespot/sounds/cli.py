@@ -1,0 +1,7 @@
+"""`rarespot sounds` commands (filled in by the sounds pipeline)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
