@@ -1,0 +1,101 @@
+"""Tables and plots of a finished (or partly finished) plan, in the seed's form:
+one table per study (P / R / F1, mean +- std over seeds, with mAP50 beside),
+a line plot for the tiling sweep (seed Fig. 6) and grouped bars for the
+others (Figs. 8, 10, 12)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from rarespot.experiment.plan import Plan, Study
+from rarespot.experiment.runner import read_results
+
+SHOWN = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("map50", "mAP50")]
+
+
+def aggregate(plan: Plan, results_csv: Path) -> dict[tuple[str, str], dict[str, object]]:
+    """(study, cell slug) -> {metric: (mean, std, n)} over the seeds that finished."""
+    rows = [r for r in read_results(results_csv) if r.get("status") == "done"]
+    out: dict[tuple[str, str], dict[str, object]] = {}
+    for study in plan.studies:
+        for cell in study.cells:
+            mine = [r for r in rows if r["study"] == study.name and r["cell"] == cell.slug]
+            stats: dict[str, object] = {"n": len(mine)}
+            for key, _ in SHOWN:
+                vals = np.array([float(r[key]) for r in mine if r.get(key) not in (None, "")], dtype=float)
+                if len(vals):
+                    stats[key] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+            out[(study.name, cell.slug)] = stats
+    return out
+
+
+def _fmt(stat) -> str:
+    if stat is None:
+        return "—"
+    mean, std = stat
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def study_table(study: Study, agg: dict) -> str:
+    tiling = study.form == "tiling"
+    head = ["num tiles", "tile size"] if tiling else [study.name]
+    lines = ["| " + " | ".join(head + [name for _, name in SHOWN] + ["seeds"]) + " |"]
+    lines.append("|" + "---|" * (len(head) + len(SHOWN) + 1))
+    for cell in study.cells:
+        stats = agg.get((study.name, cell.slug), {"n": 0})
+        if tiling:
+            full = cell.set.get("full_image", False)
+            first = ["no tile" if full else str(cell.set.get("tiles", "")),
+                     "full image" if full else str(cell.set.get("tile_size", ""))]
+        else:
+            first = [cell.label]
+        metrics = [_fmt(stats.get(key)) for key, _ in SHOWN]
+        lines.append("| " + " | ".join(first + metrics + [str(stats["n"])]) + " |")
+    return "\n".join(lines)
+
+
+def plot_study(study: Study, agg: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [c.label for c in study.cells]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2), 3.6))
+    x = np.arange(len(labels))
+    keys = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1")]
+    for i, (key, name) in enumerate(keys):
+        means = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0))[0] for c in study.cells])
+        stds = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0))[1] for c in study.cells])
+        if study.form == "tiling":
+            ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=name)
+        else:
+            ax.bar(x + (i - 1) * 0.27, means, 0.27, yerr=stds, capsize=3, label=name)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{study.name} (mean ± std over seeds)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(plan: Plan, out_dir: str | Path) -> Path:
+    """``out_dir/report.md`` + one PNG per study; returns the markdown path."""
+    out_dir = Path(out_dir)
+    agg = aggregate(plan, out_dir / "results.csv")
+    parts = [f"# Study: {plan.name}", "", f"Seeds: {plan.seeds}. Budget: {plan.budget.model_dump(exclude_none=True)}.", ""]
+    for study in plan.studies:
+        png = plot_study(study, agg, out_dir / f"{study.name}.png")
+        parts += [f"## {study.name}", "", study_table(study, agg), "", f"![{study.name}]({png.name})", ""]
+    md = out_dir / "report.md"
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(md)
+    return md

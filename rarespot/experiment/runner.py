@@ -1,0 +1,117 @@
+"""Run every (study, cell, seed) of a plan, resumably, into one results CSV.
+
+The runner knows nothing about detection: it calls a ``run_fn`` for each run
+(``rarespot.experiment.detection.run_detection_cell`` in practice; a fake in
+the tests). A run is finished when its row is in ``results.csv``; a run folder
+without a row was interrupted and is wiped and started again, so a half-written
+checkpoint never leaks into the numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rarespot.experiment.plan import Cell, Plan, Study
+
+METRICS = ["precision", "recall", "f1", "map50", "map50_95"]
+COLUMNS = ["study", "cell", "seed", "status", *METRICS, "conf", "train_seconds", "run_dir", "error"]
+
+
+@dataclass
+class CellRun:
+    """Everything one run needs; ``model_from_dir`` is set for cells that reuse a model."""
+
+    plan: Plan
+    study: Study
+    cell: Cell
+    seed: int
+    config: dict[str, Any]
+    run_dir: Path
+    model_from_dir: Path | None = None
+
+
+RunFn = Callable[[CellRun], dict[str, Any]]
+
+
+def run_key(study: str, cell: str, seed: int | str) -> tuple[str, str, str]:
+    return (study, cell, str(seed))
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Atomic rewrite: a crash mid-write never leaves a truncated CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in COLUMNS})
+    os.replace(tmp, path)
+
+
+def _ordered_runs(plan: Plan) -> list[tuple[Study, Cell, int]]:
+    """Cells that reuse another cell's model run after all training cells."""
+    runs = plan.runs()
+    return [r for r in runs if not r[1].model_from] + [r for r in runs if r[1].model_from]
+
+
+def run_plan(plan: Plan, out_dir: str | Path, run_fn: RunFn, retry_failed: bool = False) -> Path:
+    """Run what is not finished yet; returns the results CSV path."""
+    out_dir = Path(out_dir)
+    results_path = out_dir / "results.csv"
+    rows = read_results(results_path)
+    if retry_failed:
+        rows = [r for r in rows if r.get("status") == "done"]
+    done = {run_key(r["study"], r["cell"], r["seed"]) for r in rows}
+    todo = [(s, c, seed) for s, c, seed in _ordered_runs(plan) if run_key(s.name, c.slug, seed) not in done]
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as progress:
+        task = progress.add_task(f"plan {plan.name}", total=len(plan.runs()), completed=len(plan.runs()) - len(todo))
+        for study, cell, seed in todo:
+            progress.update(task, description=f"{plan.name}: {study.name}/{cell.label} seed {seed}")
+            run_dir = out_dir / "runs" / study.name / cell.slug / f"seed{seed}"
+            if run_dir.exists():  # interrupted earlier: start this run again from nothing
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            model_from_dir = None
+            if cell.model_from:
+                src_study, src_cell = plan.cell(cell.model_from)
+                model_from_dir = out_dir / "runs" / src_study.name / src_cell.slug / f"seed{seed}"
+            job = CellRun(plan, study, cell, seed, plan.config_for(cell, seed), run_dir, model_from_dir)
+            row: dict[str, Any] = {"study": study.name, "cell": cell.slug, "seed": seed, "run_dir": str(run_dir)}
+            start = time.perf_counter()
+            try:
+                metrics = run_fn(job)
+                row.update(metrics)
+                row["status"] = "done"
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one bad cell must not sink a night of runs
+                row["status"] = "failed"
+                row["error"] = f"{type(exc).__name__}: {exc}"
+                (run_dir / "error.txt").write_text(traceback.format_exc())
+                progress.console.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
+            row.setdefault("train_seconds", round(time.perf_counter() - start, 1))
+            rows.append(row)
+            write_results(results_path, rows)
+            progress.advance(task)
+    return results_path

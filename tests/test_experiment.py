@@ -1,0 +1,114 @@
+import textwrap
+
+import pytest
+
+from rarespot.errors import InputError
+from rarespot.experiment.plan import load_plan
+from rarespot.experiment.report import aggregate, write_report
+from rarespot.experiment.runner import read_results, run_plan
+
+PLAN = textwrap.dedent(
+    """
+    name: toy
+    data: {synth: {n: 4}}
+    base: {tiles: 4, tile_size: 512, epochs: 50}
+    budget: {epochs: 2, imgsz: 256}
+    seeds: [0, 1, 2]
+    studies:
+      - name: tiling
+        form: tiling
+        cells:
+          - {label: full image, set: {full_image: true}}
+          - {label: 4 x 512, set: {tiles: 4, tile_size: 512}}
+      - name: peers
+        form: peers
+        cells:
+          - {label: SAHI, inference: sahi, model_from: "tiling/4 x 512"}
+    """
+)
+
+
+def _plan(tmp_path, text=PLAN):
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    return load_plan(path)
+
+
+def test_config_layers_base_budget_cell_seed(tmp_path):
+    plan = _plan(tmp_path)
+    study, cell = plan.cell("tiling/full image")
+    cfg = plan.config_for(cell, 2)
+    assert cfg == {"tiles": 4, "tile_size": 512, "epochs": 2, "imgsz": 256, "full_image": True, "seed": 2}
+    assert len(plan.runs()) == 9
+
+
+def test_runner_is_resumable_and_reuses_models(tmp_path):
+    plan = _plan(tmp_path)
+    calls = []
+
+    def fake(job):
+        calls.append((job.study.name, job.cell.slug, job.seed))
+        if job.cell.model_from:
+            # the model cell ran before and its folder is handed over
+            assert (job.model_from_dir / "model.txt").read_text() == "trained"
+        else:
+            (job.run_dir / "model.txt").write_text("trained")
+        f1 = 0.5 if job.config.get("full_image") else 0.7
+        if job.study.name == "tiling" and job.cell.slug == "full-image" and job.seed == 1 and len(calls) < 5:
+            raise RuntimeError("out of memory")
+        return {"precision": f1 + 0.1, "recall": f1 - 0.1, "f1": f1 + 0.01 * job.seed, "map50": 0.4}
+
+    out = tmp_path / "study"
+    csv = run_plan(plan, out, fake)
+    rows = read_results(csv)
+    assert len(rows) == 9
+    assert [r["status"] for r in rows].count("failed") == 1
+    assert calls[-3:] == [("peers", "sahi", 0), ("peers", "sahi", 1), ("peers", "sahi", 2)]
+    # a second call runs nothing; retry_failed re-runs just the failed one
+    n = len(calls)
+    run_plan(plan, out, fake)
+    assert len(calls) == n
+    run_plan(plan, out, fake, retry_failed=True)
+    assert calls[n:] == [("tiling", "full-image", 1)]
+    rows = read_results(csv)
+    assert len(rows) == 9 and all(r["status"] == "done" for r in rows)
+    agg = aggregate(plan, csv)
+    mean, std = agg[("tiling", "4-x-512")]["f1"]
+    assert mean == pytest.approx(0.71) and std == pytest.approx(0.01)
+    md = write_report(plan, out).read_text()
+    assert "| no tile | full image | 0.600 ± 0.000 | 0.400 ± 0.000 | 0.510 ± 0.010 | 0.400 ± 0.000 | 3 |" in md
+    assert (out / "tiling.png").stat().st_size > 1000
+
+
+def test_interrupted_run_restarts_clean(tmp_path):
+    plan = _plan(tmp_path)
+    out = tmp_path / "study"
+    stale = out / "runs" / "tiling" / "full-image" / "seed0"
+    stale.mkdir(parents=True)
+    (stale / "half-written.pt").write_text("x")
+    seen = []
+
+    def fake(job):
+        seen.append(sorted(p.name for p in job.run_dir.iterdir()))
+        (job.run_dir / "model.txt").write_text("trained")
+        return {"precision": 1, "recall": 1, "f1": 1, "map50": 1}
+
+    run_plan(plan, out, fake)
+    assert seen[0] == []  # the stale partial checkpoint was wiped
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("name: x\n", "invalid plan"),
+        ("[1, 2]", "must be a YAML mapping"),
+        ("name: x\ndata: {}\nstudies: [{name: a, cells: [{label: b, model_from: nope/c}]}]\n", "names no cell"),
+        ("name: x\ndata: {}\nseeds: []\nstudies: []\n", "at least one seed"),
+    ],
+)
+def test_bad_plans_name_the_file(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_plan(path)
+    assert str(path) in str(err.value) and needle in str(err.value)
