@@ -1,0 +1,153 @@
+"""The detection pipeline as the experiment runner's ``run_fn``.
+
+Data are prepared once per plan (generated or read, optionally made
+long-tailed, split 60/20/20 with a fixed split seed, and the training split cut
+to the image budget) and every run trains on those same splits: the seeds vary
+the model's initialisation and the random tiles, not the test set. Each run
+picks its operating confidence on the validation split (best F1) and reports
+P/R/F1 at that confidence, with mAP, on the untouched test split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rarespot.errors import InputError
+from rarespot.experiment.plan import Plan
+from rarespot.experiment.runner import CellRun
+from rarespot.io.dataset import DetectionDataset
+
+
+def longtail_subsample(ds: DetectionDataset, ratios: list[float], seed: int = 0,
+                       order: list[str] | None = None) -> DetectionDataset:
+    """Keep a share ``ratios[i]`` of the images of the i-th class in ``order``
+    (default: the class order of the dataset), so class counts fall off like the
+    ratios (e.g. 1, 1/3, 1/10, 1/30, 1/100). An image belongs to its rarest
+    class; pure negatives are kept."""
+    names = order or list(ds.class_names)
+    if len(ratios) != len(names):
+        raise ValueError(f"{len(ratios)} ratios for {len(names)} classes")
+    share = np.ones(ds.num_classes)
+    for name, r in zip(names, ratios):
+        share[ds.class_names.index(name)] = float(r)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for i, rec in enumerate(ds.records):
+        if len(rec.labels) == 0 or rng.random() < share[rec.labels].min():
+            keep.append(i)
+    return ds.subset(keep)
+
+
+def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
+    """train/val/test for the whole plan, cached as ``out_dir/data/splits.json``."""
+    from rarespot.detect.train import load_saved_splits, save_splits
+    from rarespot.io.annotations import load_dataset
+    from rarespot.io.split import split_dataset
+
+    data_dir = out_dir / "data"
+    if (data_dir / "split.json").exists():
+        return load_saved_splits(data_dir)
+    spec = dict(plan.data)
+    split_seed = int(spec.get("split_seed", 0))
+    if "synth" in spec:
+        from rarespot.synth import generate
+
+        synth = dict(spec["synth"] or {})
+        dataset = generate(int(synth.get("n", 100)), data_dir / "scans", seed=int(synth.get("seed", 0)))
+    elif "path" in spec:
+        path = Path(spec["path"]).expanduser()
+        if not path.exists():
+            raise InputError(path, "the plan's data path does not exist")
+        dataset = load_dataset(path, fmt=spec.get("format", "auto"))
+    else:
+        raise InputError(None, "plan data needs 'synth: {n, seed}' or 'path: DIR'")
+    splits = dict(split_dataset(dataset, tuple(spec.get("fractions", (0.6, 0.2, 0.2))), split_seed))
+    longtail = spec.get("longtail")
+    if longtail:
+        # Only the training data become long-tailed; val/test keep the natural mix
+        # so per-class recall of the rare classes is measured on enough objects.
+        splits["train"] = longtail_subsample(
+            splits["train"], list(longtail["ratios"]), int(longtail.get("seed", 0)), longtail.get("order")
+        )
+    if plan.budget.images is not None and plan.budget.images < len(splits["train"]):
+        rng = np.random.default_rng(split_seed)
+        idx = np.sort(rng.choice(len(splits["train"]), plan.budget.images, replace=False))
+        splits["train"] = splits["train"].subset(idx.tolist())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    save_splits(splits, data_dir / "split.json")
+    return splits
+
+
+def _resolve_score_remap(job: CellRun, remap: str | None) -> str | None:
+    """``score:@study/label`` -> the evaluation JSON that cell wrote for this seed."""
+    if not remap or not remap.startswith("score:@"):
+        return remap
+    study, cell = job.plan.cell(remap[len("score:@"):])
+    runs_root = job.run_dir.parents[2]
+    path = runs_root / study.name / cell.slug / f"seed{job.seed}" / "val_eval" / "metrics.json"
+    if not path.exists():
+        raise InputError(path, f"score remap needs the validation evaluation of {study.name}/{cell.label} (seed {job.seed}); run that cell first")
+    return f"score:{path}"
+
+
+def make_predictor(job: CellRun, model: Path, config, test: DetectionDataset):
+    from rarespot.detect.predict import TiledPredictor
+
+    ev = job.plan.evaluation
+    overlap = float(ev.get("overlap", 0.2))
+    agnostic = bool(ev.get("class_agnostic_merge", False))
+    if job.cell.inference == "sahi":
+        from rarespot.detect.sahi_adapter import SahiPredictor
+
+        return SahiPredictor(model, tile=config.tile_size, overlap=overlap, conf=0.001, class_agnostic=agnostic,
+                             imgsz=config.input_size)
+    if job.cell.inference == "full" or config.full_image:
+        # One tile as large as the largest scan = a plain letterboxed full-image pass.
+        side = max(max(r.height, r.width) for r in test.records)
+        return TiledPredictor(model, tile=side, overlap=0.0, conf=0.001, imgsz=config.input_size,
+                              class_agnostic=agnostic)
+    return TiledPredictor(model, tile=config.tile_size, overlap=overlap, conf=0.001, imgsz=config.input_size,
+                          class_agnostic=agnostic)
+
+
+def run_detection_cell(job: CellRun) -> dict[str, Any]:
+    """Train (unless the cell reuses a model), calibrate on val, evaluate on test."""
+    from rarespot.detect.config import load_config
+    from rarespot.detect.evaluate import evaluate, write_evaluation_report
+    from rarespot.detect.train import load_saved_splits, remap_splits, train_on_splits
+
+    out_dir = job.run_dir.parents[3]
+    if job.model_from_dir is not None:
+        model = job.model_from_dir / "train" / "weights" / "best.pt"
+        if not model.exists():
+            raise InputError(model, "the cell this one reuses has no trained model")
+        config = load_config(job.model_from_dir / "train" / "config.yaml")
+        splits = load_saved_splits(job.model_from_dir / "train")
+        seconds = 0.0
+    else:
+        settings = dict(job.config)
+        settings["remap"] = _resolve_score_remap(job, settings.get("remap"))
+        config = load_config(None, **settings, out=job.run_dir / "train", exist_ok=True)
+        splits = remap_splits(prepare_splits(job.plan, out_dir), config.remap)
+        result = train_on_splits(config, splits, quiet=True)
+        model, seconds = result.best, result.seconds
+    val, test = splits["val"], splits["test"]
+    predictor = make_predictor(job, model, config, test)
+    val_result = evaluate(predictor, val, progress=False, keep_predictions=False)
+    write_evaluation_report(val_result, job.run_dir / "val_eval")
+    test_result = evaluate(predictor, test, conf_for_prf=val_result.best_f1_conf, progress=False)
+    write_evaluation_report(test_result, job.run_dir / "test_eval")
+    (job.run_dir / "cell.json").write_text(json.dumps({"config": job.config, "inference": job.cell.inference}, default=str))
+    return {
+        "precision": test_result.precision,
+        "recall": test_result.recall,
+        "f1": test_result.f1,
+        "map50": test_result.map50,
+        "map50_95": test_result.map50_95,
+        "conf": val_result.best_f1_conf,
+        "train_seconds": round(seconds, 1),
+    }
