@@ -40,7 +40,7 @@ app.command("demo")(demo_command)
 app.command("experiment")(experiment_command)
 app.command("serve")(serve_command)
 
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)  # one error stays one line
 
 
 def main() -> None:

@@ -1,0 +1,366 @@
+"""Batch screening: run a detector over a folder of scans, flag the ones to look at.
+
+``rarespot detect screen FOLDER --model M`` is a thin wrapper over
+:func:`screen_folder`. Outputs in ``out_dir``:
+
+- ``screen.csv``: one row per scan (file, n_detections, max_confidence,
+  flagged, error), appended and flushed as each scan finishes, so an
+  interrupted run resumes where it stopped: scans already in the CSV are skipped;
+- ``detections.jsonl``: the boxes of every scan with detections (one JSON line per scan);
+- ``thumbs/``: a thumbnail with the boxes drawn for each flagged scan;
+- ``contact_sheet.html``: the flagged scans, most confident first, and the
+  files that could not be read, with their error;
+- ``screen.json``: the settings of the run; a resume with different settings is refused.
+
+Bad files do not stop the run: they get a row with the error and are listed in the sheet.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from rarespot.errors import InputError, RarespotError
+from rarespot.io.images import IMAGE_SUFFIXES
+
+SCAN_SUFFIXES = tuple(sorted(IMAGE_SUFFIXES))  # what rarespot.io.images reads
+CSV_FIELDS = ["file", "n_detections", "max_confidence", "flagged", "error"]
+CSV_NAME, JSONL_NAME, META_NAME, SHEET_NAME, THUMB_DIR = (
+    "screen.csv", "detections.jsonl", "screen.json", "contact_sheet.html", "thumbs",
+)
+
+
+@dataclass
+class ScreenResult:
+    """What a screening run produced. Counts cover the whole CSV, resumed rows included."""
+
+    csv_path: Path
+    sheet_path: Path
+    n_scans: int
+    n_flagged: int
+    n_errors: int
+    n_skipped: int  # already in the CSV from an earlier run
+    seconds: float
+
+
+def detections_to_records(det: Any, class_names: Sequence[str], min_score: float = 0.0) -> list[dict]:
+    """Detections (``boxes`` (n,4) xyxy px, ``scores``, ``labels``) -> JSON-ready dicts, best first.
+
+    The same flat records as ``rarespot.detect.predict.Detections.to_records``
+    (x1, y1, x2, y2, score, label, class_name), for any predictor's result.
+    """
+    boxes = np.asarray(getattr(det, "boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(getattr(det, "scores", np.zeros(0)), dtype=np.float64).reshape(-1)
+    labels = np.asarray(getattr(det, "labels", np.zeros(0)), dtype=np.int64).reshape(-1)
+    names = list(getattr(det, "class_names", None) or class_names)
+    records = []
+    for i in np.argsort(-scores, kind="stable"):
+        if scores[i] < min_score:
+            continue
+        label = int(labels[i])
+        records.append(
+            {
+                **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), boxes[i])},
+                "score": round(float(scores[i]), 5),
+                "label": label,
+                "class_name": names[label] if 0 <= label < len(names) else str(label),
+            }
+        )
+    return records
+
+
+def list_scans(source: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
+    """The scans to screen and the folder their names are relative to.
+
+    source: a folder (searched recursively for scan suffixes) or a text file
+    listing one scan path a line (relative to the list's folder; ``#`` comments).
+    exclude: a folder to leave out (the output folder, when it sits inside the source).
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(source, "no such folder or list file")
+    if source.is_dir():
+        root = source
+        excluded = exclude.resolve() if exclude is not None else None
+        files = sorted(
+            p for p in source.rglob("*")
+            if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES
+            and not (excluded is not None and excluded in p.resolve().parents)
+        )
+        if not files:
+            raise InputError(source, f"no scans found (looked for {', '.join(SCAN_SUFFIXES)} in all subfolders)")
+        return root, files
+    root = source.parent
+    try:
+        lines = source.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"cannot read the list file: {exc}") from None
+    files = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            path = Path(line)
+            files.append(path if path.is_absolute() else root / path)
+    if not files:
+        raise InputError(source, "the list file names no scans")
+    return root, files
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_done_rows(csv_path: Path) -> list[dict]:
+    """Rows of an earlier run; a half-written last line (a crash mid-row) is cut off first."""
+    if not csv_path.exists():
+        return []
+    raw = csv_path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        _write_atomic(csv_path, raw)
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames and list(reader.fieldnames) != CSV_FIELDS:
+            raise InputError(csv_path, f"not a rarespot screening CSV (columns {reader.fieldnames}); use another --out")
+        return list(reader)
+
+
+def _box(record: dict) -> list[float]:
+    return [record["x1"], record["y1"], record["x2"], record["y2"]]
+
+
+def _thumb_name(name: str) -> str:
+    # Readable and unique: the sanitised path plus a short hash (a/x.png and a_x.png differ).
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)[-80:]
+    return f"{stem}_{hashlib.sha1(name.encode()).hexdigest()[:8]}.png"
+
+
+def _thumbnail(image: np.ndarray, records: list[dict], class_names: Sequence[str], max_side: int, render_overlay):
+    """Shrink first, then draw (``rarespot.viz.render_overlay``): boxes stay readable and drawing is cheap."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    boxes = np.array([_box(r) for r in records], dtype=np.float64).reshape(-1, 4) * scale
+    return render_overlay(
+        image,
+        pred_boxes=boxes,
+        pred_labels=np.array([r["label"] for r in records], dtype=np.int64),
+        pred_scores=np.array([r["score"] for r in records], dtype=np.float64),
+        class_names=list(class_names),
+    )
+
+
+def _encode_png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    img = rgb[:, :, ::-1] if rgb.ndim == 3 and rgb.shape[2] == 3 else rgb
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _load_predictor(model, conf: float, predictor_options: dict):
+    if not isinstance(model, (str, Path)):
+        return model  # a predictor object (TiledPredictor or anything with .predict and .class_names)
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(path, "model file not found")
+    from rarespot.detect.predict import TiledPredictor
+
+    return TiledPredictor(path, conf=conf, **predictor_options)
+
+
+def screen_folder(
+    source: str | Path,
+    model,
+    out_dir: str | Path,
+    *,
+    conf: float = 0.25,
+    flag_conf: float = 0.5,
+    restart: bool = False,
+    thumb_px: int = 384,
+    progress: bool = True,
+    **predictor_options,
+) -> ScreenResult:
+    """Screen every scan in ``source`` and write the CSV, the JSONL of boxes and the contact sheet.
+
+    source: a folder (recursive) or a list file, see :func:`list_scans`.
+    model: a model file (built into a TiledPredictor with ``predictor_options``,
+        e.g. ``tile=512, device="cpu"``) or a predictor object.
+    conf: boxes below this are dropped; a scan's ``n_detections`` counts the rest.
+    flag_conf: a scan is flagged when its most confident box reaches this.
+    restart: forget an earlier run in ``out_dir`` instead of resuming it.
+    """
+    if not 0.0 <= conf <= 1.0 or not 0.0 <= flag_conf <= 1.0:
+        raise ValueError(f"conf ({conf}) and flag_conf ({flag_conf}) must lie in [0, 1]")
+    if flag_conf < conf:
+        raise ValueError(f"flag_conf ({flag_conf}) is below conf ({conf}): boxes under conf are never seen")
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    root, files = list_scans(source, exclude=out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, jsonl_path, meta_path = out_dir / CSV_NAME, out_dir / JSONL_NAME, out_dir / META_NAME
+
+    model_file = model if isinstance(model, (str, Path)) else getattr(model, "model_path", None)
+    meta = {
+        "source": str(Path(source).resolve()),
+        # An in-memory predictor without a file cannot be told apart from another: not compared.
+        "model": str(Path(model_file).resolve()) if model_file else "(predictor object)",
+        "conf": conf,
+        "flag_conf": flag_conf,
+        "predictor_options": {k: str(v) for k, v in sorted(predictor_options.items())},
+    }
+    if restart:
+        for path in (csv_path, jsonl_path, meta_path):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / THUMB_DIR, ignore_errors=True)
+    elif meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        changed = [k for k in meta if old.get(k) != meta[k]]
+        if changed:
+            raise RarespotError(
+                f"{meta_path}: an earlier run used different {', '.join(changed)}; "
+                "pass --restart to start over, or another --out"
+            )
+    (out_dir / THUMB_DIR).mkdir(exist_ok=True)
+    _write_atomic(meta_path, json.dumps(meta, indent=2).encode())
+
+    done_rows = _read_done_rows(csv_path)
+    done = {row["file"] for row in done_rows}
+    todo = [(f, _relative_name(f, root)) for f in files]
+    todo = [(f, name) for f, name in todo if name not in done]
+
+    if todo:
+        predictor = _load_predictor(model, conf, predictor_options)
+        class_names = list(predictor.class_names)
+        _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress)
+
+    rows = _read_done_rows(csv_path)
+    sheet_path = write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag_conf=flag_conf)
+    return ScreenResult(
+        csv_path=csv_path,
+        sheet_path=sheet_path,
+        n_scans=len(rows),
+        n_flagged=sum(r["flagged"] == "1" for r in rows),
+        n_errors=sum(bool(r["error"]) for r in rows),
+        n_skipped=len(files) - len(todo),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rarespot.io.images import read_image
+    from rarespot.viz import render_overlay  # here, so a broken install fails once, not once per scan
+
+    new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
+    with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, Progress(
+        TextColumn("[bold]screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[flagged]} flagged"), disable=not progress,
+    ) as bar:
+        writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
+        if new_csv:
+            writer.writeheader()
+        task = bar.add_task("screen", total=len(todo), flagged=0)
+        n_flagged = 0
+        for path, name in todo:
+            row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": ""}
+            try:
+                image = read_image(path)
+                records = detections_to_records(predictor.predict(image), class_names, min_score=conf)
+                top = records[0]["score"] if records else 0.0
+                flagged = bool(records) and top >= flag_conf
+                if flagged:
+                    # The thumbnail is written before the CSV row: a row always has its thumbnail.
+                    png = _encode_png(_thumbnail(image, records, class_names, thumb_px, render_overlay))
+                    _write_atomic(out_dir / THUMB_DIR / _thumb_name(name), png)
+                if records:
+                    jsonl_fh.write(json.dumps({"file": name, "detections": records}) + "\n")
+                    jsonl_fh.flush()
+                row.update(
+                    n_detections=len(records), max_confidence=f"{top:.5f}" if records else "", flagged=int(flagged)
+                )
+                n_flagged += flagged
+            except InputError as exc:
+                row["error"] = exc.problem
+            except Exception as exc:  # one bad scan must not end a night's batch; it is reported instead
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            # The CSV row is the commit mark of a scan: flushed and synced before the next one starts.
+            writer.writerow(row)
+            csv_fh.flush()
+            os.fsync(csv_fh.fileno())
+            bar.update(task, advance=1, flagged=n_flagged)
+
+
+def write_contact_sheet(out_dir: Path, rows: Iterable[dict], source: Path, conf: float, flag_conf: float) -> Path:
+    """The HTML page of flagged scans (most confident first, thumbnails with boxes) and unreadable files."""
+    rows = list(rows)
+    flagged = sorted((r for r in rows if r["flagged"] == "1"), key=lambda r: -float(r["max_confidence"] or 0))
+    errors = [r for r in rows if r["error"]]
+    esc = html.escape
+    cards = []
+    for r in flagged:
+        thumb = f"{THUMB_DIR}/{_thumb_name(r['file'])}"
+        cards.append(
+            f'<figure><a href="{esc(thumb)}"><img src="{esc(thumb)}" loading="lazy" alt="{esc(r["file"])}"></a>'
+            f'<figcaption><b>{float(r["max_confidence"]):.3f}</b> · {esc(r["n_detections"])} boxes'
+            f'<br>{esc(r["file"])}</figcaption></figure>'
+        )
+    error_rows = "".join(f"<tr><td>{esc(r['file'])}</td><td>{esc(r['error'])}</td></tr>" for r in errors)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>rarespot screening: {esc(source.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 20px; background: #1b1d21; color: #e6e6e6; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+figure {{ margin: 0; width: 260px; background: #24272d; padding: 6px; border-radius: 4px; }}
+figure img {{ width: 100%; height: auto; display: block; }}
+figcaption {{ font-size: 12px; word-break: break-all; margin-top: 4px; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+td, th {{ border: 1px solid #444; padding: 3px 8px; text-align: left; }}
+.muted {{ color: #9aa0a8; }}
+</style></head><body>
+<h1>Screening of {esc(str(source))}</h1>
+<p class="muted">{len(rows)} scans · <b>{len(flagged)} flagged</b> (top box ≥ {flag_conf:g}) ·
+{len(errors)} unreadable · boxes shown ≥ {conf:g} · predictions in green · full results in {CSV_NAME}</p>
+<h2>Flagged scans, most confident first</h2>
+<div class="grid">{''.join(cards) or '<p>No scan reached the flag threshold.</p>'}</div>
+<h2>Files that could not be screened</h2>
+{f'<table><tr><th>file</th><th>error</th></tr>{error_rows}</table>' if errors else '<p>None.</p>'}
+</body></html>
+"""
+    path = out_dir / SHEET_NAME
+    _write_atomic(path, page.encode())
+    return path

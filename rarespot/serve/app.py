@@ -1,0 +1,604 @@
+"""The operator review app: a FastAPI server and the page it serves.
+
+rarespot is the second reader next to the operator (seed 000, section 1): the
+operator drops a scan into the page, the server runs tiled detection, and the
+page draws the boxes over the scan with a live confidence slider and the view
+filters operators annotate with (seed 000, section 3.2).
+
+Safety rules the code keeps:
+- no path from the client touches the file system: an upload is written to a
+  private temp file whose name the server makes up (only the suffix of the
+  sniffed format is used); the client's file name is only echoed, sanitised;
+- uploads are limited in size (413), type (415, by suffix and by content) and
+  detection time (504); more than ``max_pending`` detections at once get 503;
+- inference is CPU-bound: it runs in a worker thread, one request per model at
+  a time (a lock per model), so the event loop stays free for the page.
+
+Build it with :func:`create_app`; ``rarespot serve`` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+import rarespot
+from rarespot.detect.screen_batch import detections_to_records
+from rarespot.errors import InputError
+from rarespot.serve.settings import ALLOWED_SUFFIXES, ServeSettings
+
+STATIC_DIR = Path(__file__).with_name("static")
+ACCEPTED = "PNG, TIFF, DICOM or JPEG"
+# Suffix the private temp file gets for each sniffed format, so the reader picks the right decoder.
+_FORMAT_SUFFIX = {"PNG": ".png", "TIFF": ".tif", "DICOM": ".dcm", "JPEG": ".jpg"}
+
+
+class Predictor(Protocol):
+    """What the app needs from a model: TiledPredictor, or a stand-in in tests."""
+
+    class_names: list[str]
+
+    def predict(self, image: np.ndarray) -> Any: ...
+
+
+# ----------------------------------------------------------------- API schemas
+
+
+class DetectionOut(BaseModel):
+    # Pixel corners in the scan's own grid; the same records as Detections.to_records().
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    label: int
+    class_name: str
+
+
+class DetectResponse(BaseModel):
+    id: str  # opaque key of the cached scan, for /render, /annotated and /detections
+    filename: str  # the client's file name, sanitised; only ever echoed
+    format: str
+    width: int
+    height: int
+    channels: int
+    dtype: str
+    value_range: list[float]  # darkest and brightest grey value, for window/level controls
+    window: list[float] | None = None  # the file's own display window (DICOM centre, width), if it has one
+    model: str
+    class_names: list[str]
+    floor_conf: float  # every box at or above this is returned
+    default_conf: float  # the page's initial slider position
+    elapsed_ms: float
+    detections: list[DetectionOut]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    default: bool
+    class_names: list[str]
+    floor_conf: float
+    tile: int | None = None
+    overlap: float | None = None
+    iou: float | None = None
+    merge: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    models: list[str]
+    cached_scans: int
+    pending_detections: int
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 413, 415, 500, 503, 504)}
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def sanitize_filename(name: str | None, max_len: int = 120) -> str:
+    """The client's file name made safe to echo: base name only, no control or markup characters."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[^\w.\- ()+,=@]", "_", base).strip(" .")
+    return base[:max_len] or "upload"
+
+
+def _download_stem(filename: str) -> str:
+    """ASCII-only stem for a Content-Disposition header (headers are Latin-1)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "scan"
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Format named by the file's first bytes (magic numbers), or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic and Big TIFF
+        return "TIFF"
+    if head[128:132] == b"DICM":  # DICOM Part 10: 128-byte preamble, then "DICM"
+        return "DICOM"
+    return None
+
+
+def _encode_png(rgb_or_gray: np.ndarray) -> bytes:
+    import cv2
+
+    img = rgb_or_gray
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = img[:, :, ::-1]  # OpenCV writes BGR
+    # Level 1: the page re-renders on every filter change; speed matters more than bytes.
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _parse_view(view: str | None):
+    """The page's filter spec (e.g. "clahe:clip=2.0,gamma:g=0.8") -> a ViewFilter (empty for none)."""
+    from rarespot.filters import ViewFilter
+
+    try:
+        return ViewFilter.parse(view)
+    except InputError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _display_view(image: np.ndarray, view):
+    """The filter chain the operator sees: display window first, then the chosen filters.
+
+    A 16-bit scan is first put through the model's own percentile window (unless
+    the chain starts with its own window), so brightness/contrast, gamma and CLAHE
+    act on the displayed grey levels, as in an operator's viewer; applied to the
+    raw 16-bit values, a later percentile window would undo brightness and contrast.
+    """
+    from rarespot.filters import FilterStep, ViewFilter
+
+    steps = list(view.steps)
+    windowed = steps and steps[0].name in ("window_level", "percentile_window")
+    if image.dtype != np.uint8 and not windowed:
+        steps.insert(0, FilterStep(name="percentile_window", params={"low": 0.5, "high": 99.5}))
+    return ViewFilter(steps=steps)
+
+
+def _render_view(image: np.ndarray, view) -> np.ndarray:
+    """The scan as the operator sees it (8-bit; grey stays one channel for a small PNG)."""
+    from rarespot.filters import to_uint8
+
+    try:
+        return to_uint8(_display_view(image, view)(image))
+    except ValueError as exc:  # a parameter the filter refuses, e.g. gamma <= 0
+        raise HTTPException(400, f"view filter {str(view)!r}: {exc}") from None
+
+
+@dataclass
+class _ModelEntry:
+    name: str
+    predictor: Predictor
+    info: ModelInfo
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Scan:
+    image: np.ndarray
+    filename: str
+    model: str
+    class_names: list[str]
+    detections: list[dict]
+
+
+class _ScanCache:
+    """Bounded LRU of decoded uploads, so filters re-render without a re-upload."""
+
+    def __init__(self, max_items: int):
+        self.max_items = max_items
+        self._items: OrderedDict[str, _Scan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, scan: _Scan) -> str:
+        key = secrets.token_urlsafe(16)
+        with self._lock:
+            self._items[key] = scan
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return key
+
+    def get(self, key: str) -> _Scan:
+        with self._lock:
+            scan = self._items.get(key)
+            if scan is None:
+                raise HTTPException(
+                    404, f"scan id {key[:40]!r} not found: it expired from the cache of the last "
+                    f"{self.max_items} scans; upload the scan again"
+                )
+            self._items.move_to_end(key)
+            return scan
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _BodySizeLimit:
+    """ASGI middleware: refuse request bodies over the limit before they are parsed.
+
+    Starlette spools multipart uploads to disk with no size limit of its own, so
+    the limit is enforced here: by Content-Length up front, and by counting the
+    bytes of bodies sent without one (chunked).
+    """
+
+    def __init__(self, app, max_bytes: int, limit_text: str):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.limit_text = limit_text
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            response = JSONResponse(
+                {"detail": f"upload of {int(length) / 2**20:.1f} MB is over the server's {self.limit_text} limit"},
+                status_code=413,
+            )
+            return await response(scope, receive, send)
+
+        seen = 0
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # An HTTPException passes through FastAPI's body parsing unchanged -> 413.
+                    raise HTTPException(413, f"upload is over the server's {self.limit_text} limit")
+            return message
+
+        return await self.app(scope, counting_receive, send)
+
+
+# ----------------------------------------------------------------- the app
+
+
+def _load_models(model, settings: ServeSettings) -> list[_ModelEntry]:
+    """Model paths and/or predictor objects -> named entries, the first being the default."""
+    if model is None:
+        sources: list = list(settings.models)
+    elif isinstance(model, (str, Path)) or not isinstance(model, Sequence):
+        sources = [model]
+    else:
+        sources = list(model)
+    if not sources:
+        raise ValueError("create_app needs a model path or predictor (or settings.models)")
+
+    entries: list[_ModelEntry] = []
+    for i, source in enumerate(sources):
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise InputError(path, "model file not found")
+            from rarespot.detect.predict import TiledPredictor
+
+            predictor = TiledPredictor(
+                path,
+                tile=settings.tile,
+                overlap=settings.overlap,
+                conf=settings.floor_conf,
+                iou=settings.iou,
+                merge=settings.merge,
+                class_agnostic=settings.class_agnostic,
+                full_image_pass=settings.full_image_pass,
+                batch=settings.batch,
+                device=settings.device,
+            )
+            name = path.stem
+            info = dict(tile=settings.tile, overlap=settings.overlap, iou=settings.iou, merge=settings.merge)
+        else:
+            predictor = source
+            name = str(getattr(source, "name", None) or f"model{i + 1}")
+            info = {k: getattr(source, k, None) for k in ("tile", "overlap", "iou", "merge")}
+            info["merge"] = None if info["merge"] is None else str(info["merge"])
+        taken = {e.name for e in entries}
+        base, n = name, 2
+        while name in taken:  # two files called best.pt: best, best-2
+            name, n = f"{base}-{n}", n + 1
+        model_info = ModelInfo(
+            name=name,
+            default=not entries,
+            class_names=list(predictor.class_names),
+            floor_conf=settings.floor_conf,
+            **info,
+        )
+        entries.append(_ModelEntry(name=name, predictor=predictor, info=model_info))
+    return entries
+
+
+def create_app(model=None, settings: ServeSettings | None = None) -> FastAPI:
+    """Build the review app.
+
+    model: a model file (``.pt``), a predictor object (``.predict(image)`` and
+        ``.class_names``, e.g. a TiledPredictor), or a list of either; None
+        takes ``settings.models``. The first is the page's default.
+    settings: limits and inference parameters (:class:`ServeSettings`).
+    """
+    settings = settings or ServeSettings()
+    models = {e.name: e for e in _load_models(model, settings)}
+    default_model = next(iter(models))
+    cache = _ScanCache(settings.cache_items)
+    executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rarespot-detect")
+    upload_dir = Path(tempfile.mkdtemp(prefix="rarespot-serve-"))  # private (0700), removed on shutdown
+    weakref.finalize(executor, shutil.rmtree, upload_dir, True)  # also when the app is never started
+    pending = {"n": 0}
+    pending_lock = threading.Lock()
+    limit_text = f"{settings.max_upload_mb:g} MB"
+
+    def _warm_up(entry: _ModelEntry) -> None:
+        with entry.lock:
+            entry.predictor.predict(np.zeros((settings.tile, settings.tile), np.uint8))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if settings.warmup:
+            # The first prediction initialises the backend (seconds on a CPU): do it before the first operator waits.
+            loop = asyncio.get_running_loop()
+            for entry in models.values():
+                await loop.run_in_executor(executor, _warm_up, entry)
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(upload_dir, ignore_errors=True)
+
+    app = FastAPI(
+        title="rarespot review",
+        version=rarespot.__version__,
+        description=(
+            "Second reader for screening scans: upload a scan, get tiled YOLO detections, "
+            "re-render it with view filters. Uploads are limited in size, type and detection time."
+        ),
+        lifespan=lifespan,
+    )
+    app.add_middleware(_BodySizeLimit, max_bytes=settings.max_upload_bytes + 64 * 1024, limit_text=limit_text)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.state.settings = settings
+    app.state.cache = cache
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/api/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        """Liveness, the loaded models and the load on the server."""
+        return Health(
+            status="ok",
+            version=rarespot.__version__,
+            models=list(models),
+            cached_scans=len(cache),
+            pending_detections=pending["n"],
+        )
+
+    @app.get("/api/models", response_model=list[ModelInfo], tags=["service"])
+    def model_info() -> list[ModelInfo]:
+        """The models this server offers (the first is the default) and their classes."""
+        return [e.info for e in models.values()]
+
+    def _decode(data: bytes, filename: str, fmt: str) -> tuple[np.ndarray, dict]:
+        # The reader takes a path: write the bytes to a private temp file whose name we make up.
+        from rarespot.io.images import read_image_with_meta
+
+        upload_dir.mkdir(mode=0o700, exist_ok=True)  # again, if a previous server run removed it
+        fd, tmp = tempfile.mkstemp(suffix=_FORMAT_SUFFIX[fmt], dir=upload_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            try:
+                image, meta = read_image_with_meta(tmp)
+            except InputError as exc:
+                raise HTTPException(400, f"{filename}: {exc.problem}") from None
+            except Exception as exc:  # a decoder's own error on a corrupt file
+                raise HTTPException(400, f"{filename}: cannot decode the {fmt} image ({exc})") from None
+        finally:
+            os.unlink(tmp)
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or image.size == 0:
+            raise HTTPException(400, f"{filename}: decoded to an unusable array of shape {image.shape}")
+        if image.shape[0] * image.shape[1] > settings.max_pixels:
+            raise HTTPException(
+                413, f"{filename}: {image.shape[1]}x{image.shape[0]} pixels is over the {settings.max_pixels:,} limit"
+            )
+        return image, meta
+
+    def _run_model(entry: _ModelEntry, image: np.ndarray, cancelled: threading.Event):
+        with entry.lock:  # one request per model at a time; predictors are not thread-safe
+            if cancelled.is_set():  # its client already got a 504 while it queued: skip the work
+                return None
+            start = time.perf_counter()
+            det = entry.predictor.predict(image)  # InputError for an array it cannot take
+            elapsed = time.perf_counter() - start
+        return detections_to_records(det, entry.predictor.class_names, settings.floor_conf), elapsed
+
+    @app.post("/api/detect", response_model=DetectResponse, responses=_ERRORS, tags=["detection"])
+    async def detect(
+        file: UploadFile = File(..., description=f"the scan: {ACCEPTED} (8 or 16 bit)"),
+        model: str | None = Form(None, description="model name from /api/models; default: the first"),
+    ) -> DetectResponse:
+        """Detect objects in one scan (multipart upload). Returns every box at or above the floor confidence."""
+        filename = sanitize_filename(file.filename)
+        suffix = os.path.splitext(filename)[1].lower()
+        if suffix and suffix not in ALLOWED_SUFFIXES:
+            raise HTTPException(415, f"{filename}: file type {suffix!r} is not accepted; send a {ACCEPTED} scan")
+        entry = models.get(model or default_model)
+        if entry is None:
+            raise HTTPException(400, f"unknown model {model!r}; available: {', '.join(models)}")
+
+        data = await file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"{filename}: upload is over the server's {limit_text} limit")
+        if not data:
+            raise HTTPException(400, f"{filename}: the file is empty")
+        fmt = sniff_format(data[:132])
+        if fmt is None:
+            raise HTTPException(415, f"{filename}: content is not a {ACCEPTED} image")
+
+        with pending_lock:
+            if pending["n"] >= settings.max_pending:
+                raise HTTPException(503, f"{filename}: server busy ({pending['n']} detections queued); retry shortly")
+            pending["n"] += 1
+        try:
+            image, meta = await run_in_threadpool(_decode, data, filename, fmt)
+            del data
+            loop = asyncio.get_running_loop()
+            cancelled = threading.Event()
+            future = loop.run_in_executor(executor, _run_model, entry, image, cancelled)
+            try:
+                # The limit counts the wait for the model too: a request queued too long gets 504.
+                records, elapsed = await asyncio.wait_for(future, timeout=settings.detect_timeout_s)
+            except InputError as exc:
+                raise HTTPException(400, f"{filename}: {exc.problem}") from None
+            except asyncio.TimeoutError:
+                # A running prediction cannot be killed: it finishes and its result is dropped;
+                # a queued one sees the flag and skips.
+                cancelled.set()
+                raise HTTPException(
+                    504, f"{filename}: detection took longer than the {settings.detect_timeout_s:g} s limit"
+                ) from None
+            except Exception as exc:  # a model failure: say so in the page, not a bare "Internal Server Error"
+                raise HTTPException(500, f"{filename}: detection failed ({type(exc).__name__}: {exc})") from exc
+        finally:
+            with pending_lock:
+                pending["n"] -= 1
+
+        class_names = list(entry.predictor.class_names)
+        key = cache.put(_Scan(image, filename, entry.name, class_names, records))
+        return DetectResponse(
+            id=key,
+            filename=filename,
+            format=fmt,
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            channels=1 if image.ndim == 2 else int(image.shape[2]),
+            dtype=str(image.dtype),
+            value_range=[float(image.min()), float(image.max())],
+            window=[float(meta["window_center"]), float(meta["window_width"])] if "window_width" in meta else None,
+            model=entry.name,
+            class_names=class_names,
+            floor_conf=settings.floor_conf,
+            default_conf=settings.default_conf,
+            elapsed_ms=round(elapsed * 1000, 1),
+            detections=[DetectionOut(**r) for r in records],
+        )
+
+    _png = {200: {"content": {"image/png": {}}, "description": "PNG image"}, **_ERRORS}
+    _view_doc = (
+        'view filter spec (rarespot.filters), e.g. "clahe:clip=2.0,gamma:g=0.8" or "window:center=3000,width=2000"; '
+        "empty: the scan as the model sees it"
+    )
+
+    @app.get("/api/scans/{scan_id}/render", response_class=Response, responses=_png, tags=["view"])
+    async def render(scan_id: str, view: str | None = Query(None, description=_view_doc)) -> Response:
+        """The cached scan through a view filter, as an 8-bit PNG (the page's base layer)."""
+        scan = cache.get(scan_id)
+        view_filter = _parse_view(view)
+        png = await run_in_threadpool(lambda: _encode_png(_render_view(scan.image, view_filter)))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
+
+    @app.get("/api/scans/{scan_id}/annotated", response_class=Response, responses=_png, tags=["view"])
+    async def annotated(
+        scan_id: str,
+        conf: float = Query(0.25, ge=0.0, le=1.0, description="draw boxes at or above this confidence"),
+        view: str | None = Query(None, description=_view_doc),
+    ) -> Response:
+        """The scan with the boxes at or above ``conf`` drawn (predictions green), as a PNG download."""
+        from rarespot.viz import render_overlay
+
+        scan = cache.get(scan_id)
+        view_filter = _parse_view(view)
+        kept = [d for d in scan.detections if d["score"] >= conf]
+
+        def draw() -> bytes:
+            display = _render_view(scan.image, view_filter)  # same pixels as /render
+            rgb = render_overlay(
+                display,
+                pred_boxes=np.array([[d["x1"], d["y1"], d["x2"], d["y2"]] for d in kept], np.float64).reshape(-1, 4),
+                pred_labels=np.array([d["label"] for d in kept], dtype=np.int64),
+                pred_scores=np.array([d["score"] for d in kept], dtype=np.float64),
+                class_names=scan.class_names,
+            )
+            return _encode_png(rgb)
+
+        png = await run_in_threadpool(draw)
+        return Response(
+            png,
+            media_type="image/png",
+            headers={"Content-Disposition": f'attachment; filename="{_download_stem(scan.filename)}_annotated.png"'},
+        )
+
+    @app.get("/api/scans/{scan_id}/detections", tags=["detection"])
+    def detections(
+        scan_id: str, conf: float = Query(0.0, ge=0.0, le=1.0, description="keep boxes at or above this")
+    ) -> JSONResponse:
+        """The cached scan's detections at or above ``conf``, as a JSON download."""
+        scan = cache.get(scan_id)
+        body = {
+            "file": scan.filename,
+            "model": scan.model,
+            "conf": conf,
+            "class_names": scan.class_names,
+            "detections": [d for d in scan.detections if d["score"] >= conf],
+        }
+        disposition = f'attachment; filename="{_download_stem(scan.filename)}_detections.json"'
+        return JSONResponse(body, headers={"Content-Disposition": disposition})
+
+    return app
+
+
+@contextmanager
+def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    """Run ``app`` under uvicorn in a daemon thread; yields its base URL, stops on exit.
+
+    ``port=0`` takes a free port (read back from the bound socket, so there is
+    no race between picking and binding). For notebooks, tests and benchmarks.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on"))
+    thread = threading.Thread(target=server.run, name="rarespot-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on {host}:{port}")
+        time.sleep(0.02)
+    bound_port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

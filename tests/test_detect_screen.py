@@ -1,0 +1,259 @@
+"""Batch screening (`rarespot detect screen`): CSV, contact sheet, resume, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rarespot.detect.screen_batch import (
+    CSV_FIELDS,
+    detections_to_records,
+    list_scans,
+    screen_folder,
+)
+from rarespot.errors import InputError, RarespotError
+from rarespot.io.images import write_image
+from serve_fixtures import CLASS_NAMES, FakePredictor, FakeDetections, scan_16bit, tiny_yolo
+
+
+def make_folder(root: Path) -> Path:
+    """Scans whose brightest value sets the fake predictor's top score (0.9 * peak / 65535)."""
+    src = root / "scans"
+    (src / "day2").mkdir(parents=True)
+    write_image(src / "a_bright.png", scan_16bit(120, 100, peak=65535))  # top score 0.9
+    write_image(src / "day2" / "b_mid.tif", scan_16bit(120, 100, peak=43690, seed=1))  # 0.6
+    write_image(src / "c_dim.png", scan_16bit(120, 100, peak=21845, seed=2))  # 0.3
+    (src / "d_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 20)
+    (src / "notes.txt").write_text("not a scan")
+    return src
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def brightness_predictor() -> FakePredictor:
+    # One box per scan, scored 0.9 x (brightest value / 65535).
+    return FakePredictor(base_scores=(0.9,), scale_by_brightness=True)
+
+
+def test_screen_writes_csv_sheet_and_thumbnails(tmp_path):
+    src = make_folder(tmp_path)
+    out = tmp_path / "out"
+    result = screen_folder(src, brightness_predictor(), out, conf=0.25, flag_conf=0.5, progress=False)
+
+    rows = read_csv(out / "screen.csv")
+    assert list(rows[0]) == CSV_FIELDS
+    by_file = {r["file"]: r for r in rows}
+    assert sorted(by_file) == ["a_bright.png", "c_dim.png", "d_broken.png", "day2/b_mid.tif"]
+    assert by_file["a_bright.png"] == {
+        "file": "a_bright.png", "n_detections": "1", "max_confidence": "0.90000", "flagged": "1", "error": "",
+    }
+    assert by_file["day2/b_mid.tif"]["max_confidence"] == "0.60000" and by_file["day2/b_mid.tif"]["flagged"] == "1"
+    assert by_file["c_dim.png"]["max_confidence"] == "0.30000" and by_file["c_dim.png"]["flagged"] == "0"
+    broken = by_file["d_broken.png"]
+    assert broken["n_detections"] == "0" and "corrupt or unreadable PNG" in broken["error"]
+    assert (result.n_scans, result.n_flagged, result.n_errors, result.n_skipped) == (4, 2, 1, 0)
+
+    # Contact sheet: flagged scans only, most confident first; the bad file listed with its error.
+    sheet = (out / "contact_sheet.html").read_text()
+    assert sheet.index("a_bright.png") < sheet.index("day2/b_mid.tif")
+    assert "c_dim.png" not in sheet
+    assert "d_broken.png" in sheet and "corrupt or unreadable PNG" in sheet
+    thumbs = sorted(p.name for p in (out / "thumbs").iterdir())
+    assert len(thumbs) == 2 and all(t.endswith(".png") for t in thumbs)
+    for name in thumbs:
+        assert f'src="thumbs/{name}"' in sheet
+
+    # Boxes of every scan with detections, as flat records.
+    lines = [json.loads(x) for x in (out / "detections.jsonl").read_text().splitlines()]
+    assert {x["file"] for x in lines} == {"a_bright.png", "day2/b_mid.tif", "c_dim.png"}
+    first = next(x for x in lines if x["file"] == "a_bright.png")["detections"][0]
+    assert first == {"x1": 10.0, "y1": 12.0, "x2": 30.0, "y2": 36.0, "score": 0.9, "label": 0, "class_name": "knife"}
+
+
+def test_thumbnail_shows_the_box_in_green(tmp_path):
+    import cv2
+
+    src = tmp_path / "s"
+    src.mkdir()
+    write_image(src / "flat.png", np.full((800, 600), 30000, np.uint16))
+    out = tmp_path / "out"
+    screen_folder(src, FakePredictor(base_scores=(0.9,)), out, conf=0.25, flag_conf=0.5, thumb_px=200, progress=False)
+    (thumb,) = (out / "thumbs").iterdir()
+    bgr = cv2.imread(str(thumb))
+    assert bgr.shape == (200, 150, 3)  # longest side shrunk to thumb_px, aspect kept
+    green = (bgr[:, :, 1] > 150) & (bgr[:, :, 0] < 100) & (bgr[:, :, 2] < 100)
+    ys, xs = np.nonzero(green)
+    # The box spans 10-30 % of the width and height: the green edges lie there (label text aside).
+    assert green.sum() > 0 and abs(np.median(xs) / 150 - 0.2) < 0.12 and abs(np.median(ys) / 200 - 0.2) < 0.12
+
+
+class StopAfter(FakePredictor):
+    """Simulates a crash (Ctrl-C) after ``n`` scans."""
+
+    def __init__(self, n: int):
+        super().__init__(base_scores=(0.9,), scale_by_brightness=True)
+        self.n = n
+
+    def predict(self, image):
+        if self.calls >= self.n:
+            raise KeyboardInterrupt
+        return super().predict(image)
+
+
+def test_interrupted_run_resumes_without_redoing_finished_scans(tmp_path):
+    src = make_folder(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        screen_folder(src, StopAfter(2), out, progress=False)
+    # d_broken fails in the reader (a row with its error); the crash comes at day2/b_mid.
+    assert [r["file"] for r in read_csv(out / "screen.csv")] == ["a_bright.png", "c_dim.png", "d_broken.png"]
+
+    again = brightness_predictor()
+    result = screen_folder(src, again, out, progress=False)
+    assert again.calls == 1  # only day2/b_mid is new
+    rows = read_csv(out / "screen.csv")
+    assert [r["file"] for r in rows] == ["a_bright.png", "c_dim.png", "d_broken.png", "day2/b_mid.tif"]
+    assert (result.n_scans, result.n_skipped, result.n_flagged) == (4, 3, 2)
+
+    # A third run has nothing left to do and loads no model.
+    idle = brightness_predictor()
+    assert screen_folder(src, idle, out, progress=False).n_skipped == 4 and idle.calls == 0
+
+
+def test_half_written_last_row_is_dropped_and_redone(tmp_path):
+    src = make_folder(tmp_path)
+    out = tmp_path / "out"
+    screen_folder(src, brightness_predictor(), out, progress=False)
+    text = (out / "screen.csv").read_text()
+    cut = text[: text.rindex("day2/b_mid.tif") + 6]  # crash in the middle of the last row
+    (out / "screen.csv").write_text(cut)
+    again = brightness_predictor()
+    screen_folder(src, again, out, progress=False)
+    assert again.calls == 1
+    assert [r["file"] for r in read_csv(out / "screen.csv")].count("day2/b_mid.tif") == 1
+
+
+def test_changed_settings_refuse_to_resume_until_restart(tmp_path):
+    src = make_folder(tmp_path)
+    out = tmp_path / "out"
+    screen_folder(src, brightness_predictor(), out, conf=0.25, progress=False)
+    with pytest.raises(RarespotError, match=r"screen\.json: an earlier run used different conf"):
+        screen_folder(src, brightness_predictor(), out, conf=0.1, progress=False)
+    fresh = brightness_predictor()
+    result = screen_folder(src, fresh, out, conf=0.1, restart=True, progress=False)
+    assert fresh.calls == 3 and result.n_skipped == 0 and result.n_scans == 4
+
+
+def test_list_file_and_bad_sources(tmp_path):
+    src = make_folder(tmp_path)
+    listing = tmp_path / "todo.txt"
+    listing.write_text("# tonight\nscans/a_bright.png\n\nscans/missing.png\n")
+    root, files = list_scans(listing)
+    assert root == tmp_path and files == [src / "a_bright.png", src / "missing.png"]
+    out = tmp_path / "out"
+    screen_folder(listing, brightness_predictor(), out, progress=False)
+    rows = {r["file"]: r for r in read_csv(out / "screen.csv")}
+    assert rows["scans/a_bright.png"]["flagged"] == "1"
+    assert rows["scans/missing.png"]["error"] == "image file not found"
+
+    with pytest.raises(InputError, match=r"nowhere: no such folder or list file"):
+        list_scans(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: no scans found"):
+        list_scans(tmp_path / "empty")
+    (tmp_path / "blank.txt").write_text("# nothing\n")
+    with pytest.raises(InputError, match=r"blank\.txt: the list file names no scans"):
+        list_scans(tmp_path / "blank.txt")
+
+
+def test_output_folder_inside_the_source_is_not_screened(tmp_path):
+    src = make_folder(tmp_path)
+    screen_folder(src, brightness_predictor(), src / "results", progress=False)
+    again = brightness_predictor()
+    result = screen_folder(src, again, src / "results", progress=False)
+    assert again.calls == 0 and result.n_scans == 4  # the thumbnails in results/thumbs were not picked up
+
+
+def test_bad_thresholds_and_missing_model(tmp_path):
+    src = make_folder(tmp_path)
+    with pytest.raises(ValueError, match="flag_conf"):
+        screen_folder(src, brightness_predictor(), tmp_path / "o", conf=0.5, flag_conf=0.3)
+    with pytest.raises(InputError, match=r"gone\.pt: model file not found"):
+        screen_folder(src, tmp_path / "gone.pt", tmp_path / "o2", progress=False)
+
+
+def test_records_are_sorted_and_floored():
+    det = FakeDetections(np.array([[0, 0, 1, 1], [1, 1, 2, 2], [2, 2, 3, 3.333]]), np.array([0.2, 0.7, 0.5]),
+                         np.array([1, 0, 1]))
+    records = detections_to_records(det, CLASS_NAMES, min_score=0.3)
+    assert records == [
+        {"x1": 1.0, "y1": 1.0, "x2": 2.0, "y2": 2.0, "score": 0.7, "label": 0, "class_name": "knife"},
+        {"x1": 2.0, "y1": 2.0, "x2": 3.0, "y2": 3.33, "score": 0.5, "label": 1, "class_name": "gun"},
+    ]
+
+
+def test_cli_screen_with_a_real_untrained_yolo(tmp_path):
+    """End to end: `rarespot detect screen` on real TiledPredictor output (a tiny untrained yolo11n)."""
+    import torch
+
+    from rarespot.cli import app
+
+    torch.set_num_threads(2)
+    model = tiny_yolo(tmp_path / "tiny.pt")
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(2):
+        write_image(src / f"s{i}.png", scan_16bit(256, 200, seed=i))
+    out = tmp_path / "out"
+    # Untrained scores are ~1e-4..1e-3: flag at 1e-4 so the sheet gets thumbnails from real boxes.
+    args = ["detect", "screen", str(src), "--model", str(model), "--out", str(out),
+            "--conf", "0.0001", "--flag-conf", "0.0001", "--tile", "256"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "2 scans (0 from an earlier run), 2 flagged, 0 unreadable" in " ".join(result.output.split())
+    rows = read_csv(out / "screen.csv")
+    assert [r["file"] for r in rows] == ["s0.png", "s1.png"]
+    assert all(int(r["n_detections"]) > 0 and float(r["max_confidence"]) >= 1e-4 for r in rows)
+    assert len(list((out / "thumbs").iterdir())) == 2
+
+    bad = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--conf", "0.5",
+                                   "--flag-conf", "0.2"])
+    assert bad.exit_code == 2 and "--flag-conf" in bad.output
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_screen_real_opixray_scans_from_a_list_file(opixray_dir, tmp_path):
+    """Real 8-bit RGB X-ray JPEGs through a list file, the real TiledPredictor and the review API."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from rarespot.serve.app import create_app
+    from rarespot.serve.settings import ServeSettings
+
+    torch.set_num_threads(2)
+    images = sorted((opixray_dir / "images").glob("*.jpg"))[:4]
+    listing = tmp_path / "tonight.txt"
+    listing.write_text("".join(f"{p}\n" for p in images))  # absolute paths: the data stays where it is
+    model = tiny_yolo(tmp_path / "tiny.pt", class_names=["Scissor", "Folding_Knife", "Straight_Knife",
+                                                         "Utility_Knife", "Multi-tool_Knife"])
+    result = screen_folder(listing, model, tmp_path / "out", conf=1e-4, flag_conf=1e-4, tile=416, progress=False)
+    rows = read_csv(tmp_path / "out" / "screen.csv")
+    assert [r["file"] for r in rows] == [p.as_posix() for p in images]
+    assert all(r["error"] == "" and int(r["n_detections"]) > 0 for r in rows)
+    assert result.n_flagged == 4 and len(list((tmp_path / "out" / "thumbs").iterdir())) == 4
+
+    client = TestClient(create_app(model, ServeSettings(floor_conf=1e-4, tile=416)))
+    response = client.post("/api/detect", files={"file": (images[0].name, images[0].read_bytes())})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"], body["channels"], body["format"]) == (416, 416, 3, "JPEG")
+    assert len(body["detections"]) > 0
