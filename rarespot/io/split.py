@@ -1,0 +1,101 @@
+"""Seeded train/val/test split, grouped by subject, stratified by class.
+
+One person's scans never land on two sides: a detector that has seen a
+subject's surgical implant in training would otherwise "find" it again in the
+test set. Records without a subject id are their own group.
+
+With heavy imbalance a purely random split can leave a rare class out of the
+test set altogether, so by default the split is also stratified: a seeded
+greedy pass in the spirit of iterative stratification (Sechidis et al., 2011)
+places the groups holding the rarest classes first, each on the side that most
+lacks their classes, while keeping every side's image count within one group of
+its target.
+
+Why hand-written rather than sklearn's GroupShuffleSplit: that splits in two
+stages by group *count*, so with a few subjects scanned many times the image
+fractions drift far from 60/20/20, and it cannot stratify.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from rarespot.io.dataset import DetectionDataset
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _groups(ds: DetectionDataset) -> list[list[int]]:
+    """Record indices grouped by subject (in first-seen order); no subject -> alone."""
+    groups: "OrderedDict[str, list[int]]" = OrderedDict()
+    for i, rec in enumerate(ds.records):
+        key = f"subject:{rec.subject}" if rec.subject is not None else f"image:{i}"
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def split_indices(
+    ds: DetectionDataset, fractions=(0.6, 0.2, 0.2), seed: int = 0, stratify: bool = True
+) -> dict[str, list[int]]:
+    """Record indices per side; see :func:`split_dataset`."""
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0, atol=1e-6):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions.tolist()}")
+    groups = _groups(ds)
+    n_classes = max(ds.num_classes, 1)
+    # Objects per class in each group.
+    group_counts = np.zeros((len(groups), n_classes))
+    for g, members in enumerate(groups):
+        for i in members:
+            labels = ds.records[i].labels
+            labels = labels[(labels >= 0) & (labels < n_classes)]
+            np.add.at(group_counts[g], labels, 1)
+    class_totals = group_counts.sum(axis=0)
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(groups))
+    if stratify:
+        # Rarest class present first (stable, so the seeded shuffle breaks ties).
+        rarity = np.array([class_totals[group_counts[g] > 0].min() if group_counts[g].any() else np.inf
+                           for g in range(len(groups))])
+        order = order[np.argsort(rarity[order], kind="stable")]
+
+    image_targets = fractions * len(ds)
+    class_targets = fractions[:, None] * class_totals[None, :]
+    images = np.zeros(3)
+    objects = np.zeros((3, n_classes))
+    sides: list[list[int]] = [[], [], []]
+    for g in order:
+        members = groups[g]
+        image_need = (image_targets - images) / max(len(ds), 1)
+        score = image_need
+        if stratify and group_counts[g].any():
+            # Each side's shortfall of this group's classes, as a fraction of the
+            # class total, weighted towards the group's rarer classes; the image
+            # shortfall only breaks ties.
+            weights = group_counts[g] / np.maximum(class_totals, 1)
+            shortfall = (class_targets - objects) / np.maximum(class_totals, 1)
+            score = (shortfall * weights).sum(axis=1) / weights.sum() + 1e-3 * image_need
+        # A side already at its image target takes nothing more while another still has room.
+        open_sides = images < image_targets - 1e-9
+        if open_sides.any():
+            score = np.where(open_sides, score, -np.inf)
+        side = int(np.argmax(score))  # ties: the earlier side, train first
+        sides[side].extend(members)
+        images[side] += len(members)
+        objects[side] += group_counts[g]
+    return {name: sorted(idx) for name, idx in zip(SPLIT_NAMES, sides)}
+
+
+def split_dataset(
+    ds: DetectionDataset, fractions=(0.6, 0.2, 0.2), seed: int = 0, stratify: bool = True
+) -> dict[str, DetectionDataset]:
+    """Split into ``{"train", "val", "test"}`` sub-datasets, the seed's 60/20/20 by default.
+
+    Deterministic for a seed; grouped by ``ImageRecord.subject`` when known, so
+    no subject appears on two sides; ``stratify`` spreads each class over the
+    sides in proportion (rare classes first). Records keep their order within a side.
+    """
+    return {name: ds.subset(idx) for name, idx in split_indices(ds, fractions, seed, stratify).items()}

@@ -1,0 +1,139 @@
+"""View filters: exact values, 16-bit kept through read/filter/write, spec parsing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rarespot.errors import InputError
+from rarespot.filters import (
+    FilterStep,
+    ViewFilter,
+    brightness_contrast,
+    clahe,
+    gamma,
+    invert,
+    normalize,
+    percentile_window,
+    window_level,
+)
+from rarespot.io.images import read_image, write_image
+
+
+def _scan16() -> np.ndarray:
+    """A 16-bit 'scan' using only part of the range, like a real body scan."""
+    rng = np.random.default_rng(0)
+    base = np.linspace(1000, 21000, 64 * 80).reshape(64, 80)
+    return (base + rng.normal(0, 300, base.shape)).clip(0, 65535).astype(np.uint16)
+
+
+def test_gamma_exact_values_8_and_16_bit():
+    img8 = np.array([[0, 64, 255]], np.uint8)
+    out8 = gamma(img8, 0.5)
+    assert out8.dtype == np.uint8
+    assert out8.tolist() == [[0, round(255 * (64 / 255) ** 0.5), 255]]  # 0, 128, 255
+    img16 = np.array([[0, 16384, 65535]], np.uint16)
+    out16 = gamma(img16, 2.0)
+    assert out16.dtype == np.uint16
+    assert out16.tolist() == [[0, round(65535 * (16384 / 65535) ** 2), 65535]]  # 4096
+    with pytest.raises(ValueError, match="positive"):
+        gamma(img8, 0)
+
+
+def test_brightness_contrast_about_the_mean():
+    img = np.array([[100, 200, 300]], np.uint16)  # mean 200
+    assert brightness_contrast(img, 0.0, 2.0).tolist() == [[0, 200, 400]]
+    shifted = brightness_contrast(img, 0.01, 1.0)  # +1% of 65535 = 655.35
+    assert shifted.dtype == np.uint16 and shifted.tolist() == [[755, 855, 955]]
+    assert brightness_contrast(np.array([[250]], np.uint8), 0.5, 1.0).tolist() == [[255]]  # clipped, not wrapped
+
+
+def test_normalize_and_invert_full_range():
+    img = np.array([[1000, 2000, 3000]], np.uint16)
+    assert normalize(img).tolist() == [[0, 32768, 65535]]
+    assert normalize(np.array([[10, 20, 30]], np.uint8)).tolist() == [[0, 128, 255]]
+    assert invert(img).tolist() == [[64535, 63535, 62535]]
+    assert normalize(np.full((2, 2), 7, np.uint16)).tolist() == [[0, 0], [0, 0]]
+
+
+def test_windows_produce_8_bit():
+    img = np.array([[0, 1000, 2000, 3000, 4000]], np.uint16)
+    wl = window_level(img, center=2000, width=2001)  # 1000 .. 3000 -> 0 .. 255
+    assert wl.dtype == np.uint8 and wl.tolist() == [[0, 0, 128, 255, 255]]
+    pw = percentile_window(img, 0, 100)
+    assert pw.dtype == np.uint8 and pw.tolist() == [[0, 63, 127, 191, 255]]
+    with pytest.raises(ValueError):
+        percentile_window(img, 50, 10)
+
+
+def test_clahe_keeps_16_bit_and_uses_the_range():
+    img = _scan16()
+    out = clahe(img, clip_limit=2.0, tile_grid=4)
+    assert out.dtype == np.uint16 and out.shape == img.shape
+    assert len(np.unique(out)) > 256  # more grey levels than 8 bits could hold
+    assert clahe(img.astype(np.float32) / 65535, 2.0, 4).dtype == np.float32
+    rgb8 = np.stack([(img >> 8).astype(np.uint8)] * 3, axis=2)
+    assert clahe(rgb8).dtype == np.uint8
+
+
+def test_16_bit_preserved_through_read_filter_write(tmp_path):
+    img = _scan16()
+    path = write_image(tmp_path / "scan.png", img)
+    chain = ViewFilter.parse("clahe:clip=2.0,tile=4,gamma:g=0.8,bc:b=0.01,c=1.1")
+    out = chain(read_image(path))
+    assert out.dtype == np.uint16
+    again = read_image(write_image(tmp_path / "filtered.png", out))
+    assert again.dtype == np.uint16 and np.array_equal(again, out)
+    assert again.max() > 255
+
+
+def test_spec_parsing_round_trip_and_aliases():
+    vf = ViewFilter.parse("clahe:clip=2.0,gamma:g=0.8")
+    assert [s.name for s in vf.steps] == ["clahe", "gamma"]
+    assert vf.steps[0].params == {"clip_limit": 2.0}
+    assert str(vf) == "clahe:clip_limit=2,gamma:g=0.8"
+    assert ViewFilter.parse(str(vf)) == vf
+    multi = ViewFilter.parse("bc:brightness=0.1,contrast=1.3;window:center=3000,width=2000|normalize")
+    assert [(s.name, s.params) for s in multi.steps] == [
+        ("brightness_contrast", {"brightness": 0.1, "contrast": 1.3}),
+        ("window_level", {"center": 3000.0, "width": 2000.0}),
+        ("normalize", {}),
+    ]
+    assert not ViewFilter.parse("") and not ViewFilter.parse(None)
+
+
+def test_spec_from_yaml_and_list(tmp_path):
+    path = tmp_path / "view.yaml"
+    path.write_text("- name: clahe\n  params: {clip: 3}\n- name: gamma\n  params: {g: 0.7}\n")
+    vf = ViewFilter.from_yaml(path)
+    assert vf == ViewFilter(steps=[FilterStep(name="clahe", params={"clip_limit": 3}), FilterStep(name="gamma", params={"g": 0.7})])
+    path.write_text("steps: clahe:clip=3,gamma:g=0.7\n")
+    assert ViewFilter.from_yaml(path) == vf
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("sharpen", "unknown view filter 'sharpen'"),
+        ("clahe:zz=1", "unknown parameter 'zz'"),
+        ("window:center=3", "missing parameter"),
+        ("gamma:g=abc", "not a number"),
+        ("g=3", "before any filter"),
+        ("clahe:2", "key=value"),
+    ],
+)
+def test_bad_specs_raise_input_error(spec, message):
+    with pytest.raises(InputError, match=message) as exc:
+        ViewFilter.parse(spec)
+    assert spec in str(exc.value)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- name: nope\n")
+    with pytest.raises(InputError) as exc:
+        ViewFilter.from_yaml(path)
+    assert "bad.yaml" in str(exc.value)
+    with pytest.raises(InputError, match="not found") as exc:
+        ViewFilter.from_yaml(tmp_path / "missing.yaml")
+    assert "missing.yaml" in str(exc.value)

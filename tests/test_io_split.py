@@ -1,0 +1,84 @@
+"""Seeded 60/20/20 split, one subject never on two sides."""
+
+from __future__ import annotations
+
+import pytest
+
+from rarespot.io.dataset import DetectionDataset, ImageRecord
+from rarespot.io.split import split_dataset, split_indices
+
+
+def _ds(n: int, subjects=None) -> DetectionDataset:
+    subjects = subjects or [None] * n
+    return DetectionDataset(["a"], [ImageRecord(f"img{i}.png", 10, 10, subject=subjects[i]) for i in range(n)])
+
+
+def test_without_subjects_counts_are_exact():
+    parts = split_dataset(_ds(247))  # the seed's THEIA dataset size
+    assert {k: len(v) for k, v in parts.items()} == {"train": 148, "val": 50, "test": 49}
+    names = [r.path.name for part in parts.values() for r in part]
+    assert sorted(names) == sorted(f"img{i}.png" for i in range(247))  # a partition
+
+
+def test_deterministic_per_seed_and_differs_between_seeds():
+    ds = _ds(100)
+    a, b, c = split_indices(ds, seed=3), split_indices(ds, seed=3), split_indices(ds, seed=4)
+    assert a == b
+    assert a != c
+
+
+def test_subjects_never_on_two_sides():
+    subjects = [f"s{i // 3}" if i < 90 else None for i in range(120)]  # 30 people scanned 3 times, 30 once
+    parts = split_dataset(_ds(120, subjects), seed=1)
+    sides = {}
+    for name, part in parts.items():
+        for rec in part:
+            if rec.subject is not None:
+                assert sides.setdefault(rec.subject, name) == name
+    sizes = [len(parts[k]) for k in ("train", "val", "test")]
+    assert sum(sizes) == 120
+    # Within one group (3 images) of the 72/24/24 targets.
+    assert all(abs(s - t) <= 3 for s, t in zip(sizes, (72, 24, 24)))
+
+
+def test_custom_fractions_and_bad_fractions():
+    parts = split_dataset(_ds(10), fractions=(0.8, 0.2, 0.0))
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [8, 2, 0]
+    with pytest.raises(ValueError, match="summing to 1"):
+        split_dataset(_ds(10), fractions=(0.5, 0.2, 0.2))
+    with pytest.raises(ValueError, match="three"):
+        split_dataset(_ds(10), fractions=(0.5, 0.5))
+
+
+def _labelled(n: int, rare_every: int, subjects=None) -> DetectionDataset:
+    """Class 0 in every image, class 1 (rare) in every ``rare_every``-th."""
+    records = []
+    for i in range(n):
+        labels = [0, 1] if i % rare_every == 0 else [0]
+        records.append(ImageRecord(f"img{i}.png", 10, 10, [[0, 0, 5, 5]] * len(labels), labels,
+                                   subjects[i] if subjects else None))
+    return DetectionDataset(["common", "rare"], records)
+
+
+def test_rare_class_reaches_every_side_when_stratified():
+    ds = _labelled(100, rare_every=20)  # 5 rare objects: 3 / 1 / 1 is the fair share
+    for seed in range(5):
+        parts = split_dataset(ds, seed=seed)
+        rare = {k: int(v.class_counts()[1]) for k, v in parts.items()}
+        assert rare == {"train": 3, "val": 1, "test": 1}, (seed, rare)
+        assert [len(parts[k]) for k in ("train", "val", "test")] == [60, 20, 20]
+
+
+def test_stratified_split_still_groups_subjects():
+    subjects = [f"s{i // 4}" for i in range(80)]
+    parts = split_dataset(_labelled(80, rare_every=8, subjects=subjects), seed=2)
+    seen = {}
+    for name, part in parts.items():
+        for rec in part:
+            assert seen.setdefault(rec.subject, name) == name
+    assert all(part.class_counts()[1] >= 1 for part in parts.values())
+
+
+def test_unstratified_split_is_available():
+    a = split_indices(_labelled(50, 10), seed=0, stratify=False)
+    assert sum(len(v) for v in a.values()) == 50
