@@ -112,3 +112,41 @@ def test_bad_plans_name_the_file(tmp_path, text, needle):
     with pytest.raises(InputError) as err:
         load_plan(path)
     assert str(path) in str(err.value) and needle in str(err.value)
+
+
+@pytest.mark.slow
+def test_detection_plan_end_to_end_on_tiny_synthetic_scans(tmp_path):
+    """A real (tiny) plan: synthetic scans -> train -> val-calibrated tiled and
+    full-image evaluation -> a reused-model cell -> results.csv and report."""
+    from rarespot.experiment.detection import run_detection_cell
+
+    plan = _plan(
+        tmp_path,
+        textwrap.dedent(
+            """
+            name: tiny
+            data: {synth: {n: 10, seed: 3, size: [300, 240]}}
+            base: {model: yolo11n, tiles: 2, tile_size: 128, remap: agnostic, batch: 4, nbs: 4, val_every: 1, workers: 0}
+            budget: {epochs: 1, imgsz: 128, device: cpu}
+            seeds: [0]
+            studies:
+              - name: tiling
+                form: tiling
+                cells:
+                  - {label: full image, set: {full_image: true, imgsz: 128}, inference: full}
+                  - {label: 2 x 128, set: {}}
+              - name: peers
+                cells:
+                  - {label: reuse, model_from: "tiling/2 x 128"}
+            """
+        ),
+    )
+    out = tmp_path / "study"
+    rows = read_results(run_plan(plan, out, run_detection_cell))
+    assert [r["status"] for r in rows] == ["done"] * 3, [r.get("error") for r in rows]
+    for row in rows:
+        for key in ("precision", "recall", "f1", "map50"):
+            assert 0.0 <= float(row[key]) <= 1.0
+    assert (out / "runs" / "tiling" / "2-x-128" / "seed0" / "train" / "weights" / "best.pt").exists()
+    assert (out / "runs" / "peers" / "reuse" / "seed0" / "test_eval" / "metrics.json").exists()
+    assert "| 2 | 128 |" in write_report(plan, out).read_text()

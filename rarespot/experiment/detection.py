@@ -57,7 +57,8 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
         from rarespot.synth import generate
 
         synth = dict(spec["synth"] or {})
-        dataset = generate(int(synth.get("n", 100)), data_dir / "scans", seed=int(synth.get("seed", 0)))
+        size = tuple(synth.get("size", (1500, 1216)))  # (height, width); small sizes for smoke tests
+        dataset = generate(int(synth.get("n", 100)), data_dir / "scans", seed=int(synth.get("seed", 0)), size=size)
     elif "path" in spec:
         path = Path(spec["path"]).expanduser()
         if not path.exists():

@@ -39,17 +39,18 @@ def _fmt(stat) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def study_table(study: Study, agg: dict) -> str:
+def study_table(study: Study, agg: dict, plan: Plan) -> str:
     tiling = study.form == "tiling"
     head = ["num tiles", "tile size"] if tiling else [study.name]
     lines = ["| " + " | ".join(head + [name for _, name in SHOWN] + ["seeds"]) + " |"]
     lines.append("|" + "---|" * (len(head) + len(SHOWN) + 1))
     for cell in study.cells:
         stats = agg.get((study.name, cell.slug), {"n": 0})
-        if tiling:
-            full = cell.set.get("full_image", False)
-            first = ["no tile" if full else str(cell.set.get("tiles", "")),
-                     "full image" if full else str(cell.set.get("tile_size", ""))]
+        if tiling:  # the resolved config: a cell may take its tiles from the base
+            cfg = plan.config_for(cell, plan.seeds[0])
+            full = cfg.get("full_image", False)
+            first = ["no tile" if full else str(cfg.get("tiles", "")),
+                     "full image" if full else str(cfg.get("tile_size", ""))]
         else:
             first = [cell.label]
         metrics = [_fmt(stats.get(key)) for key, _ in SHOWN]
@@ -93,7 +94,7 @@ def write_report(plan: Plan, out_dir: str | Path) -> Path:
     parts = [f"# Study: {plan.name}", "", f"Seeds: {plan.seeds}. Budget: {plan.budget.model_dump(exclude_none=True)}.", ""]
     for study in plan.studies:
         png = plot_study(study, agg, out_dir / f"{study.name}.png")
-        parts += [f"## {study.name}", "", study_table(study, agg), "", f"![{study.name}]({png.name})", ""]
+        parts += [f"## {study.name}", "", study_table(study, agg, plan), "", f"![{study.name}]({png.name})", ""]
     md = out_dir / "report.md"
     tmp = md.with_suffix(".md.tmp")
     tmp.write_text("\n".join(parts))
