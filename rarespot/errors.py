@@ -16,3 +16,7 @@ class InputError(RarespotError, ValueError):
         self.path = Path(path) if path is not None else None
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+    def __reduce__(self):
+        # Picklable, so errors raised in joblib/multiprocessing workers reach the caller intact.
+        return (type(self), (self.path, self.problem))

@@ -1,0 +1,382 @@
+"""Training lung-sound classifiers: class-balanced loss, patient-wise early stopping, resumable.
+
+``train(data, out_dir, config)`` is the whole pipeline (read cycles, patient-wise
+validation split, features, fit); ``fit(...)`` is the loop on feature arrays,
+which cross-validation (bench/bench_sounds.py) calls per fold.
+
+The output folder holds ``last.pt`` (everything needed to resume, written
+atomically after every epoch), ``best.pt`` (the weights with the best validation
+ICBHI score, what predict/evaluate load), ``history.json``, ``curves.png`` and
+``val_confusion.png``. Running again into the same folder resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, Field, model_validator
+
+from rarespot.errors import InputError
+from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
+from rarespot.sounds.features import FeatureConfig, fit_norm_stats, normalise
+from rarespot.sounds.torch_model import ModelConfig
+
+CHECKPOINT_FORMAT = "rarespot-sounds/1"
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run; loadable from YAML (``TrainConfig.from_yaml``)."""
+
+    features: FeatureConfig = FeatureConfig()
+    model: ModelConfig = ModelConfig()
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (the seed used Adam at a fixed 1e-4 with pretrained DeiT)")
+    weight_decay: float = 0.05
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = 2
+    loss: Literal["cb_ce", "cb_focal", "ce", "focal"] = Field("cb_ce", description="cb_* = class-balanced (seed eq. 13)")
+    beta: float = Field(0.999, ge=0, lt=1, description="class-balanced loss: effective-number beta")
+    gamma: float = Field(2.0, ge=0, description="focal loss gamma")
+    normalisation: Literal["dataset", "per_sample"] = "dataset"
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of patients held out for early stopping")
+    patience: int = Field(10, ge=1, description="epochs without a better validation ICBHI score before stopping")
+    augment: bool = Field(True, description="random circular time shift + time/frequency masking")
+    seed: int = 0
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default; 1 is fastest on a busy shared machine)")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'")
+
+    @model_validator(mode="after")
+    def _same_image_size(self):
+        # The model's input is the feature image: one size, set by the features.
+        self.model.image_size = tuple(self.features.image_size)
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            return cls.model_validate(data)
+        except (yaml.YAMLError, ValueError) as exc:
+            raise InputError(path, f"invalid training config: {str(exc).strip()[:400]}") from None
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_epoch: int
+    epochs_run: int
+    seconds_per_epoch: float
+    checkpoint: Path
+    history: list[dict]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_loss(config: TrainConfig, counts: np.ndarray):
+    """The training criterion, from the imbalance toolkit (one implementation of eq. 13 in rarespot)."""
+    from rarespot.imbalance.losses import ClassBalancedLoss
+
+    beta = config.beta if config.loss.startswith("cb_") else 0.0  # beta = 0: every class weight 1
+    loss_type = "ce" if config.loss.endswith("ce") else "softmax_focal"
+    # A class absent from training would get an infinite weight; give it count 1.
+    return ClassBalancedLoss(np.maximum(counts, 1), beta=beta, loss_type=loss_type, gamma=config.gamma)
+
+
+def augment_batch(x, generator):
+    """Circular time shift (cycles are repeat-padded, so a shift is another phase of breathing)
+    plus one time mask and one frequency mask per sample (SpecAugment-style, set to 0 = the normalised mean)."""
+    import torch
+
+    n, _, h, w = x.shape
+    shifts = torch.randint(0, w, (n,), generator=generator)
+    idx = (torch.arange(w).unsqueeze(0) + shifts.unsqueeze(1)) % w
+    x = torch.gather(x, 3, idx.view(n, 1, 1, w).expand_as(x))
+    t_len = torch.randint(0, max(1, w // 8) + 1, (n,), generator=generator)
+    t_0 = (torch.rand(n, generator=generator) * (w - t_len)).long()
+    f_len = torch.randint(0, max(1, h // 8) + 1, (n,), generator=generator)
+    f_0 = (torch.rand(n, generator=generator) * (h - f_len)).long()
+    cols, rows = torch.arange(w), torch.arange(h)
+    tmask = (cols >= t_0[:, None]) & (cols < (t_0 + t_len)[:, None])
+    fmask = (rows >= f_0[:, None]) & (rows < (f_0 + f_len)[:, None])
+    keep = ~(tmask[:, None, None, :] | fmask[:, None, :, None])
+    return x * keep
+
+
+def predict_logits(model, x: np.ndarray, batch_size: int = 64, device=None) -> np.ndarray:
+    import torch
+
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(ICBHI_CLASSES)), dtype=np.float32)
+
+
+def _lr_factor(config: TrainConfig, epoch: int) -> float:
+    if epoch < config.warmup_epochs:
+        return (epoch + 1) / (config.warmup_epochs + 1)
+    if config.schedule == "constant":
+        return 1.0
+    span = max(1, config.epochs - config.warmup_epochs)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - config.warmup_epochs) / span))
+
+
+def _fingerprint(y_train: np.ndarray, y_val: np.ndarray, shape) -> str:
+    import hashlib
+
+    return hashlib.sha1(y_train.tobytes() + b"|" + y_val.tobytes() + b"|" + str(tuple(shape)).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def fit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    weights: str | Path | None = None,
+    progress: bool = True,
+    log=print,
+) -> FitResult:
+    """Train on raw (un-normalised) feature arrays, early-stop on the validation ICBHI score.
+
+    x_*: (N, 3, H, W) float32 from ``extract_features``; y_*: class indices.
+    weights: optional local ViT/DeiT weights for the transformer (see ``load_encoder_weights``).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from rarespot.sounds.torch_model import build_model, count_parameters, load_encoder_weights
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    y_train = np.asarray(y_train, dtype=np.int64)
+    y_val = np.asarray(y_val, dtype=np.int64)
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise ValueError(f"need training and validation cycles, got {len(x_train)} and {len(x_val)}")
+
+    norm = fit_norm_stats(x_train, config.normalisation)
+    xt = torch.from_numpy(normalise(x_train, norm))
+    xv = normalise(x_val, norm)
+    yt = torch.from_numpy(y_train)
+    counts = np.bincount(y_train, minlength=len(ICBHI_CLASSES))
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device)
+    if weights is not None:
+        info = load_encoder_weights(model, weights)
+        log(f"loaded {info['loaded']} tensors from {weights}" + (" (classification head re-initialised)" if info["skipped_head"] else ""))
+    criterion = make_loss(config, counts).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: _lr_factor(config, e))
+
+    fingerprint = _fingerprint(y_train, y_val, x_train.shape)
+    history: list[dict] = []
+    start_epoch, best_score, best_epoch, stale = 0, -1.0, -1, 0
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        if state.get("config") != config.model_dump(mode="json") or state.get("fingerprint") != fingerprint:
+            raise InputError(last_path, "was written by a run with another config or other data; use a new output folder or --no-resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        stale, history = state["stale"], state["history"]
+        log(f"resuming from {last_path} at epoch {start_epoch + 1}")
+    if start_epoch == 0:
+        log(f"{config.model.variant}: {count_parameters(model) / 1e6:.2f}M parameters, "
+            f"{len(y_train)} training / {len(y_val)} validation cycles, class counts {counts.tolist()}")
+
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.model_dump(mode="json"),
+        "norm": norm.model_dump(),
+        "class_names": list(ICBHI_CLASSES),
+        "fingerprint": fingerprint,
+    }
+    generator = torch.Generator().manual_seed(config.seed)
+    epoch_times = [h["seconds"] for h in history]
+    bar = tqdm(range(start_epoch, config.epochs), desc=config.model.variant, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        if stale >= config.patience:
+            break
+        generator.manual_seed(config.seed * 100003 + epoch)  # same batches after a resume
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(yt), generator=generator)
+        total, seen = 0.0, 0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            if len(idx) < 2 and config.model.variant != "vit":
+                continue  # BatchNorm cannot train on a batch of one
+            xb, yb = xt[idx], yt[idx]
+            if config.augment:
+                xb = augment_batch(xb, generator)
+            xb, yb = xb.to(device), yb.to(device)
+            loss = criterion(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        scheduler.step()
+        seconds = time.perf_counter() - t0
+        epoch_times.append(seconds)
+        scores = icbhi_scores(y_val, predict_logits(model, xv, device=device).argmax(1))
+        record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "se": scores.se, "sp": scores.sp,
+                  "score": scores.score, "seconds": seconds, "lr": optimizer.param_groups[0]["lr"]}
+        history.append(record)
+        improved = scores.score > best_score
+        if improved:
+            best_score, best_epoch, stale = scores.score, epoch + 1, 0
+            _atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
+        else:
+            stale += 1
+        _atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
+                            "best_epoch": best_epoch, "stale": stale, "history": history}, last_path)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", score=f"{100 * scores.score:.1f}", best=f"{100 * best_score:.1f}")
+        log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
+    bar.close()
+
+    _atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+    _plot_curves(history, out_dir / "curves.png")
+    if best_path.is_file():
+        best = torch.load(best_path, map_location=device, weights_only=False)
+        model.load_state_dict(best["model"])
+        scores = icbhi_scores(y_val, predict_logits(model, xv, device=device).argmax(1))
+        plot_confusion(scores, out_dir / "val_confusion.png", title=f"{config.model.variant}, validation, epoch {best_epoch}")
+    return FitResult(best_score, best_epoch, len(history), float(np.mean(epoch_times)) if epoch_times else float("nan"), best_path, history)
+
+
+def _plot_curves(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=110)
+    a.plot(epochs, [h["loss"] for h in history])
+    a.set_xlabel("epoch")
+    a.set_ylabel("training loss")
+    for key in ("se", "sp", "score"):
+        b.plot(epochs, [100 * h[key] for h in history], label=key)
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation %")
+    b.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- whole pipeline
+
+
+def train(
+    data: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    split: str | None = "train",
+    val_data: str | Path | None = None,
+    weights: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    n_jobs: int = 1,
+    resume: bool = True,
+    progress: bool = True,
+    log=print,
+) -> FitResult:
+    """Read cycles from ``data`` (manifest CSV or official-layout folder), split patient-wise, extract features, fit.
+
+    split: which official split to train on when the data says (rows/recordings of
+    the other split are left out); None uses everything.
+    val_data: a separate validation set; otherwise ``config.val_fraction`` of the patients.
+    """
+    from rarespot.sounds.data import describe, patient_split
+    from rarespot.sounds.features import extract_features
+
+    config = config or TrainConfig()
+    cycles = _load_with_optional_split(data, split)
+    if val_data is not None:
+        train_cycles, val_cycles = cycles, _load_with_optional_split(val_data, None)
+        shared = {c.patient for c in train_cycles} & {c.patient for c in val_cycles}
+        if shared:
+            warnings.warn(f"{val_data}: patients {sorted(shared)[:5]} are in both training and validation data", UserWarning, stacklevel=2)
+    else:
+        tr, va = patient_split(cycles, config.val_fraction, config.seed)
+        train_cycles, val_cycles = [cycles[i] for i in tr], [cycles[i] for i in va]
+    log(f"training: {describe(train_cycles)}")
+    log(f"validation: {describe(val_cycles)}")
+    x_train = extract_features(train_cycles, config.features, cache_dir=cache_dir, n_jobs=n_jobs, progress=progress)
+    x_val = extract_features(val_cycles, config.features, cache_dir=cache_dir, n_jobs=n_jobs, progress=progress)
+    y_train = np.array([c.label for c in train_cycles])
+    y_val = np.array([c.label for c in val_cycles])
+    return fit(x_train, y_train, x_val, y_val, config, out_dir, resume=resume, weights=weights, progress=progress, log=log)
+
+
+def _load_with_optional_split(data, split):
+    from rarespot.sounds.data import load_cycles
+
+    path = Path(data)
+    if split is None:
+        return load_cycles(path)
+    try:
+        return load_cycles(path, split=split)
+    except InputError as exc:
+        # Data without any split information: use all of it rather than fail.
+        if "needs the official split file" in exc.problem:
+            return load_cycles(path)
+        raise
