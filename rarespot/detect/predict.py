@@ -1,0 +1,361 @@
+"""Tiled (sliced) inference on full-resolution scans — seed 000's test protocol.
+
+A scan is converted to the network's 8-bit BGR input once
+(:func:`~rarespot.detect.preprocess.to_model_input`, the same mapping the
+training tiles got), cut into a fixed grid of overlapping square tiles
+(:func:`~rarespot.tiling.grid_tiles`; a scan smaller than a tile is padded),
+the tiles go through the model in batches, their boxes are shifted back into
+scan pixels and merged across tiles (NMS or weighted box fusion). An optional
+extra pass over the whole scan, shrunk to one tile, finds objects larger than
+a tile.
+
+    >>> predictor = TiledPredictor("runs/exp/best.pt", tile=512, conf=0.25)
+    >>> dets = predictor.predict_path("scan_0001.png")
+    >>> dets.to_records()[0]
+    {'x1': ..., 'y1': ..., 'x2': ..., 'y2': ..., 'score': ..., 'label': 0, 'class_name': 'knife'}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rarespot.detect.backends import DetectionBackend, load_backend
+from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS, merge_detections
+from rarespot.detect.preprocess import to_model_input
+from rarespot.errors import InputError
+from rarespot.tiling import crop_tile, grid_tiles
+
+#: Pixel types a scan may have (what rarespot.io.images.read_image returns, plus DICOM's signed 16-bit).
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+
+
+@dataclass
+class Detections:
+    """Objects found in one scan, in the scan's own pixels."""
+
+    boxes: np.ndarray  # (n, 4) float pixel xyxy in the full image
+    scores: np.ndarray  # (n,)
+    labels: np.ndarray  # (n,) int, indices into class_names
+    class_names: list[str]
+    image_size: tuple[int, int] | None = None  # (height, width) of the scan
+    info: dict = field(default_factory=dict)  # tiles, timings: for logs, not for metrics
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def above(self, conf: float) -> "Detections":
+        """Only the detections with score >= ``conf``."""
+        keep = self.scores >= conf
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names, self.image_size)
+
+    def to_records(self) -> list[dict]:
+        """One flat JSON-able dict per detection (CSV-friendly), highest score first."""
+        records = []
+        for box, score, label in zip(self.boxes, self.scores, self.labels):
+            name = self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
+            records.append(
+                {
+                    "x1": round(float(box[0]), 2),
+                    "y1": round(float(box[1]), 2),
+                    "x2": round(float(box[2]), 2),
+                    "y2": round(float(box[3]), 2),
+                    "score": round(float(score), 5),
+                    "label": int(label),
+                    "class_name": name,
+                }
+            )
+        return records
+
+
+def check_image(image: np.ndarray, path: str | Path | None = None) -> None:
+    """Raise InputError (naming ``path``) for an array no scan reader would give."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(path, f"expected a numpy image array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise InputError(path, f"unexpected image shape {image.shape}: expected HxW grey or HxWx3 colour")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(path, f"empty image (shape {image.shape})")
+    if image.dtype not in SUPPORTED_DTYPES:
+        raise InputError(
+            path, f"unsupported pixel type {image.dtype}: expected 8- or 16-bit integers (or float)"
+        )
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise InputError(path, "image holds NaN or infinite values")
+
+
+class TiledPredictor:
+    """Sliced inference with any back-end (``.pt`` via torch, ``.onnx`` via onnxruntime).
+
+    model: a weights file, or a ready :class:`DetectionBackend` (tests pass fakes).
+    tile, overlap: the grid (pixels, fraction of a tile); use the training tile size.
+    conf: keep detections scoring at least this; iou: NMS / fusion threshold,
+      used both inside each tile and across tiles.
+    merge: "nms" keeps the best box of a cluster, "wbf" fuses its corners.
+    class_agnostic: merge across classes (one object, one box).
+    full_image_pass: also run the scan shrunk to one tile (objects larger than a tile).
+    batch: tiles per forward pass. imgsz: network input size (default: the tile size).
+    match_metric: "iou" or "ios" for the cross-tile merge (IoS also folds a
+      partial box cut by a tile edge into the whole one).
+    max_det: cap per tile and per scan. pad_value: fill for tiles past the edge
+      of a scan smaller than a tile (0, as the training tiles are padded).
+    threads: CPU threads for torch / onnxruntime (default: all cores this process may use).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | DetectionBackend,
+        tile: int = 512,
+        overlap: float = 0.2,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        merge: str = "nms",
+        class_agnostic: bool = False,
+        full_image_pass: bool = False,
+        batch: int = 8,
+        imgsz: int | None = None,
+        device: str = "cpu",
+        backend: str = "auto",
+        *,
+        match_metric: str = "iou",
+        max_det: int = 300,
+        pad_value: int = 0,
+        threads: int | None = None,
+    ):
+        if merge not in MERGE_METHODS:
+            raise ValueError(f"merge must be one of {MERGE_METHODS}, got {merge!r}")
+        if match_metric not in MATCH_METRICS:
+            raise ValueError(f"match_metric must be one of {MATCH_METRICS}, got {match_metric!r}")
+        if tile <= 0 or batch <= 0:
+            raise ValueError(f"tile and batch must be positive, got tile={tile}, batch={batch}")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
+            raise ValueError(f"conf and iou must be in [0, 1], got conf={conf}, iou={iou}")
+        if isinstance(model, (str, Path)):
+            self.backend = load_backend(model, backend=backend, device=device, imgsz=imgsz, threads=threads)
+            self.model_path: Path | None = Path(model)
+        else:
+            self.backend = model
+            self.model_path = None
+        self.tile, self.overlap, self.conf, self.iou = int(tile), float(overlap), float(conf), float(iou)
+        self.merge, self.class_agnostic, self.full_image_pass = merge, bool(class_agnostic), bool(full_image_pass)
+        self.batch, self.match_metric, self.max_det = int(batch), match_metric, int(max_det)
+        self.pad_value = pad_value
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.backend.class_names)
+
+    def predict_path(self, path: str | Path, conf: float | None = None) -> Detections:
+        """Read a scan (PNG/TIFF/DICOM/JPEG, 8/16-bit) and predict; errors name the file."""
+        from rarespot.io.images import read_image
+
+        image = read_image(path)
+        check_image(image, path)
+        return self.predict(image, conf=conf)
+
+    def predict(self, image: np.ndarray, conf: float | None = None) -> Detections:
+        """Detections in a scan as read by ``read_image`` (HxW or HxWx3 RGB, 8/16-bit).
+
+        ``conf`` overrides the predictor's threshold for this call (evaluation
+        uses a low one to get the whole precision-recall curve).
+        """
+        import time
+
+        check_image(image)
+        conf = self.conf if conf is None else float(conf)
+        started = time.perf_counter()
+        bgr = to_model_input(image)
+        height, width = bgr.shape[:2]
+        windows = grid_tiles(height, width, self.tile, self.overlap)
+
+        parts_boxes, parts_scores, parts_labels = [], [], []
+        for start in range(0, len(windows), self.batch):
+            chunk = windows[start : start + self.batch]
+            tiles = np.stack([crop_tile(bgr, int(x0), int(y0), self.tile, self.pad_value) for x0, y0, _, _ in chunk])
+            outputs = self.backend.predict_tiles(tiles, conf, self.iou, self.class_agnostic, self.max_det)
+            for (x0, y0, _, _), (boxes, scores, labels) in zip(chunk, outputs):
+                # Clip to the tile first: the model saw nothing past it, and training labels were clipped
+                # to their tiles too (rarespot.tiling.boxes_in_tile); Ultralytics and SAHI do the same.
+                boxes = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 0, self.tile)
+                parts_boxes.append(boxes + [x0, y0, x0, y0])
+                parts_scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
+                parts_labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
+
+        if self.full_image_pass and (height > self.tile or width > self.tile):
+            boxes, scores, labels = self._full_image(bgr, conf)
+            parts_boxes.append(boxes)
+            parts_scores.append(scores)
+            parts_labels.append(labels)
+
+        boxes = np.concatenate(parts_boxes) if parts_boxes else np.zeros((0, 4))
+        scores = np.concatenate(parts_scores) if parts_scores else np.zeros(0)
+        labels = np.concatenate(parts_labels) if parts_labels else np.zeros(0, dtype=np.int64)
+        # Boxes may reach into the padding of a small scan: clip to the scan, drop what is left empty.
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores, labels = boxes[visible], scores[visible], labels[visible]
+        n_raw = len(scores)
+        boxes, scores, labels = merge_detections(
+            boxes, scores, labels, self.merge, self.iou, self.class_agnostic, self.match_metric
+        )
+        boxes, scores, labels = boxes[: self.max_det], scores[: self.max_det], labels[: self.max_det]
+        info = {"tiles": int(len(windows)), "raw_boxes": int(n_raw), "seconds": time.perf_counter() - started}
+        return Detections(boxes, scores, labels, self.class_names, (height, width), info)
+
+    def _full_image(self, bgr: np.ndarray, conf: float):
+        """The whole scan shrunk (aspect kept) into one padded tile; boxes scaled back."""
+        import cv2
+
+        height, width = bgr.shape[:2]
+        scale = self.tile / max(height, width)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        small = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        canvas = crop_tile(small, 0, 0, self.tile, self.pad_value)
+        boxes, scores, labels = self.backend.predict_tiles(
+            canvas[None], conf, self.iou, self.class_agnostic, self.max_det
+        )[0]
+        sx, sy = width / new_w, height / new_h
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
+        return boxes, np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+
+
+# -- files in, files out (what `rarespot detect predict` runs) ---------------
+
+
+def collect_images(inputs) -> list[Path]:
+    """Image files from paths and folders (searched recursively), in a stable order."""
+    from rarespot.io.images import is_image_file
+
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            if not images:
+                raise InputError(path, "no images found in this folder")
+            found.extend(images)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InputError(path, "image file not found")
+    return found
+
+
+def predict_files(
+    predictor: TiledPredictor,
+    inputs,
+    out_dir: str | Path | None = None,
+    overlays: bool = True,
+    progress: bool = True,
+) -> list[tuple[Path, Detections]]:
+    """Predict every image in ``inputs`` (files or folders).
+
+    With ``out_dir``: writes ``predictions.json`` (one entry per image),
+    ``predictions.csv`` (one row per box) and, with ``overlays``,
+    ``overlays/<name>.png`` (boxes drawn on the scan). An unreadable image
+    stops the run with an error naming it.
+    """
+    paths = collect_images(inputs)
+    out = ensure_writable_dir(out_dir) if out_dir is not None else None
+    results: list[tuple[Path, Detections]] = []
+    overlay_names: set[str] = set()
+    for path in progress_iter(paths, progress, "predicting"):
+        from rarespot.io.images import read_image
+
+        image = read_image(path)
+        check_image(image, path)
+        dets = predictor.predict(image)
+        results.append((path, dets))
+        if out is not None and overlays:
+            name = _unique_name(path, overlay_names)
+            write_overlay(image, dets, out / "overlays" / f"{name}.png")
+    if out is not None:
+        write_predictions(results, out)
+    return results
+
+
+def progress_iter(items, enabled: bool, label: str):
+    """Yield ``items`` with a rich progress bar (count and time left) when ``enabled``."""
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def ensure_writable_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` if needed and check a file can be written there (InputError otherwise)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(out, f"cannot write to the output folder: {exc.strerror or exc}") from None
+    return out
+
+
+def _unique_name(path: Path, taken: set[str]) -> str:
+    name, k = path.stem, 1
+    while name in taken:  # two folders may hold scans of the same name
+        k += 1
+        name = f"{path.stem}_{k}"
+    taken.add(name)
+    return name
+
+
+def write_overlay(image: np.ndarray, dets: Detections, path: str | Path) -> Path:
+    """The scan with its detections drawn (class and score), as a PNG."""
+    from rarespot.viz import render_overlay, save_png
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = render_overlay(
+        image, pred_boxes=dets.boxes, pred_labels=dets.labels, pred_scores=dets.scores, class_names=dets.class_names
+    )
+    return save_png(path, rgb)
+
+
+def write_predictions(results: list[tuple[Path, Detections]], out_dir: str | Path) -> tuple[Path, Path]:
+    """``predictions.json`` and ``predictions.csv`` for a list of (image, detections)."""
+    import csv
+    import io
+    import json
+
+    from rarespot.io.atomic import atomic_write_text
+
+    out = Path(out_dir)
+    entries = []
+    buf = io.StringIO()
+    fields = ["image", "x1", "y1", "x2", "y2", "score", "label", "class_name"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for path, dets in results:
+        records = dets.to_records()
+        height, width = dets.image_size or (None, None)
+        entries.append({"image": str(path), "width": width, "height": height, "detections": records})
+        for rec in records:
+            writer.writerow({"image": str(path), **rec})
+    json_path = atomic_write_text(out / "predictions.json", json.dumps(entries, indent=1) + "\n")
+    csv_path = atomic_write_text(out / "predictions.csv", buf.getvalue())
+    return json_path, csv_path

@@ -1,0 +1,76 @@
+"""Cross-tile merging: exact hand-computed NMS and weighted-box-fusion cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rarespot.detect.merge import merge_detections, nms, weighted_box_fusion
+
+A = [0, 0, 10, 10]
+A_SHIFTED = [1, 0, 11, 10]  # IoU with A = 90 / 110 = 0.818
+
+
+def test_nms_class_aware_and_agnostic():
+    boxes = [A, A_SHIFTED, A_SHIFTED]
+    scores = [0.9, 0.8, 0.7]
+    labels = [0, 0, 1]
+    assert nms(boxes, scores, labels, iou=0.5).tolist() == [0, 2]
+    assert nms(boxes, scores, labels, iou=0.5, class_agnostic=True).tolist() == [0]
+    assert nms(boxes, scores, labels, iou=0.85).tolist() == [0, 1, 2]
+
+
+def test_nms_suppresses_only_strictly_above_threshold():
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 5]]  # IoU exactly 0.5
+    assert nms(boxes, [0.9, 0.8], [0, 0], iou=0.5).tolist() == [0, 1]
+    assert nms(boxes, [0.9, 0.8], [0, 0], iou=0.49).tolist() == [0]
+
+
+def test_nms_output_sorted_by_score_and_handles_empty():
+    boxes = [[100, 100, 110, 110], A, A_SHIFTED]
+    assert nms(boxes, [0.2, 0.3, 0.9], [1, 0, 0]).tolist() == [2, 0]
+    assert nms(np.zeros((0, 4)), [], []).tolist() == []
+
+
+def test_ios_folds_a_cut_off_part_into_the_whole_box():
+    whole = [0, 0, 100, 100]
+    part = [0, 0, 20, 100]  # what a neighbouring tile saw: IoU 0.2, IoS 1.0
+    assert nms([whole, part], [0.9, 0.5], [0, 0], iou=0.5, metric="iou").tolist() == [0, 1]
+    assert nms([whole, part], [0.9, 0.5], [0, 0], iou=0.5, metric="ios").tolist() == [0]
+
+
+def test_wbf_fuses_corners_by_score_and_keeps_the_max_score():
+    boxes = [[0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]]  # first two: IoU 80/120 = 0.667
+    scores = [0.9, 0.3, 0.4]
+    fused, fscores, flabels = weighted_box_fusion(boxes, scores, [0, 0, 0], iou=0.5)
+    np.testing.assert_allclose(fused, [[0.5, 0, 10.5, 10], [50, 50, 60, 60]])
+    assert fscores.tolist() == pytest.approx([0.9, 0.4])
+    assert flabels.tolist() == [0, 0]
+
+
+def test_wbf_class_aware_keeps_classes_apart_agnostic_takes_top_label():
+    boxes = [[0, 0, 10, 10], [2, 0, 12, 10]]
+    fused, scores, labels = weighted_box_fusion(boxes, [0.3, 0.9], [0, 1], iou=0.5)
+    assert len(fused) == 2 and labels.tolist() == [1, 0]
+    fused, scores, labels = weighted_box_fusion(boxes, [0.3, 0.9], [0, 1], iou=0.5, class_agnostic=True)
+    np.testing.assert_allclose(fused, [[1.5, 0, 11.5, 10]])
+    assert scores.tolist() == pytest.approx([0.9]) and labels.tolist() == [1]
+
+
+def test_wbf_compares_with_the_running_fused_box():
+    # b joins a's cluster; c overlaps the fused (a+b) box enough but not a alone.
+    a, b, c = [0, 0, 10, 10], [4, 0, 14, 10], [7, 0, 17, 10]
+    # IoU(a, c) = 30/170 = 0.18; fused(a, b) with equal scores = [2, 0, 12, 10]; IoU with c = 50/150 = 0.33
+    fused, _, _ = weighted_box_fusion([a, b, c], [0.5, 0.5, 0.5], [0, 0, 0], iou=0.3)
+    np.testing.assert_allclose(fused, [[11 / 3, 0, 41 / 3, 10]])
+
+
+def test_merge_dispatch_and_errors():
+    boxes, scores, labels = merge_detections([A, A_SHIFTED], [0.9, 0.8], [0, 0], "nms")
+    assert boxes.tolist() == [A] and scores.tolist() == [0.9] and labels.dtype == np.int64
+    boxes, scores, labels = merge_detections(np.zeros((0, 4)), [], [], "wbf")
+    assert boxes.shape == (0, 4)
+    with pytest.raises(ValueError, match="merge method"):
+        merge_detections([A], [0.9], [0], "soft-nms")
+    with pytest.raises(ValueError, match="overlap metric"):
+        merge_detections([A], [0.9], [0], "nms", metric="giou")

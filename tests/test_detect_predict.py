@@ -1,0 +1,252 @@
+"""Tiled inference: exact geometry with a fake back-end, then a real (untrained) YOLO."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers_detect import FakeBackend, make_untrained_yolo
+from rarespot.detect.predict import Detections, TiledPredictor, check_image
+from rarespot.detect.preprocess import to_model_input
+from rarespot.errors import InputError
+from rarespot.tiling import grid_tiles
+
+# 1000 x 600 scan, 512 tiles, overlap 0.2: columns start at 0, 410, 488; rows at 0, 88.
+GRID = [(0, 0), (410, 0), (488, 0), (0, 88), (410, 88), (488, 88)]
+
+
+def _scan(height=600, width=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(1000, 60000, (height, width), dtype=np.uint16)
+
+
+def _predictor(boxes_at, origins, **kw):
+    fake = FakeBackend(["knife", "gun"], boxes_at, tile=kw.get("tile", 512))
+    fake.expect(origins)
+    return TiledPredictor(fake, **kw), fake
+
+
+def test_grid_is_what_the_fake_expects():
+    assert [tuple(w[:2]) for w in grid_tiles(600, 1000, 512, 0.2)] == GRID
+
+
+def test_boxes_are_shifted_to_scan_pixels_and_duplicates_merged_nms():
+    # One object at scan [500, 100, 540, 140], seen by the tiles at x=410 and x=488.
+    boxes_at = {
+        (410, 0): [(90, 100, 130, 140, 0.8, 1)],
+        (488, 0): [(13, 100, 53, 140, 0.7, 1)],  # one pixel off: scan [501, 100, 541, 140]
+        (0, 88): [(10, 20, 30, 40, 0.6, 0)],  # scan [10, 108, 30, 128]
+    }
+    pred, fake = _predictor(boxes_at, GRID, conf=0.25, batch=4)
+    dets = pred.predict(_scan())
+    assert isinstance(dets, Detections) and dets.image_size == (600, 1000)
+    np.testing.assert_allclose(dets.boxes, [[500, 100, 540, 140], [10, 108, 30, 128]])
+    assert dets.scores.tolist() == pytest.approx([0.8, 0.6])
+    assert dets.labels.tolist() == [1, 0]
+    assert dets.info["tiles"] == 6 and dets.info["raw_boxes"] == 3
+    # Batches of 4 then 2 uint8 BGR tiles of 512.
+    assert [c[0] for c in fake.calls] == [(4, 512, 512, 3), (2, 512, 512, 3)]
+    assert all(c[1] == np.uint8 for c in fake.calls)
+
+
+def test_wbf_fuses_the_duplicate():
+    boxes_at = {(410, 0): [(90, 100, 130, 140, 0.8, 1)], (488, 0): [(13, 100, 53, 140, 0.7, 1)]}
+    pred, _ = _predictor(boxes_at, GRID, merge="wbf")
+    dets = pred.predict(_scan())
+    shift = 0.7 / 1.5  # score-weighted mean of x=500 (0.8) and x=501 (0.7)
+    np.testing.assert_allclose(dets.boxes, [[500 + shift, 100, 540 + shift, 140]])
+    assert dets.scores.tolist() == pytest.approx([0.8])
+
+
+def test_class_aware_merge_keeps_two_classes_agnostic_keeps_one():
+    boxes_at = {(410, 0): [(90, 100, 130, 140, 0.8, 1)], (488, 0): [(12, 100, 52, 140, 0.7, 0)]}
+    pred, _ = _predictor(boxes_at, GRID)
+    assert len(pred.predict(_scan())) == 2
+    pred, _ = _predictor(boxes_at, GRID, class_agnostic=True)
+    dets = pred.predict(_scan())
+    assert len(dets) == 1 and dets.labels.tolist() == [1]
+
+
+def test_tiles_are_cut_from_one_model_input_conversion():
+    scan = _scan()
+    pred, fake = _predictor({}, GRID, batch=8)
+    pred.predict(scan)
+    whole = to_model_input(scan)
+    assert len(fake.tiles) == 6
+    np.testing.assert_array_equal(fake.tiles[1], whole[0:512, 410:922])
+    np.testing.assert_array_equal(fake.tiles[5], whole[88:600, 488:1000])
+
+
+def test_small_scan_is_padded_and_boxes_clipped_to_it():
+    scan = _scan(height=200, width=300)
+    boxes_at = {
+        (0, 0): [
+            (250, 150, 400, 300, 0.9, 0),  # reaches into the padding: clipped to the scan
+            (350, 250, 400, 300, 0.8, 0),  # wholly in the padding: dropped
+        ]
+    }
+    pred, fake = _predictor(boxes_at, [(0, 0)])
+    dets = pred.predict(scan)
+    assert fake.calls[0][0] == (1, 512, 512, 3)
+    assert (fake.tiles[0][200:, :] == 0).all() and (fake.tiles[0][:, 300:] == 0).all()
+    np.testing.assert_allclose(dets.boxes, [[250, 150, 300, 200]])
+
+
+def test_full_image_pass_scales_boxes_back():
+    # 1000 x 600 shrunk by 0.512 to 512 x 307 in one padded tile.
+    boxes_at = {"full": [(51.2, 30.7, 102.4, 61.4, 0.9, 0)]}
+    pred, fake = _predictor(boxes_at, GRID + ["full"], full_image_pass=True)
+    dets = pred.predict(_scan())
+    assert len(fake.tiles) == 7
+    np.testing.assert_allclose(dets.boxes, [[100, 60, 200, 120]], atol=1e-9)
+
+
+def test_conf_threshold_and_per_call_override():
+    boxes_at = {(0, 0): [(10, 10, 50, 50, 0.3, 0), (100, 100, 150, 150, 0.05, 1)]}
+    pred, fake = _predictor(boxes_at, GRID, conf=0.25)
+    assert len(pred.predict(_scan())) == 1
+    fake.expect(GRID)
+    assert len(pred.predict(_scan(), conf=0.01)) == 2
+    assert fake.calls[-1][2] == 0.01
+
+
+def test_max_det_caps_the_scan():
+    boxes_at = {(0, 0): [(10 * i, 0, 10 * i + 5, 5, 0.9 - 0.01 * i, 0) for i in range(20)]}
+    pred, _ = _predictor(boxes_at, GRID, max_det=5)
+    dets = pred.predict(_scan())
+    assert len(dets) == 5 and dets.scores[0] == pytest.approx(0.9)
+
+
+def test_records_are_json_and_above_filters():
+    dets = Detections([[1.234, 2, 3, 4], [5, 6, 7, 8]], [0.9, 0.2], [1, 0], ["knife", "gun"])
+    records = dets.to_records()
+    assert records[0] == {"x1": 1.23, "y1": 2.0, "x2": 3.0, "y2": 4.0, "score": 0.9, "label": 1, "class_name": "gun"}
+    json.dumps(records)
+    assert len(dets.above(0.5)) == 1
+
+
+@pytest.mark.parametrize(
+    "image, problem",
+    [
+        (np.zeros((10, 10), dtype=np.int32), "unsupported pixel type int32"),
+        (np.zeros((10, 10), dtype=bool), "unsupported pixel type bool"),
+        (np.zeros((10, 10, 5), dtype=np.uint8), "unexpected image shape"),
+        (np.zeros((10,), dtype=np.uint8), "unexpected image shape"),
+        (np.zeros((0, 10), dtype=np.uint8), "empty image"),
+        (np.full((4, 4), np.nan, dtype=np.float32), "NaN"),
+    ],
+)
+def test_bad_images_are_refused_naming_the_file(image, problem, tmp_path):
+    with pytest.raises(InputError, match=problem) as err:
+        check_image(image, tmp_path / "scan.png")
+    assert "scan.png" in str(err.value)
+
+
+def test_predict_path_names_an_unreadable_file(tmp_path):
+    pred, _ = _predictor({}, [])
+    with pytest.raises(InputError, match="missing.png"):
+        pred.predict_path(tmp_path / "missing.png")
+    bad = tmp_path / "three_bytes.png"
+    bad.write_bytes(b"abc")
+    with pytest.raises(InputError, match="three_bytes.png"):
+        pred.predict_path(bad)
+
+
+def test_bad_settings_are_refused():
+    fake = FakeBackend(["a"], {}, 512)
+    for kw in ({"merge": "max"}, {"overlap": 1.0}, {"tile": 0}, {"conf": 1.5}, {"match_metric": "giou"}):
+        with pytest.raises(ValueError):
+            TiledPredictor(fake, **kw)
+
+
+# -- model files ------------------------------------------------------------
+
+
+def test_model_path_problems_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="nope.pt: model file not found"):
+        TiledPredictor(tmp_path / "nope.pt")
+    with pytest.raises(InputError, match="not a file"):
+        TiledPredictor(tmp_path)
+    text = tmp_path / "notes.pt"
+    text.write_text("these are not weights\n")
+    with pytest.raises(InputError, match="notes.pt: not a YOLO checkpoint"):
+        TiledPredictor(text)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty.pt: model file is empty"):
+        TiledPredictor(empty)
+    corrupt = tmp_path / "broken.onnx"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(InputError, match="broken.onnx: not a valid ONNX model"):
+        TiledPredictor(corrupt)
+    cfg = tmp_path / "yolo11n.yaml"
+    cfg.write_text("nc: 1\n")
+    with pytest.raises(InputError, match="yolo11n.yaml: a model config"):
+        TiledPredictor(cfg)
+
+
+def test_a_non_detection_checkpoint_is_refused(tmp_path):
+    import torch
+
+    path = tmp_path / "classifier.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)
+    with pytest.raises(InputError, match="classifier.pt"):
+        TiledPredictor(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(2)
+    return make_untrained_yolo(tmp_path_factory.mktemp("model") / "tiny.pt", ["knife", "gun"])
+
+
+def test_untrained_yolo_runs_tiled_on_a_16bit_scan(tiny_model):
+    pred = TiledPredictor(tiny_model, tile=128, overlap=0.25, conf=1e-4, batch=4)
+    assert pred.class_names == ["knife", "gun"]
+    scan = _scan(height=200, width=300)
+    dets = pred.predict(scan)
+    assert dets.info["tiles"] == 6 and len(dets) > 0
+    assert (dets.boxes[:, [0, 2]] >= 0).all() and (dets.boxes[:, [0, 2]] <= 300).all()
+    assert (dets.boxes[:, [1, 3]] >= 0).all() and (dets.boxes[:, [1, 3]] <= 200).all()
+    assert set(dets.labels.tolist()) <= {0, 1}
+    assert np.all(np.diff(dets.scores) <= 0)
+    json.dumps(dets.to_records())
+    # The same scan as 8-bit RGB also runs; a bigger conf keeps a subset.
+    rgb = np.repeat((scan >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    assert len(pred.predict(rgb)) > 0
+    assert len(pred.predict(scan, conf=0.5)) == 0
+
+
+def test_torch_backend_matches_ultralytics_predict_on_one_tile(tmp_path):
+    """Our batched forward + NMS gives YOLO.predict's boxes for a tile at the network size."""
+    from ultralytics import YOLO
+
+    tiny_model = make_untrained_yolo(tmp_path / "lively.pt", ["knife", "gun"], lively=True)
+    rng = np.random.default_rng(1)
+    tile = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    pred = TiledPredictor(tiny_model, tile=128, conf=0.05, iou=0.5)
+    ours = pred.backend.predict_tiles(tile[None], 0.05, 0.5, False, 300)[0]
+    ref = YOLO(str(tiny_model)).predict(tile, imgsz=128, conf=0.05, iou=0.5, verbose=False, device="cpu")[0]
+    ref_boxes = ref.boxes.xyxy.numpy()
+    assert len(ours[0]) == len(ref_boxes) > 0
+    # Ultralytics clips boxes to the tile after NMS; the tiler clips to the scan instead.
+    np.testing.assert_allclose(np.clip(ours[0], 0, 128), ref_boxes, atol=0.05)
+    np.testing.assert_allclose(ours[1], ref.boxes.conf.numpy(), atol=1e-5)
+
+
+def test_torch_path_takes_back_the_cpu_threads_ultralytics_lowered(tiny_model):
+    """Ultralytics sets torch to 1 thread on import-first and cores - 1 per predictor."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        pred = TiledPredictor(tiny_model, tile=128, conf=0.5, threads=2)
+        pred.predict(_scan(height=100, width=100))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,145 @@
+"""`rarespot detect predict / evaluate / export` end to end on a tiny untrained model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from helpers_detect import make_untrained_yolo
+from rarespot.cli import app
+from rarespot.errors import InputError
+from rarespot.io.annotations import save_dataset
+from rarespot.io.dataset import DetectionDataset, ImageRecord
+from rarespot.io.images import write_image
+
+NAMES = ["knife", "gun"]
+runner = CliRunner()
+TILE_ARGS = ["--tile", "128", "--overlap", "0.25"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(2)
+    return make_untrained_yolo(tmp_path_factory.mktemp("cli_model") / "lively.pt", NAMES, lively=True)
+
+
+@pytest.fixture
+def scans(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "scans"
+    for i in range(2):
+        write_image(folder / f"scan{i}.png", rng.integers(0, 65535, (160, 220), dtype=np.uint16))
+    single = write_image(tmp_path / "other.png", rng.integers(0, 255, (100, 150, 3), dtype=np.uint8))
+    return folder, single
+
+
+def test_predict_writes_json_csv_and_overlays(model, scans, tmp_path):
+    folder, single = scans
+    out = tmp_path / "pred"
+    result = runner.invoke(
+        app,
+        ["detect", "predict", str(model), str(folder), str(single), "--out", str(out), "--conf", "0.05", "--threads", "2",
+         *TILE_ARGS],
+    )
+    assert result.exit_code == 0, result.output
+    entries = json.loads((out / "predictions.json").read_text())
+    assert [e["image"].rsplit("/", 1)[-1] for e in entries] == ["scan0.png", "scan1.png", "other.png"]
+    assert (entries[0]["width"], entries[0]["height"]) == (220, 160)
+    n_boxes = sum(len(e["detections"]) for e in entries)
+    assert n_boxes > 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == n_boxes and set(rows[0]) == {"image", "x1", "y1", "x2", "y2", "score", "label", "class_name"}
+    assert all(float(r["score"]) >= 0.05 for r in rows)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["other.png", "scan0.png", "scan1.png"]
+    assert f"3 scans, {n_boxes} boxes" in result.output
+
+
+def test_predict_missing_inputs_are_named(model, tmp_path):
+    result = runner.invoke(app, ["detect", "predict", str(model), str(tmp_path / "nope.png")])
+    assert isinstance(result.exception, InputError) and "nope.png: image file not found" in str(result.exception)
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["detect", "predict", str(model), str(tmp_path / "empty")])
+    assert "empty: no images found" in str(result.exception)
+
+
+def test_cli_prints_one_line_and_exits_2_for_bad_input(tmp_path, scans):
+    folder, _ = scans
+    bad_model = tmp_path / "junk.pt"
+    bad_model.write_text("junk")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rarespot", "detect", "predict", str(bad_model), str(folder), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    message = " ".join(proc.stderr.split())  # rich wraps long lines at the terminal width
+    assert "junk.pt: not a YOLO checkpoint" in message and "Traceback" not in proc.stderr
+
+
+def _yolo_dataset(tmp_path, n=4):
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(n):
+        path = write_image(tmp_path / "src" / f"img{i}.png", rng.integers(0, 65535, (160, 220), dtype=np.uint16))
+        records.append(ImageRecord(path, 220, 160, [[20 + 10 * i, 30, 90, 100]], [i % 2]))
+    records.append(ImageRecord(write_image(tmp_path / "src" / "negative.png", np.zeros((160, 220), np.uint16)), 220, 160))
+    return save_dataset(DetectionDataset(NAMES, records), tmp_path / "data", "yolo")
+
+
+def test_evaluate_writes_the_report(model, tmp_path):
+    data = _yolo_dataset(tmp_path)
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app, ["detect", "evaluate", str(model), str(data), "--out", str(out), "--overlays", "2", *TILE_ARGS]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 5 and metrics["conf"] == 0.25 and metrics["conf_source"] == "predictor"
+    assert 0.0 <= metrics["map50"] <= 1.0 and metrics["tp"] + metrics["fn"] == 4
+    assert "| **all** | 4 |" in (out / "report.md").read_text()
+    assert (out / "pr_curve.png").stat().st_size > 1000
+    assert len(list((out / "overlays").glob("*.png"))) == 2
+    assert "mAP50" in result.output
+
+
+def test_evaluate_calibrates_on_a_split_and_targets_recall(model, tmp_path):
+    data = _yolo_dataset(tmp_path, n=6)
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        ["detect", "evaluate", str(model), str(data), "--split", "test", "--calibrate-on", "val",
+         "--target-recall", "0.5", "--out", str(out), "--overlays", "0", *TILE_ARGS],
+    )
+    assert result.exit_code == 0, result.output
+    assert "chosen on" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["conf_source"] == "given" and metrics["target_recall"] == 0.5
+    assert not (out / "overlays").exists() or not list((out / "overlays").iterdir())
+
+
+def test_evaluate_bad_output_folder_and_class_mismatch(model, tmp_path):
+    data = _yolo_dataset(tmp_path)
+    blocker = tmp_path / "report_file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["detect", "evaluate", str(model), str(data), "--out", str(blocker)])
+    assert isinstance(result.exception, InputError) and "report_file: output path exists" in str(result.exception)
+    three = make_untrained_yolo(tmp_path / "three.pt", ["a", "b", "c"])
+    result = runner.invoke(app, ["detect", "evaluate", str(three), str(data), "--out", str(tmp_path / "e")])
+    assert isinstance(result.exception, InputError) and "3 classes" in str(result.exception)
+    result = runner.invoke(app, ["detect", "evaluate", str(model), str(tmp_path / "nodata"), "--out", str(tmp_path / "e")])
+    assert "nodata: dataset not found" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_export_cli(model, tmp_path):
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["detect", "export", str(model), "--out", str(out), "--imgsz", "128"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "dynamic batch" in result.output
