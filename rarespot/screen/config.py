@@ -1,0 +1,97 @@
+"""Settings for anomaly screening, as pydantic models loadable from YAML.
+
+One ``ScreenConfig`` says how images are prepared, how the autoencoder is built
+and trained, how an image's score is computed and at which false-alarm rate the
+thresholds are set. It is stored inside every saved model, so scoring always
+prepares images exactly as training did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rarespot.errors import InputError
+
+
+class _Strict(BaseModel):
+    # A typo in a YAML key should fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    size: int = Field(48, ge=8, description="images are resized to size x size; a multiple of 2**len(channels)")
+    color: Literal["gray", "rgb"] = "gray"
+
+
+class AutoencoderConfig(_Strict):
+    channels: tuple[int, ...] = Field((8, 16, 32), description="conv widths of the encoder stages (each halves H, W)")
+    latent_channels: int = Field(4, ge=1, description="channels of the bottleneck map; latent dim = this * (size / 2**stages)**2")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    patience: int = Field(3, ge=1, description="stop after this many epochs without a better validation loss")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="normal images held out for early stopping and threshold calibration")
+    max_train_images: int | None = Field(None, ge=1, description="subsample the normal training set (speed)")
+    threads: int = Field(2, ge=1, description="torch CPU threads")
+    seed: int = 0
+
+
+class ScoreConfig(_Strict):
+    """How the per-pixel error map becomes one number per image, and the latent density."""
+
+    error_sign: Literal["both", "darker", "brighter"] = Field(
+        "both", description="which pixel errors count: |x - recon|, only pixels darker than the reconstruction, or brighter"
+    )
+    # Default from the malaria benchmark (docs/benchmarks/screen.md): the mean squared error
+    # inside the eroded object beat the smoothed max (0.90 vs 0.72 AUROC with error_sign="both").
+    error_pooling: Literal["mean_squared", "smoothed_max"] = Field(
+        "mean_squared", description="mean squared error over the (foreground) pixels, as the seed, or max of the Gaussian-smoothed error map"
+    )
+    smooth_sigma: float = Field(1.5, gt=0, description="Gaussian sigma (pixels at model size) for smoothed_max")
+    foreground_threshold: float | None = Field(
+        0.08, description="ignore pixels darker than this (in [0, 1]) in the input, eroded by 2 px: background and object edges; None = use all pixels"
+    )
+    density_pca: int | None = Field(16, ge=1, description="PCA (whitened) of the latent before the KDE; None = raw latent")
+    bandwidth: float | Literal["scott", "silverman", "cv"] = "scott"
+    kde_max_points: int | None = Field(
+        1024, ge=16, description="fast path: above this many training latents, the KDE is fitted on k-means centres weighted by cluster size"
+    )
+    combine: Literal["error", "density", "combined"] = Field(
+        "combined", description="which score the detector thresholds: reconstruction error, -log density, or their combination"
+    )
+
+
+class ScreenConfig(_Strict):
+    data: DataConfig = DataConfig()
+    model: AutoencoderConfig = AutoencoderConfig()
+    train: TrainConfig = TrainConfig()
+    score: ScoreConfig = ScoreConfig()
+    far: float = Field(0.05, gt=0, lt=1, description="false-alarm rate on held-out normal images at which thresholds are set")
+
+    @model_validator(mode="after")
+    def _size_fits_the_network(self) -> "ScreenConfig":
+        step = 2 ** len(self.model.channels)
+        if self.data.size % step:
+            raise ValueError(f"data.size {self.data.size} must be a multiple of {step} ({len(self.model.channels)} pooling stages)")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ScreenConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+            return cls.model_validate(raw)
+        except (yaml.YAMLError, ValueError) as exc:
+            raise InputError(path, f"invalid screen config: {exc}") from exc
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,134 @@
+"""`rarespot screen fit | score | evaluate` end to end on generated data, and its bad-input paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from rarespot.cli import app
+from rarespot.errors import InputError
+
+runner = CliRunner()
+TINY = {"data": {"size": 16}, "model": {"channels": [8, 16], "latent_channels": 2},
+        "train": {"epochs": 8, "batch_size": 8, "lr": 0.01, "patience": 10, "threads": 1}, "score": {"density_pca": 4}}
+
+
+def _discs(n: int, seed: int, spots: bool = False, size: int = 20) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        cx, cy, r = *rng.uniform(size * 0.4, size * 0.6, 2), rng.uniform(size * 0.3, size * 0.4)
+        img = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < r * r, 160.0, 0.0)
+        if spots:
+            img[(xx - cx - 1) ** 2 + (yy - cy) ** 2 < 4] = 40
+        out[i] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255)
+    return out
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("screen_cli")
+    images = np.concatenate([_discs(60, 0), _discs(20, 1, spots=True)])
+    np.savez(d / "cells.npz", images=images, labels=np.r_[np.zeros(60), np.ones(20)].astype(np.uint8))
+    (d / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = runner.invoke(app, ["screen", "fit", str(d / "cells.npz"), "--out", str(d / "model"), "-c", str(d / "tiny.yaml"), "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    assert "training on 60 normal images" in result.output
+    return d
+
+
+def test_fit_writes_model_summary_and_curve(workdir):
+    model = workdir / "model"
+    for name in ("model.pt", "summary.json", "training_curve.png", "checkpoint.pt"):
+        assert (model / name).is_file(), name
+    summary = json.loads((model / "summary.json").read_text())
+    assert summary["n_normal"] == 60 and summary["n_train"] == 48 and summary["n_calibration"] == 12
+    assert summary["thresholds"]["far"] == 0.05
+    assert cv2.imread(str(model / "training_curve.png")) is not None
+
+
+def test_score_csv_matches_stored_thresholds(workdir):
+    out = workdir / "scores.csv"
+    result = runner.invoke(app, ["screen", "score", str(workdir / "model"), str(workdir / "cells.npz"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert len(table) == 80 and list(table.columns) == ["name", "label", "error", "neg_log_density", "combined", "anomalous", "anomalous_or_rule"]
+    t = json.loads((workdir / "model" / "summary.json").read_text())["thresholds"]
+    assert (table["anomalous"] == (table["combined"] > t["combined"])).all()
+    or_flags = (table["error"] > t["or_error"]) | (table["neg_log_density"] > t["or_neg_log_density"])
+    assert (table["anomalous_or_rule"] == or_flags).all()
+    assert f"{int(table['anomalous'].sum())} flagged" in result.output
+
+
+def test_evaluate_writes_metrics_and_plots(workdir):
+    out = workdir / "eval"
+    result = runner.invoke(app, ["screen", "evaluate", str(workdir / "model"), str(workdir / "cells.npz"), "--out", str(out), "--top-k", "6"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_images"] == 80 and m["n_anomaly"] == 20
+    for name in ("error", "density", "combined"):
+        assert 0 <= m[name]["auroc"] <= 1 and 0 <= m[name]["f1"] <= 1
+    # The discs with a dark blob are found (a real check: a broken score would sit near 0.5).
+    assert m["error"]["auroc"] > 0.85
+    table = pd.read_csv(out / "scores.csv")
+    assert m["combined"]["n_flagged"] == int(table["anomalous"].sum())
+    for png in ("histograms.png", "roc.png", "top_anomalies.png"):
+        img = cv2.imread(str(out / png))
+        assert img is not None and img.shape[0] > 100, png
+
+
+def test_folder_with_corrupt_and_mixed_images(tmp_path, workdir):
+    (tmp_path / "normal").mkdir()
+    for i, img in enumerate(_discs(12, 5)):
+        cv2.imwrite(str(tmp_path / "normal" / f"{i}.png"), img)
+    cv2.imwrite(str(tmp_path / "normal" / "big.png"), cv2.resize(_discs(1, 6)[0], (40, 40)))
+    (tmp_path / "normal" / "broken.png").write_bytes(b"\x89PNG not really")
+    result = runner.invoke(app, ["screen", "score", str(workdir / "model"), str(tmp_path), "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable file(s)" in result.output and "broken.png" in result.output
+    assert result.output.count("2 different sizes (20x20: 12, 40x40: 1) resized to 16x16") == 1
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 13
+    result = runner.invoke(app, ["screen", "score", str(workdir / "model"), str(tmp_path), "--out", str(tmp_path / "s.csv"), "--strict"])
+    assert isinstance(result.exception, InputError) and "broken.png" in str(result.exception)
+    # Fitting on mixed sizes says so once.
+    result = runner.invoke(app, ["screen", "fit", str(tmp_path), "--out", str(tmp_path / "m"), "-c", str(workdir / "tiny.yaml"),
+                                 "--normal-label", "normal", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("different sizes") == 1
+
+
+def test_bad_inputs_name_the_file(tmp_path, workdir):
+    result = runner.invoke(app, ["screen", "fit", str(workdir / "cells.npz"), "--out", str(tmp_path / "m"), "--normal-label", "7"])
+    assert isinstance(result.exception, InputError)
+    assert "cells.npz" in str(result.exception) and "no normal images" in str(result.exception)
+    state = torch.load(workdir / "model" / "model.pt", weights_only=False)
+    state["format_version"] = 99
+    torch.save(state, tmp_path / "future.pt")
+    result = runner.invoke(app, ["screen", "score", str(tmp_path / "future.pt"), str(workdir / "cells.npz"), "--out", str(tmp_path / "s.csv")])
+    assert isinstance(result.exception, InputError) and "future.pt" in str(result.exception) and "version 99" in str(result.exception)
+    (tmp_path / "bad.yaml").write_text("train: {epochs: -1}\n")
+    result = runner.invoke(app, ["screen", "fit", str(workdir / "cells.npz"), "-c", str(tmp_path / "bad.yaml")])
+    assert isinstance(result.exception, InputError) and "bad.yaml" in str(result.exception)
+    result = runner.invoke(app, ["screen", "fit", str(workdir / "cells.npz"), "--size", "50"])
+    assert result.exit_code == 2 and "multiple of 8" in result.output
+    np.savez(tmp_path / "nolabels.npz", images=_discs(5, 0))
+    result = runner.invoke(app, ["screen", "evaluate", str(workdir / "model"), str(tmp_path / "nolabels.npz"), "--out", str(tmp_path / "e")])
+    assert isinstance(result.exception, InputError) and "nolabels.npz" in str(result.exception) and "needs labels" in str(result.exception)
+
+
+def test_root_cli_prints_one_line_and_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rarespot", "screen", "score", str(tmp_path / "missing.pt"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "missing.pt" in proc.stderr and "Traceback" not in proc.stderr

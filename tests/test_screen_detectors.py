@@ -1,0 +1,210 @@
+"""Detectors follow scikit-learn's outlier-detector contract; CAE save/load/resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from rarespot.errors import InputError
+from rarespot.screen.config import ScreenConfig
+from rarespot.screen.detectors import MODEL_FORMAT_VERSION, CAEDetector, FeatureDetector
+
+# A CAE small enough to train in about two seconds on a loaded CPU.
+TINY = {"data": {"size": 16}, "model": {"channels": [8, 16], "latent_channels": 2},
+        "train": {"epochs": 8, "batch_size": 8, "lr": 0.01, "patience": 10, "threads": 1}, "score": {"density_pca": 4}}
+
+
+def _cells(n: int, seed: int, spots: bool = False, size: int = 20) -> np.ndarray:
+    """Bright discs on black; `spots` adds a dark blob inside (the anomaly)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        cx, cy, r = *rng.uniform(size * 0.4, size * 0.6, 2), rng.uniform(size * 0.3, size * 0.4)
+        img = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < r * r, 160.0, 0.0)
+        if spots:
+            img[(xx - cx - 1) ** 2 + (yy - cy) ** 2 < 4] = 40
+        out[i] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255)
+    return out
+
+
+@pytest.fixture(scope="module")
+def normals() -> np.ndarray:
+    return _cells(60, 0)
+
+
+@pytest.fixture(scope="module")
+def fitted(normals) -> CAEDetector:
+    torch.set_num_threads(1)
+    return CAEDetector(TINY, random_state=0).fit(normals)
+
+
+# ---------------------------------------------------------------- classical baselines: sklearn's own checks
+
+
+@parametrize_with_checks([FeatureDetector(kind, n_components=2, random_state=0) for kind in ("gmm", "kde", "pca_recon")]
+                         + [FeatureDetector("iforest", n_components=2, estimator_params={"n_estimators": 20}, random_state=0)]
+                         + [FeatureDetector("ocsvm", n_components=None)])
+def test_feature_detectors_pass_sklearn_checks(estimator, check):
+    check(estimator)
+
+
+def test_feature_detector_calibrate_sets_far_on_heldout():
+    rng = np.random.default_rng(0)
+    train, held = rng.normal(size=(400, 5)), rng.normal(size=(1000, 5))
+    det = FeatureDetector("gmm", n_components=None, far=0.1, random_state=0).fit(train)
+    det.calibrate(held)
+    assert np.mean(det.predict(held) == -1) == pytest.approx(0.1, abs=0.002)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        FeatureDetector("svm").fit(train)
+    with pytest.raises(ValueError, match="needs n_components"):
+        FeatureDetector("pca_recon", n_components=None).fit(train)
+
+
+def test_feature_detector_pca_recon_finds_off_subspace_points():
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(2, 10))
+    train = rng.normal(size=(300, 2)) @ basis
+    det = FeatureDetector("pca_recon", n_components=2).fit(train)
+    on = rng.normal(size=(5, 2)) @ basis
+    off = on + rng.normal(size=(5, 10))
+    assert np.allclose(det.score_samples(on), 0.0, atol=1e-10)
+    assert (det.predict(off) == -1).all()
+
+
+# ---------------------------------------------------------------- CAE detector: the key checks by hand
+
+
+def test_cae_init_does_no_work_and_params_round_trip():
+    det = CAEDetector(TINY, random_state=3)
+    assert det.get_params() == {"config": TINY, "random_state": 3, "checkpoint": None, "progress": False}
+    assert not hasattr(det, "model_")
+    det.set_params(random_state=5)
+    assert det.random_state == 5
+    twin = clone(det)
+    assert twin is not det and twin.get_params()["random_state"] == 5 and twin.config == TINY
+
+
+def test_cae_not_fitted_error(normals):
+    with pytest.raises(NotFittedError):
+        CAEDetector(TINY).score_samples(normals)
+    with pytest.raises(NotFittedError):
+        CAEDetector(TINY).save("x.pt")
+
+
+def test_cae_fit_returns_self_and_contract(fitted, normals):
+    det = fitted
+    assert det.n_features_in_ == 20 * 20
+    assert det.n_train_ == 48 and det.thresholds_.n_calibration == 12
+    s = det.score_samples(normals)
+    assert s.shape == (60,) and np.isfinite(s).all()
+    assert np.allclose(det.decision_function(normals), s - det.offset_)
+    pred = det.predict(normals)
+    assert set(np.unique(pred)) <= {-1, 1}
+    assert np.array_equal(pred == -1, det.decision_function(normals) < 0)
+    # offset_ is the stored threshold of the chosen score, not a literal.
+    assert det.offset_ == -det.thresholds_.combined
+    assert det.transform(normals[:3]).shape == (3, 2 * 4 * 4)
+
+
+def test_cae_finds_spots_better_than_chance(fitted):
+    from sklearn.metrics import roc_auc_score
+
+    test = np.concatenate([_cells(40, 1), _cells(40, 2, spots=True)])
+    y = np.r_[np.zeros(40), np.ones(40)]
+    scores = fitted.analyze(test)
+    # An 8-epoch CAE on 48 discs already tells discs with a dark blob apart.
+    assert roc_auc_score(y, scores.error) > 0.85
+    assert roc_auc_score(y, scores.combined) > 0.85
+
+
+def test_cae_deterministic_with_random_state(normals, fitted):
+    again = CAEDetector(TINY, random_state=0).fit(normals)
+    assert np.array_equal(again.score_samples(normals), fitted.score_samples(normals))
+    other = CAEDetector(TINY, random_state=1).fit(normals)
+    assert not np.array_equal(other.score_samples(normals), fitted.score_samples(normals))
+
+
+def test_cae_accepts_flat_rows_and_checks_feature_count():
+    flat = _cells(30, 4, size=16).reshape(30, -1)
+    det = CAEDetector(TINY, random_state=0).fit(flat)
+    assert det.n_features_in_ == 256
+    assert det.predict(flat).shape == (30,)
+    with pytest.raises(ValueError, match="features"):
+        det.score_samples(flat[:, :100])
+    with pytest.raises(ValueError, match="1D"):
+        det.score_samples(flat[0])
+
+
+def test_cae_too_few_images():
+    with pytest.raises(ValueError, match="at least 3 normal images"):
+        CAEDetector(TINY).fit(_cells(2, 0))
+    with pytest.raises(ValueError, match="no images"):
+        CAEDetector(TINY).fit([])
+
+
+def test_cae_refit_scores_changes_scoring_without_retraining(normals):
+    det = CAEDetector(TINY, random_state=0).fit(normals)
+    weights = {k: v.clone() for k, v in det.model_.state_dict().items()}
+    before = det.thresholds_.error
+    det.refit_scores(normals, score={"error_pooling": "mean_squared", "foreground_threshold": None, "combine": "error"}, far=0.2)
+    assert all(torch.equal(weights[k], v) for k, v in det.model_.state_dict().items())
+    assert det.thresholds_.error != before and det.thresholds_.far == 0.2
+    assert det.offset_ == -det.thresholds_.error
+
+
+def test_cae_save_load_round_trip(fitted, normals, tmp_path):
+    path = fitted.save(tmp_path / "m")
+    assert path.name == "model.pt"
+    loaded = CAEDetector.load(tmp_path / "m")
+    assert np.array_equal(loaded.score_samples(normals), fitted.score_samples(normals))
+    assert loaded.thresholds_ == fitted.thresholds_
+    assert loaded.config_ == fitted.config_
+
+
+def test_cae_load_other_version_or_bad_file_names_it(fitted, tmp_path):
+    path = fitted.save(tmp_path / "old.pt")
+    state = torch.load(path, weights_only=False)
+    state["format_version"] = MODEL_FORMAT_VERSION + 1
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"old\.pt.*format version 2.*re-fit"):
+        CAEDetector.load(path)
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"junk\.pt.*not a readable"):
+        CAEDetector.load(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match=r"other\.pt.*not a rarespot screen model"):
+        CAEDetector.load(tmp_path / "other.pt")
+    with pytest.raises(InputError, match=r"nope.*not found"):
+        CAEDetector.load(tmp_path / "nope")
+
+
+def test_training_resumes_from_checkpoint(normals, tmp_path):
+    from rarespot.screen.train import train_autoencoder
+
+    cfg = ScreenConfig.model_validate(TINY)
+    x = np.random.default_rng(0).random((40, 1, 16, 16), dtype=np.float32)
+    ckpt = tmp_path / "ckpt.pt"
+    full, h_full = train_autoencoder(x[:30], x[30:], cfg.model, cfg.train.model_copy(update={"epochs": 3, "patience": 10}), progress=False)
+    # Interrupted after 2 epochs, then resumed to 3: same weights as the uninterrupted run.
+    train_autoencoder(x[:30], x[30:], cfg.model, cfg.train.model_copy(update={"epochs": 2, "patience": 10}), checkpoint=ckpt, progress=False)
+    resumed, h_res = train_autoencoder(x[:30], x[30:], cfg.model, cfg.train.model_copy(update={"epochs": 3, "patience": 10}), checkpoint=ckpt, progress=False)
+    assert h_res.resumed_from_epoch == 2 and len(h_res.val_loss) == 3
+    assert h_res.val_loss == pytest.approx(h_full.val_loss, rel=1e-5)
+    for k, v in full.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6)
+
+
+def test_early_stopping_stops(tmp_path):
+    from rarespot.screen.train import train_autoencoder
+
+    cfg = ScreenConfig.model_validate(TINY)
+    x = np.random.default_rng(0).random((20, 1, 16, 16), dtype=np.float32)
+    # lr so large the validation loss cannot keep improving: stops after `patience` bad epochs.
+    _, h = train_autoencoder(x[:15], x[15:], cfg.model, cfg.train.model_copy(update={"epochs": 30, "patience": 1, "lr": 5.0}), progress=False)
+    assert h.stopped_early and len(h.val_loss) < 30
+    assert h.best_epoch == int(np.argmin(h.val_loss))
