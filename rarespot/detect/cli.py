@@ -2,11 +2,235 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(no_args_is_help=True)
 
 
-def demo() -> None:
+@app.command("train")
+def train(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML training config, or 'seed' for the seed's ideal settings (flags override it)."),
+    data: Path = typer.Option(None, "--data", "-d", help="Dataset folder or annotation file (VOC, YOLO, COCO)."),
+    val_data: Path = typer.Option(None, "--val-data", help="Separate validation set (default: split --data 60/20/20)."),
+    data_format: str = typer.Option(None, "--format", help="Annotation format: auto, voc, yolo, coco."),
+    model: str = typer.Option(None, "--model", "-m", help="yolo11n (default), yolov8n, yolov5nu, ... or a local .pt/.yaml."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs (seed: 150)."),
+    batch: int = typer.Option(None, "--batch", help="Batch size (seed: 8)."),
+    tiles: int = typer.Option(None, "--tiles", help="Random positive tiles per image per epoch (seed: 4)."),
+    tile_size: int = typer.Option(None, "--tile-size", help="Tile side in pixels (seed: 512)."),
+    full_image: bool = typer.Option(None, "--full-image/--tiled", help="Train on whole images (the seed's baseline)."),
+    imgsz: int = typer.Option(None, "--imgsz", help="Network input size (default: tile size, or 640 full-image)."),
+    remap: str = typer.Option(None, "--remap", help="agnostic | binary | size | size:A1,A2,A3 | score:EVAL.json | map.yaml"),
+    aug: str = typer.Option(None, "--aug", help="Comma list of hflip, blur, rbc, noise (each with probability --aug-p)."),
+    aug_p: float = typer.Option(None, "--aug-p", help="Probability of each augmentation (seed: 0.5)."),
+    ultralytics_augment: bool = typer.Option(None, "--ultralytics-augment/--no-ultralytics-augment", help="Also use Ultralytics' mosaic/HSV/affine."),
+    val_every: int = typer.Option(None, "--val-every", help="Validate every k epochs (seed: 2)."),
+    patience: int = typer.Option(None, "--patience", help="Stop after this many epochs without lower validation loss."),
+    device: str = typer.Option(None, "--device", help="cpu, 0, cuda:0 ... (default: GPU if any)."),
+    seed: int = typer.Option(None, "--seed", help="Seed for the split and training."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/train)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its last.pt."),
+    exist_ok: bool = typer.Option(None, "--exist-ok", help="Train into an existing run folder, replacing its checkpoints."),
+    set_: list[str] = typer.Option(None, "--set", help="Any other config key, e.g. --set sampler=repeat_factor (repeatable)."),
+) -> None:
+    """Train a YOLO detector with random positive tiling (seed 000); writes a run folder with best.pt/last.pt."""
+    import yaml
+
+    from rarespot.detect.config import load_config
+    from rarespot.detect.train import resume_run
+    from rarespot.detect.train import train as run_training
+    from rarespot.errors import InputError
+
+    if resume:
+        result = resume_run(out or Path("runs/train"))
+    else:
+        extra = {}
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise InputError(None, f"--set expects key=value, got {item!r}")
+            extra[key.strip()] = yaml.safe_load(value)
+        flags = dict(
+            data=data, val_data=val_data, data_format=data_format, model=model, epochs=epochs, batch=batch,
+            tiles=tiles, tile_size=tile_size, full_image=full_image, imgsz=imgsz, remap=remap, aug=aug, aug_p=aug_p,
+            ultralytics_augment=ultralytics_augment, val_every=val_every, patience=patience, device=device,
+            seed=seed, out=out, exist_ok=exist_ok,
+        )
+        for key, value in extra.items():  # a named flag wins over --set of the same key
+            if flags.get(key) is None:
+                flags[key] = value
+        cfg = load_config(config, **flags)
+        result = run_training(cfg)
+    best = "" if result.best_epoch is None else f", best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"
+    typer.echo(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s{best}\nbest: {result.best}\nrun: {result.run_dir}")
+
+
+def _tiled_predictor(model, tile, overlap, conf, iou, merge, agnostic, full_pass, batch, imgsz, device, backend, match,
+                     threads=None):
+    from rarespot.detect.predict import TiledPredictor
+
+    return TiledPredictor(
+        model, tile=tile, overlap=overlap, conf=conf, iou=iou, merge=merge, class_agnostic=agnostic,
+        full_image_pass=full_pass, batch=batch, imgsz=imgsz, device=device, backend=backend, match_metric=match,
+        threads=threads,
+    )
+
+
+_TILE = typer.Option(512, "--tile", help="Tile size in pixels (use the training tile size; seed: 512).")
+_OVERLAP = typer.Option(0.2, "--overlap", help="Overlap of neighbouring tiles, as a fraction of a tile.")
+_IOU = typer.Option(0.5, "--iou", help="IoU above which boxes are merged (inside and across tiles).")
+_MERGE = typer.Option("nms", "--merge", help="Cross-tile merge: nms (keep the best box) or wbf (fuse boxes).")
+_MATCH = typer.Option("iou", "--match", help="Merge overlap measure: iou, or ios (also folds boxes cut by a tile edge).")
+_AGNOSTIC = typer.Option(False, "--agnostic", help="Merge boxes across classes (one object, one box).")
+_FULL = typer.Option(False, "--full-pass", help="Also run the whole scan shrunk to one tile (objects larger than a tile).")
+_BATCH = typer.Option(8, "--batch", help="Tiles per forward pass.")
+_IMGSZ = typer.Option(None, "--imgsz", help="Network input size (default: the tile size).")
+_DEVICE = typer.Option("cpu", "--device", help="cpu, cuda:0 ...")
+_BACKEND = typer.Option("auto", "--backend", help="auto (.onnx -> onnxruntime, else torch), torch or onnxruntime.")
+_THREADS = typer.Option(None, "--threads", help="CPU threads (default: all cores; fewer on a machine busy with other jobs).")
+
+
+@app.command("predict")
+def predict(
+    model: Path = typer.Argument(..., help="Trained model: a YOLO .pt checkpoint or an exported .onnx."),
+    images: list[Path] = typer.Argument(..., help="Scans and/or folders of scans (PNG, TIFF, DICOM, JPEG; 8/16-bit)."),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
+    conf: float = typer.Option(0.25, "--conf", help="Keep boxes scoring at least this."),
+    tile: int = _TILE, overlap: float = _OVERLAP, iou: float = _IOU, merge: str = _MERGE, match: str = _MATCH,
+    agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
+    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS,
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write a PNG of each scan with its boxes."),
+) -> None:
+    """Tiled inference on full-resolution scans: predictions.json, predictions.csv and overlay PNGs."""
+    from rarespot.detect.predict import collect_images, predict_files
+
+    paths = collect_images(images)  # a missing input fails before the model loads
+    predictor = _tiled_predictor(model, tile, overlap, conf, iou, merge, agnostic, full_pass, batch, imgsz, device,
+                                 backend, match, threads)
+    results = predict_files(predictor, paths, out, overlays=overlays)
+    n_boxes = sum(len(d) for _, d in results)
+    flagged = sum(1 for _, d in results if len(d))
+    typer.echo(f"{len(results)} scans, {n_boxes} boxes (in {flagged} scans) at conf >= {conf:g}\n"
+               f"results: {out / 'predictions.json'}, {out / 'predictions.csv'}"
+               + (f", overlays in {out / 'overlays'}" if overlays else ""))
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Path = typer.Argument(..., help="Trained model (.pt or .onnx)."),
+    data: Path = typer.Argument(..., help="A training run folder (uses its held-out split), or a dataset (VOC/YOLO/COCO)."),
+    split: str = typer.Option(None, "--split", help="train, val, test or all (default: test for a run folder, all for a dataset)."),
+    out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Output folder: report.md, pr_curve.png, metrics.json, overlays/."),
+    calibrate_on: str = typer.Option(None, "--calibrate-on", help="Choose the operating confidence on this data (a split name such as val, or a dataset path)."),
+    target_recall: float = typer.Option(None, "--target-recall", help="Operating confidence = the highest reaching this recall (on --calibrate-on data if given)."),
+    conf: float = typer.Option(None, "--conf", help="Operating confidence for P/R/F1 (default: calibrated, else 0.25)."),
+    match_iou: float = typer.Option(0.5, "--match-iou", help="IoU a prediction needs to count as a hit (seed: 0.5)."),
+    class_agnostic_eval: bool = typer.Option(None, "--class-agnostic/--class-aware", help="Match boxes regardless of class (default: agnostic only for a one-class model on a multi-class dataset)."),
+    data_format: str = typer.Option("auto", "--format", help="Annotation format: auto, voc, yolo, coco."),
+    seed: int = typer.Option(0, "--seed", help="Split seed (as given to `rarespot detect train`)."),
+    overlays: int = typer.Option(12, "--overlays", help="Overlay PNGs of the scans with the most errors (0: none)."),
+    tile: int = _TILE, overlap: float = _OVERLAP, iou: float = _IOU, merge: str = _MERGE, match: str = _MATCH,
+    agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
+    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS,
+) -> None:
+    """The seed's test protocol: tiled inference on whole held-out scans; P/R/F1 (IoU >= 0.5), mAP50, mAP50-95."""
+    from rarespot.detect.evaluate import (
+        calibrate_conf, evaluate as run_evaluation, load_eval_data, write_evaluation_overlays, write_evaluation_report,
+    )
+    from rarespot.detect.predict import ensure_writable_dir
+
+    ensure_writable_dir(out)  # fail before the long part
+    dataset = load_eval_data(data, split, data_format, seed)
+    predictor = _tiled_predictor(model, tile, overlap, conf if conf is not None else 0.25, iou, merge, agnostic,
+                                 full_pass, batch, imgsz, device, backend, match, threads)
+    class_aware = not class_agnostic_eval
+    if class_agnostic_eval is None:
+        class_aware = not (len(predictor.class_names) == 1 and dataset.num_classes > 1)
+        if not class_aware:
+            typer.echo(f"one-class model on {dataset.num_classes} classes: matching boxes regardless of class")
+    operating = conf
+    if calibrate_on is not None and conf is None:
+        if calibrate_on in ("train", "val", "test", "all"):
+            calibration = load_eval_data(data, calibrate_on, data_format, seed)
+        else:
+            calibration = load_eval_data(calibrate_on, None, data_format, seed)
+        operating = calibrate_conf(predictor, calibration, target_recall=target_recall, iou=match_iou,
+                                   class_aware=class_aware)
+        typer.echo(f"operating confidence {operating:.4f} chosen on {len(calibration)} calibration images")
+    result = run_evaluation(predictor, dataset, iou=match_iou, conf_for_prf=operating, target_recall=target_recall,
+                            class_aware=class_aware)
+    report = write_evaluation_report(result, out)
+    write_evaluation_overlays(result, dataset, out, limit=overlays)
+    typer.echo(f"F1 {result.f1:.3f} (precision {result.precision:.3f}, recall {result.recall:.3f}) at conf "
+               f"{result.conf:.4f}; mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f} on {result.num_images} "
+               f"images\nreport: {report}")
+
+
+@app.command("export")
+def export(
+    model: Path = typer.Argument(..., help="Trained YOLO detection checkpoint (.pt)."),
+    out: Path = typer.Option(None, "--out", "-o", help="ONNX file to write (default: MODEL with .onnx)."),
+    imgsz: int = typer.Option(512, "--imgsz", help="Network input size: the tile size used for inference."),
+    batch: int = typer.Option(None, "--batch", help="Fix the batch size (default: dynamic, any number of tiles)."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset (default: Ultralytics' choice)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize to INT8 for CPU (needs --calibration; check accuracy with evaluate)."),
+    calibration: list[Path] = typer.Option(None, "--calibration", help="Scans or folders to calibrate INT8 on (repeatable)."),
+) -> None:
+    """Export to ONNX (class names and input size in its metadata) for `rarespot detect predict model.onnx`."""
+    from rarespot.detect.export import export_onnx
+
+    out = out or model.with_suffix(".onnx")
+    path = export_onnx(model, out, imgsz=imgsz, dynamic=batch is None, batch=batch or 1, simplify=simplify,
+                       opset=opset, int8=int8, calibration=calibration or None)
+    kind = ", int8" if int8 else ""
+    typer.echo(f"wrote {path} ({'dynamic batch' if batch is None else f'batch {batch}'}, {imgsz}x{imgsz}{kind})")
+
+
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", "-o", help="Output folder (report.html, data, run)."),
+    quick: bool = typer.Option(False, "--quick", help="A tiny run (about a minute) that checks the pipeline, not the model."),
+    scans: int = typer.Option(None, "--scans", help="Synthetic scans to generate (default 90; quick: 10)."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs (default 8; quick: 1)."),
+    device: str = typer.Option(None, "--device", help="cpu, 0, cuda:0 ... (default: GPU if any)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for data generation, split and training."),
+) -> None:
     """Run the main job: synthetic scans -> positive-tiling training -> tiled evaluation -> demo/report.html."""
-    raise typer.Exit(1)
+    from rarespot.detect.demo import run_demo
+
+    result = run_demo(out, quick=quick, n_scans=scans, epochs=epochs, device=device, seed=seed)
+    typer.echo(
+        f"test F1 {result.f1:.3f} (precision {result.precision:.3f}, recall {result.recall:.3f}, "
+        f"mAP50 {result.map50:.3f}) on {result.test_images} held-out scans; {result.seconds:.0f} s\n"
+        f"report: {result.report}"
+    )
+
+
+@app.command("screen")
+def screen(
+    source: Path = typer.Argument(..., help="Folder of scans (searched recursively) or a text file listing scans."),
+    model: Path = typer.Option(..., "--model", "-m", help="Trained model file (.pt)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default ./screen_SOURCENAME)."),
+    conf: float = typer.Option(0.25, help="Drop boxes below this confidence."),
+    flag_conf: float = typer.Option(0.5, help="Flag a scan when its most confident box reaches this."),
+    tile: int = typer.Option(512, help="Tile size for tiled inference."),
+    overlap: float = typer.Option(0.2, help="Tile overlap fraction."),
+    device: str = typer.Option("cpu", help="Inference device, e.g. cpu or 0."),
+    restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an earlier run in --out."),
+) -> None:
+    """Screen a folder of scans: CSV of detections per scan + HTML contact sheet of the flagged ones. Resumable."""
+    from rarespot.detect.screen_batch import screen_folder
+
+    if flag_conf < conf:
+        raise typer.BadParameter(f"--flag-conf ({flag_conf}) must be at least --conf ({conf})", param_hint="--flag-conf")
+    out = out or Path(f"screen_{source.resolve().name or 'scans'}")
+    result = screen_folder(
+        source, model, out, conf=conf, flag_conf=flag_conf, restart=restart, tile=tile, overlap=overlap, device=device
+    )
+    typer.echo(
+        f"{result.n_scans} scans ({result.n_skipped} from an earlier run), {result.n_flagged} flagged, "
+        f"{result.n_errors} unreadable in {result.seconds:.1f} s\n"
+        f"CSV: {result.csv_path}\ncontact sheet: {result.sheet_path}"
+    )

@@ -1,0 +1,650 @@
+"""Train a YOLO detector the way seed 000 does: random positive tiles, the seed's
+augmentations and class remaps, validation every k epochs, best checkpoint by
+validation loss.
+
+    >>> from rarespot.detect.config import load_config
+    >>> from rarespot.detect.train import train
+    >>> result = train(load_config("run.yaml", data="scans/", epochs=30, out="runs/exp"))
+    >>> result.best, result.best_epoch, result.best_val_loss
+
+Ultralytics does the optimisation; rarespot plugs in through its public classes
+only: :class:`TileTrainer` (a ``DetectionTrainer``) builds
+:class:`~rarespot.detect.data.ScanTileDataset` instead of reading label files,
+validates every ``val_every`` epochs, ranks checkpoints by validation loss
+instead of mAP, writes checkpoints atomically and reports progress with rich.
+
+Run folder (``config.out``):
+  config.yaml   the resolved TrainConfig (what ``--resume`` reuses)
+  split.json    class names and the exact train/val/test records
+  weights/      last.pt (every epoch), best.pt (lowest validation loss)
+  metrics.csv   one row per epoch; validation columns empty on skipped epochs
+  loss.png      train and validation loss per epoch, best epoch marked
+  results.csv   Ultralytics' own log (kept for its tools)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rarespot.detect.config import TrainConfig, atomic_write_text
+from rarespot.errors import InputError
+from rarespot.io.dataset import DetectionDataset, ImageRecord
+
+METRICS_COLUMNS = [
+    "epoch",
+    "seconds",
+    "train_box_loss",
+    "train_cls_loss",
+    "train_dfl_loss",
+    "train_loss",
+    "val_box_loss",
+    "val_cls_loss",
+    "val_dfl_loss",
+    "val_loss",
+    "precision",
+    "recall",
+    "map50",
+    "map50_95",
+    "lr",
+]
+
+
+@dataclass
+class RunResult:
+    """What a training run produced. ``best_metrics`` are the validation-tile metrics of best.pt."""
+
+    run_dir: Path
+    best: Path
+    last: Path
+    class_names: list[str]
+    epochs_run: int
+    best_epoch: int | None
+    best_val_loss: float | None
+    best_metrics: dict[str, float]
+    seconds: float
+    config: TrainConfig
+    splits: dict[str, DetectionDataset] = field(default_factory=dict, repr=False)
+
+    @property
+    def test(self) -> DetectionDataset | None:
+        return self.splits.get("test")
+
+
+# --- data preparation --------------------------------------------------------------------------
+def load_splits(config: TrainConfig) -> dict[str, DetectionDataset]:
+    """Read the data named in the config and split it (seeded) into train/val/test; remap classes.
+
+    The remap is computed on the training split only (size quartiles, say) and
+    applied to every split, so validation and test use the same classes.
+    """
+    from rarespot.io.annotations import load_dataset
+    from rarespot.io.split import split_dataset
+
+    if config.data is None:
+        raise InputError(None, "no training data: give --data DIR (or 'data:' in the config)")
+    full = load_dataset(config.data, fmt=config.data_format)
+    if len(full) == 0:
+        raise InputError(config.data, "the dataset has no images")
+    if config.val_data is not None:
+        val = load_dataset(config.val_data, fmt=config.data_format)
+        if list(val.class_names) != list(full.class_names):
+            raise InputError(
+                config.val_data, f"class names {val.class_names} differ from the training data's {full.class_names}"
+            )
+        splits = {"train": full, "val": val}
+    else:
+        splits = dict(split_dataset(full, tuple(config.split), config.seed))
+        if len(splits.get("test", ())) == 0:
+            splits.pop("test", None)
+    return remap_splits(splits, config.remap)
+
+
+def remap_splits(splits: dict[str, DetectionDataset], spec: str | None) -> dict[str, DetectionDataset]:
+    """Apply one remap, computed on ``splits['train']``, to every split."""
+    if spec is None:
+        return splits
+    from rarespot.detect.remap import apply_remap, remap_dataset
+
+    train = apply_remap(splits["train"], spec)
+    # Recover the old->new name map the train split got, then apply it verbatim elsewhere.
+    old_names = splits["train"].class_names
+    mapping = _derived_mapping(splits["train"], train, spec)
+    out = {"train": train}
+    for name, ds in splits.items():
+        if name != "train":
+            out[name] = remap_dataset(ds, {o: mapping.get(o) for o in old_names}, list(train.class_names))
+    return out
+
+
+def _derived_mapping(before: DetectionDataset, after: DetectionDataset, spec: str) -> dict[str, str | None]:
+    from rarespot.detect import remap as rm
+
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    names = before.class_names
+    if kind == "agnostic":
+        return rm.agnostic_map(names)
+    if kind == "binary":
+        return rm.binary_map(names)
+    if kind == "size":
+        thresholds = tuple(float(v) for v in arg.split(",")) if arg else None
+        return rm.size_map(before, thresholds)
+    if kind == "score":
+        return rm.score_map(names, rm.read_per_class_f1(arg))
+    mapping, _ = rm.read_map_file(spec)
+    by_norm = {rm.normalise_name(k): v for k, v in mapping.items()}
+    return {c: mapping[c] if c in mapping else by_norm.get(rm.normalise_name(c)) for c in names}
+
+
+def check_output_folder(path: Path) -> None:
+    """Fail before training, naming the folder, when results could not be written there."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".rarespot-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(path, f"output folder is not writable ({exc.strerror or exc})") from None
+
+
+def check_records(splits: dict[str, DetectionDataset]) -> None:
+    """Every annotated image must exist (a missing one is named, with its split)."""
+    for split_name, ds in splits.items():
+        for rec in ds.records:
+            path = ds.image_path(rec)
+            if not path.is_file():
+                raise InputError(path, f"image file not found (listed in the {split_name} annotations)")
+    if sum(len(r.labels) for r in splits["train"].records) == 0:
+        raise InputError(splits["train"].root, "the training split has no annotated objects; nothing to learn")
+
+
+def save_splits(splits: dict[str, DetectionDataset], path: Path) -> None:
+    """The exact records of every split, so evaluation later uses the same held-out images."""
+    payload: dict[str, Any] = {"class_names": list(splits["train"].class_names)}
+    for name, ds in splits.items():
+        payload[name] = [
+            {
+                "path": str(ds.image_path(r).resolve()),
+                "width": r.width,
+                "height": r.height,
+                "boxes": np.round(r.boxes, 3).tolist(),
+                "labels": r.labels.tolist(),
+                "subject": r.subject,
+            }
+            for r in ds.records
+        ]
+    atomic_write_text(path, json.dumps(payload))
+
+
+def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
+    """The splits a run trained on (from its ``split.json``)."""
+    path = Path(run_dir) / "split.json"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "no split.json: is this a rarespot training run folder?") from None
+    names = payload["class_names"]
+    out = {}
+    for split in ("train", "val", "test"):
+        if split in payload:
+            records = [
+                ImageRecord(Path(r["path"]), r["width"], r["height"], r["boxes"], r["labels"], r.get("subject"))
+                for r in payload[split]
+            ]
+            out[split] = DetectionDataset(list(names), records, None)
+    return out
+
+
+# --- the trainer -------------------------------------------------------------------------------
+def _trainer_class():
+    """Built on first use so importing rarespot.detect.train does not import torch/ultralytics."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import RANK
+    from ultralytics.utils.torch_utils import strip_optimizer, unwrap_model
+
+    from rarespot.detect.augment import build_augmentation
+    from rarespot.detect.data import ScanTileDataset
+    from rarespot.detect.model import detection_model_class
+
+    class TileTrainer(DetectionTrainer):
+        """DetectionTrainer fed by ScanTileDataset; validates every k epochs; best = lowest val loss."""
+
+        def __init__(self, config: TrainConfig, splits: dict[str, DetectionDataset], overrides: dict, _callbacks=None):
+            self.rs_config = config
+            self.splits = splits
+            super().__init__(overrides=overrides, _callbacks=_callbacks)
+
+        def get_dataset(self) -> dict:
+            names = self.splits["train"].class_names
+            return {
+                "train": "rarespot:train",
+                "val": "rarespot:val",
+                "names": dict(enumerate(names)),
+                "nc": len(names),
+                "channels": 3,
+            }
+
+        def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
+            cfg = self.rs_config
+            split = self.splits["train" if mode == "train" else "val"]
+            gs = max(int(unwrap_model(self.model).stride.max()), 32) if self.model is not None else 32
+            repeat, weights, copy_paste = None, None, None
+            if mode == "train":
+                repeat, weights, copy_paste = imbalance_hooks(cfg, split)
+            return ScanTileDataset(
+                split,
+                mode=mode,
+                imgsz=self.args.imgsz,
+                hyp=self.args,
+                batch_size=batch or cfg.batch,
+                stride=gs,
+                tiles=cfg.tiles,
+                tile_size=cfg.tile_size,
+                min_visible=cfg.min_visible,
+                negative_tiles=cfg.negative_tiles,
+                full_image=cfg.full_image,
+                val_overlap=cfg.val_overlap,
+                augmentation=build_augmentation(cfg.aug, cfg.aug_p, seed=cfg.seed) if mode == "train" else None,
+                repeat_factors=repeat,
+                object_weights=weights,
+                copy_paste=copy_paste,
+                ultralytics_augment=cfg.ultralytics_augment,
+                cache_images=cfg.cache_images,
+            )
+
+        def get_model(self, cfg=None, weights=None, verbose: bool = True):
+            rs = self.rs_config
+            custom_loss = rs.cls_loss != "bce"
+            model_cls = detection_model_class() if custom_loss else DetectionModel
+            model = model_cls(cfg, nc=self.data["nc"], ch=3, verbose=verbose and RANK == -1)
+            if custom_loss:
+                model.cls_loss_options = {
+                    "cls_loss": rs.cls_loss,
+                    "alpha": rs.focal_alpha,
+                    "gamma": rs.focal_gamma,
+                    "beta": rs.cb_beta,
+                    "class_counts": [int(c) for c in self.splits["train"].class_counts()],
+                }
+            model = self.set_model_names_for_load(model)
+            if weights:
+                model.load(weights)
+            return model
+
+        def plot_training_labels(self):
+            """Off: Ultralytics' label plots need a font download; rarespot draws its own plots."""
+
+        # Validation every k epochs; fitness = -validation loss (seed 3.3: keep the lowest-loss model).
+        def _skip_validation(self) -> bool:
+            k = self.rs_config.val_every
+            epoch = self.epoch + 1
+            final = epoch >= self.epochs
+            return not (final or epoch % k == 0 or self.stopper.possible_stop or self.stop)
+
+        def validate(self):
+            if self._skip_validation():
+                return {key: float("nan") for key in self.metrics}, None
+            metrics = self.validator(self)
+            if metrics is None:
+                return None, None
+            metrics.pop("fitness", None)
+            val_loss = sum(v for k, v in metrics.items() if k.startswith("val/"))
+            fitness = -float(val_loss)
+            if self.best_fitness is None or fitness > self.best_fitness:
+                self.best_fitness = fitness
+            return metrics, fitness
+
+        def save_model(self):
+            """Ultralytics' checkpoint, written to temp files and renamed: a crash never leaves a torn last.pt."""
+            last, best = self.last, self.best
+            tmp_last, tmp_best = last.with_name(".last.pt.tmp"), best.with_name(".best.pt.tmp")
+            self.last, self.best = tmp_last, tmp_best
+            try:
+                saved = super().save_model()
+            finally:
+                self.last, self.best = last, best
+            if tmp_last.exists():
+                os.replace(tmp_last, last)
+            if tmp_best.exists():
+                if self.fitness is not None:  # an epoch without validation is never "best"
+                    os.replace(tmp_best, best)
+                else:
+                    tmp_best.unlink()
+            return saved
+
+        def final_eval(self):
+            """Strip optimiser state from the final checkpoints. best.pt's validation metrics are
+            already in metrics.csv (its epoch's row), so Ultralytics' re-validation is skipped."""
+            for ckpt in (self.last, self.best):
+                if ckpt.exists():
+                    strip_optimizer(ckpt)
+
+    return TileTrainer
+
+
+def imbalance_hooks(config: TrainConfig, train: DetectionDataset):
+    """(repeat factors, object-choice class weights, copy-paste transform) from the config; None where off."""
+    repeat = weights = copy_paste = None
+    labels_per_image = [r.labels for r in train.records]
+    if config.sampler == "repeat_factor":
+        from rarespot.imbalance.sampling import repeat_factors
+
+        repeat = np.asarray(repeat_factors(labels_per_image, train.num_classes, config.repeat_threshold))
+    if config.tile_object_choice == "class_aware":
+        from rarespot.imbalance.sampling import class_aware_object_weights
+
+        weights = np.asarray(class_aware_object_weights(train.class_counts(), power=config.object_weight_power))
+    if config.copy_paste is not None:
+        from rarespot.detect.preprocess import to_model_input
+        from rarespot.imbalance.copy_paste import XrayCopyPaste
+
+        # Pasting happens on the 8-bit model-input tile, so donors are put in that space too.
+        copy_paste = XrayCopyPaste(train, donor_transform=to_model_input, **config.copy_paste.model_dump())
+    return repeat, weights, copy_paste
+
+
+def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dict[str, Any]:
+    """Ultralytics settings for a controlled study: its own augmentations off unless asked for,
+    nothing that would reach the network (AMP check, font download for plots)."""
+    device = config.device
+    if device is None:
+        import torch
+
+        device = "0" if torch.cuda.is_available() else "cpu"
+    overrides: dict[str, Any] = {
+        "task": "detect",
+        "mode": "train",
+        "model": model,
+        "data": "rarespot",  # unused: TileTrainer.get_dataset supplies the data
+        "epochs": config.epochs,
+        "batch": config.batch,
+        "nbs": config.nbs,
+        "imgsz": config.input_size,
+        "patience": config.patience,
+        "device": device,
+        "workers": config.workers,
+        "seed": config.seed,
+        "deterministic": False,  # deterministic kernels slow CPU training; seeds are still fixed
+        "optimizer": config.optimizer,
+        "lr0": config.lr0,
+        "lrf": config.lrf,
+        "warmup_epochs": config.warmup_epochs,
+        "warmup_bias_lr": config.warmup_bias_lr,
+        "weight_decay": config.weight_decay,
+        "amp": False,  # Ultralytics' AMP check downloads a model; fp32 is the safe default
+        "plots": False,  # its plots download a font; rarespot writes loss.png itself
+        "val": True,
+        "save": True,
+        "save_dir": str(run_dir),
+        "exist_ok": True,
+        "pretrained": False,
+        "cache": False,
+        "rect": False,
+        "verbose": False,
+    }
+    if not config.ultralytics_augment:
+        overrides.update(
+            hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, degrees=0.0, translate=0.0, scale=0.0, shear=0.0, perspective=0.0,
+            flipud=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, erasing=0.0, close_mosaic=0,
+        )
+    return overrides
+
+
+# --- progress, metrics.csv and loss.png --------------------------------------------------------
+class _RunReporter:
+    """Ultralytics callbacks: a rich progress bar, and metrics.csv + loss.png rewritten every epoch."""
+
+    def __init__(self, run_dir: Path, quiet: bool = False):
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.progress = None
+        self.task = None
+
+    def register(self, trainer) -> None:
+        trainer.add_callback("on_train_start", self.on_train_start)
+        trainer.add_callback("on_train_epoch_start", self.on_epoch_start)
+        trainer.add_callback("on_train_batch_end", self.on_batch_end)
+        trainer.add_callback("on_fit_epoch_end", self.on_epoch_end)
+        # The validator shares the trainer's callback table, so these fire during validation.
+        trainer.add_callback("on_val_start", self.on_val_start)
+        trainer.add_callback("on_val_batch_end", self.on_val_batch_end)
+        trainer.add_callback("teardown", self.stop)
+
+    def on_train_start(self, trainer) -> None:
+        if self.quiet:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
+        )
+        self.progress.start()
+        self.progress.console.print(
+            f"training {len(trainer.train_loader.dataset)} items/epoch "
+            f"({'whole images' if trainer.rs_config.full_image else f'{trainer.rs_config.tiles} x {trainer.rs_config.tile_size}px tiles per image'}), "
+            f"validating on {len(trainer.test_loader.dataset)} items, run folder {self.run_dir}"
+        )
+
+    def on_epoch_start(self, trainer) -> None:
+        if self.progress is None:
+            return
+        desc = f"epoch {trainer.epoch + 1}/{trainer.epochs}"
+        if self.task is None:
+            self.task = self.progress.add_task(desc, total=len(trainer.train_loader), loss="")
+        else:
+            self.progress.reset(self.task, total=len(trainer.train_loader), description=desc, loss="")
+
+    def on_batch_end(self, trainer) -> None:
+        if self.progress is None or self.task is None:
+            return
+        loss = sum(float(v) for v in (trainer.tloss or {}).values())
+        self.progress.update(self.task, advance=1, loss=f"loss {loss:.3f}")
+
+    def on_val_start(self, validator) -> None:
+        if self.progress is None or self.task is None or not getattr(validator, "training", False):
+            return
+        self.progress.reset(self.task, total=len(validator.dataloader), description="  validating", loss="")
+
+    def on_val_batch_end(self, validator) -> None:
+        if self.progress is not None and self.task is not None and getattr(validator, "training", False):
+            self.progress.update(self.task, advance=1)
+
+    def on_epoch_end(self, trainer) -> None:
+        rows = write_metrics_csv(trainer.csv, self.run_dir / "metrics.csv")
+        if rows:
+            plot_loss_curves(rows, self.run_dir / "loss.png")
+        if self.progress is not None and rows:
+            row = rows[-1]
+            val = "" if math.isnan(row["val_loss"]) else f"  val loss {row['val_loss']:.3f}  mAP50 {row['map50']:.3f}"
+            best = "  (best)" if trainer.fitness is not None and trainer.fitness == trainer.best_fitness else ""
+            self.progress.console.print(f"epoch {int(row['epoch'])}: train loss {row['train_loss']:.3f}{val}{best}")
+
+    def stop(self, trainer=None) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else float("nan")
+    except ValueError:
+        return float("nan")
+
+
+def write_metrics_csv(results_csv: Path, out: Path) -> list[dict[str, float]]:
+    """Ultralytics' results.csv -> rarespot's metrics.csv (plain names, totals, empty val cells on skipped epochs)."""
+    if not results_csv.exists():
+        return []
+    with results_csv.open(newline="", encoding="utf-8") as fh:
+        raw = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(fh)]
+    rows = []
+    for r in raw:
+        row = {
+            "epoch": _float(r.get("epoch")),
+            "seconds": _float(r.get("time")),
+            "train_box_loss": _float(r.get("train/box_loss")),
+            "train_cls_loss": _float(r.get("train/cls_loss")),
+            "train_dfl_loss": _float(r.get("train/dfl_loss")),
+            "val_box_loss": _float(r.get("val/box_loss")),
+            "val_cls_loss": _float(r.get("val/cls_loss")),
+            "val_dfl_loss": _float(r.get("val/dfl_loss")),
+            "precision": _float(r.get("metrics/precision(B)")),
+            "recall": _float(r.get("metrics/recall(B)")),
+            "map50": _float(r.get("metrics/mAP50(B)")),
+            "map50_95": _float(r.get("metrics/mAP50-95(B)")),
+            "lr": _float(r.get("lr/pg0")),
+        }
+        row["train_loss"] = sum(row[k] for k in ("train_box_loss", "train_cls_loss", "train_dfl_loss"))
+        row["val_loss"] = sum(row[k] for k in ("val_box_loss", "val_cls_loss", "val_dfl_loss"))
+        rows.append(row)
+    # A crash between Ultralytics' CSV append and its checkpoint write makes a resumed run repeat that
+    # epoch: keep the latest row of each epoch.
+    rows = list({int(r["epoch"]): r for r in rows}.values())
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [int(row["epoch"])] + ["" if math.isnan(row[c]) else f"{row[c]:.6g}" for c in METRICS_COLUMNS[1:]]
+        )
+    atomic_write_text(out, buf.getvalue())
+    return rows
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        return [{k: _float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def plot_loss_curves(rows: list[dict[str, float]], out: Path) -> Path:
+    """Train/validation loss per epoch (total and per component), best epoch marked; PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = [("loss", "total loss"), ("box_loss", "box loss"), ("cls_loss", "class loss"), ("dfl_loss", "DFL loss")]
+    val_rows = [r for r in rows if not math.isnan(r["val_loss"])]
+    best = min(val_rows, key=lambda r: r["val_loss"]) if val_rows else None
+    for ax, (key, title) in zip(axes, panels):
+        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", ms=3, label="train")
+        ax.plot([r["epoch"] for r in val_rows], [r[f"val_{key}"] for r in val_rows], "s-", ms=3, label="validation")
+        if best is not None:
+            ax.axvline(best["epoch"], color="grey", ls=":", lw=1, label=f"best (epoch {int(best['epoch'])})")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+# --- entry points ------------------------------------------------------------------------------
+def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> RunResult:
+    """Train from a config (``resume=True``: continue the run in ``config.out`` from its last.pt)."""
+    run_dir = Path(config.out)
+    if resume:
+        return resume_run(run_dir, quiet=quiet)
+    check_output_folder(run_dir)
+    splits = load_splits(config)
+    return train_on_splits(config, splits, quiet=quiet)
+
+
+def train_on_splits(
+    config: TrainConfig, splits: dict[str, DetectionDataset], quiet: bool = False, _resume_from: Path | None = None
+) -> RunResult:
+    """Train on ready splits (``train``, ``val``, optional ``test``), e.g. built in Python or by the demo."""
+    from rarespot.detect.model import resolve_model
+
+    run_dir = Path(config.out).resolve()
+    check_output_folder(run_dir)
+    if "train" not in splits or "val" not in splits:
+        raise ValueError("splits needs 'train' and 'val'")
+    if _resume_from is None:
+        last = run_dir / "weights" / "last.pt"
+        if last.exists() and not config.exist_ok:
+            raise InputError(
+                run_dir, "already holds a training run; use --resume to continue it, or another --out (or exist_ok: true)"
+            )
+        check_records(splits)
+        model = resolve_model(config.model)
+        config.dump_yaml(run_dir / "config.yaml")
+        save_splits(splits, run_dir / "split.json")
+        for stale in ("results.csv", "metrics.csv"):
+            (run_dir / stale).unlink(missing_ok=True)
+    else:
+        model = str(_resume_from)
+    overrides = ultralytics_overrides(config, run_dir, model)
+    if _resume_from is not None:
+        overrides["resume"] = str(_resume_from)
+    started = time.perf_counter()
+    trainer = _trainer_class()(config, splits, overrides)
+    reporter = _RunReporter(run_dir, quiet=quiet)
+    reporter.register(trainer)
+    try:
+        trainer.train()
+    finally:
+        reporter.stop()
+    return collect_result(run_dir, config, splits, time.perf_counter() - started)
+
+
+def resume_run(run_dir: str | Path, quiet: bool = False) -> RunResult:
+    """Continue an interrupted run from ``run_dir/weights/last.pt`` with the run's own config and splits."""
+    from rarespot.detect.config import load_config
+
+    run_dir = Path(run_dir)
+    last = run_dir / "weights" / "last.pt"
+    if not last.exists():
+        raise InputError(last, "nothing to resume: the run folder has no last.pt")
+    config = load_config(run_dir / "config.yaml")
+    config.out = run_dir
+    splits = load_saved_splits(run_dir)
+    import torch
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        raise InputError(last, "this run already finished (its last.pt is final); start a new run to train further")
+    return train_on_splits(config, splits, quiet=quiet, _resume_from=last.resolve())
+
+
+def collect_result(run_dir: Path, config: TrainConfig, splits: dict[str, DetectionDataset], seconds: float) -> RunResult:
+    metrics_path = run_dir / "metrics.csv"
+    rows = read_metrics_csv(metrics_path) if metrics_path.exists() else []
+    validated = [r for r in rows if not math.isnan(r.get("val_loss", float("nan")))]
+    best_row = min(validated, key=lambda r: r["val_loss"]) if validated else None
+    best_metrics = (
+        {k: best_row[k] for k in ("val_loss", "precision", "recall", "map50", "map50_95")} if best_row else {}
+    )
+    weights = run_dir / "weights"
+    return RunResult(
+        run_dir=run_dir,
+        best=weights / "best.pt",
+        last=weights / "last.pt",
+        class_names=list(splits["train"].class_names),
+        epochs_run=int(rows[-1]["epoch"]) if rows else 0,
+        best_epoch=int(best_row["epoch"]) if best_row else None,
+        best_val_loss=best_row["val_loss"] if best_row else None,
+        best_metrics=best_metrics,
+        seconds=seconds,
+        config=config,
+        splits=splits,
+    )

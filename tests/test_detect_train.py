@@ -1,0 +1,367 @@
+"""Training pieces without training: config, model choice, the positive-tiling dataset, bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rarespot.detect.config import TrainConfig, load_config, packaged_config
+from rarespot.errors import InputError
+from rarespot.io.dataset import DetectionDataset, ImageRecord
+
+
+# --- fixtures shared with test_detect_train_run.py ----------------------------------------------
+def make_scans(
+    folder: Path, n: int, size: tuple[int, int] = (200, 240), seed: int = 0, names=("metal", "organic"), objects=(1, 3)
+) -> DetectionDataset:
+    """Tiny 16-bit gray 'scans' (noise + bright/dark rectangles) with exact boxes."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    height, width = size
+    records = []
+    for i in range(n):
+        img = rng.normal(20000, 1500, (height, width)).clip(0, 65535).astype(np.uint16)
+        boxes, labels = [], []
+        for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+            bw, bh = (int(v) for v in rng.integers(14, 30, 2))
+            x1, y1 = int(rng.integers(0, width - bw)), int(rng.integers(0, height - bh))
+            label = int(rng.integers(len(names)))
+            img[y1 : y1 + bh, x1 : x1 + bw] = 52000 if label == 0 else 4000
+            boxes.append([x1, y1, x1 + bw, y1 + bh])
+            labels.append(label)
+        path = folder / f"scan_{i:03d}.png"
+        cv2.imwrite(str(path), img)
+        records.append(ImageRecord(path, width, height, np.array(boxes, float).reshape(-1, 4), labels))
+    return DetectionDataset(list(names), records, folder)
+
+
+def hyp_for(config: TrainConfig):
+    from ultralytics.cfg import get_cfg
+
+    from rarespot.detect.train import ultralytics_overrides
+
+    overrides = ultralytics_overrides(config, Path("unused"), "yolo11n.yaml")
+    overrides.pop("save_dir")
+    return get_cfg(overrides=overrides)
+
+
+def tile_dataset(ds: DetectionDataset, mode: str = "train", **kw):
+    from rarespot.detect.data import ScanTileDataset
+
+    config_keys = set(TrainConfig.model_fields) - {"copy_paste"}  # copy_paste here is the ready transform
+    cfg = TrainConfig(**{k: v for k, v in kw.items() if k in config_keys})
+    options = dict(tiles=cfg.tiles, tile_size=cfg.tile_size, min_visible=cfg.min_visible,
+                   negative_tiles=cfg.negative_tiles, full_image=cfg.full_image, val_overlap=cfg.val_overlap,
+                   ultralytics_augment=cfg.ultralytics_augment)
+    options.update({k: v for k, v in kw.items() if k not in config_keys})
+    return ScanTileDataset(ds, mode=mode, imgsz=cfg.input_size, hyp=hyp_for(cfg), **options)
+
+
+# --- config -----------------------------------------------------------------------------------
+def test_defaults_follow_the_seed():
+    cfg = TrainConfig()
+    assert (cfg.model, cfg.tiles, cfg.tile_size, cfg.batch, cfg.optimizer, cfg.lr0, cfg.val_every) == (
+        "yolo11n", 4, 512, 8, "Adam", 0.001, 2
+    )
+    assert cfg.input_size == 512 and TrainConfig(full_image=True).input_size == 640
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = TrainConfig(tiles=6, tile_size=384, remap="agnostic", aug=["hflip", "rbc"], out=tmp_path / "run")
+    path = cfg.dump_yaml(tmp_path / "cfg.yaml")
+    assert load_config(path) == cfg
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not left with mkstemp's private mode
+
+
+def test_flags_override_the_file_and_none_is_ignored(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("tiles: 6\nepochs: 40\n")
+    cfg = load_config(path, epochs=3, tiles=None)
+    assert (cfg.tiles, cfg.epochs) == (6, 3)
+
+
+def test_packaged_configs_load():
+    for name in ("seed", "demo", "demo_quick"):
+        load_config(packaged_config(name))
+    assert load_config(packaged_config("seed")).remap == "agnostic"
+    assert load_config("seed") == load_config(packaged_config("seed"))  # a bare name finds the packaged file
+    with pytest.raises(InputError, match="no packaged config named 'sede'"):
+        load_config("sede")
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [("tiles: [1, 2\n", "not valid YAML"), ("- a\n- b\n", "YAML mapping"), ("tilez: 3\n", "tilez"), ("tiles: 0\n", "tiles")],
+)
+def test_bad_config_names_the_file(tmp_path, text, expect):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    assert str(err.value).startswith(str(path)) and expect in str(err.value)
+
+
+def test_missing_config_names_the_file(tmp_path):
+    with pytest.raises(InputError, match="config file not found") as err:
+        load_config(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(err.value)
+
+
+# --- model choice -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name, expect", [("yolo11n", "yolo11n.yaml"), ("yolov8n", "yolov8n.yaml"), ("yolov5nu", "yolov5nu.yaml")])
+def test_builtin_models_resolve_offline(name, expect):
+    from rarespot.detect.model import resolve_model
+
+    assert resolve_model(name) == expect
+
+
+def test_unknown_model_name():
+    from rarespot.detect.model import resolve_model
+
+    with pytest.raises(InputError, match="unknown model"):
+        resolve_model("resnet50")
+
+
+def test_weights_file_that_is_not_a_model(tmp_path):
+    from rarespot.detect.model import resolve_model
+
+    fake = tmp_path / "weights.pt"
+    fake.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(InputError, match="not a YOLO model checkpoint") as err:
+        resolve_model(fake)
+    assert str(fake) in str(err.value)
+    with pytest.raises(InputError, match="model file not found") as err:
+        resolve_model(tmp_path / "missing.pt")
+    assert "missing.pt" in str(err.value)
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(InputError, match="not a model") as err:
+        resolve_model(other)
+    assert str(other) in str(err.value)
+
+
+def test_model_yaml_that_is_not_a_model(tmp_path):
+    from rarespot.detect.model import resolve_model
+
+    path = tmp_path / "net.yaml"
+    path.write_text("layers: 3\n")
+    with pytest.raises(InputError, match="not a model definition") as err:
+        resolve_model(path)
+    assert str(path) in str(err.value)
+
+
+# --- random positive tiling -------------------------------------------------------------------
+def test_positive_tiles_contain_an_object_at_varying_positions(tmp_path):
+    ds = make_scans(tmp_path, 3, objects=(1, 1))
+    data = tile_dataset(ds, tiles=4, tile_size=96, imgsz=96)
+    assert len(data) == 12  # 3 images x 4 tiles per epoch
+    positions = set()
+    for _ in range(5):
+        for i in range(len(data)):
+            item = data[i]
+            assert item["img"].shape == (3, 96, 96)
+            assert len(item["cls"]) == 1  # the one object is always in the tile
+            cx, cy, w, h = item["bboxes"][0].tolist()
+            rec = ds.records[data.items[i][0]]
+            bw, bh = rec.boxes[0, 2] - rec.boxes[0, 0], rec.boxes[0, 3] - rec.boxes[0, 1]
+            # whole (objects are smaller than the tile), so the size is exact
+            assert w * 96 == pytest.approx(bw, abs=1e-3) and h * 96 == pytest.approx(bh, abs=1e-3)
+            positions.add((round(cx * 96), round(cy * 96)))
+    assert len(positions) > 20  # a fresh random position on every draw
+
+
+def test_tile_boxes_match_the_crop_exactly(tmp_path):
+    """The box in the tile covers exactly the bright rectangle in the tile's pixels."""
+    ds = make_scans(tmp_path, 2, objects=(1, 1), names=("metal",))
+    data = tile_dataset(ds, tiles=2, tile_size=64, imgsz=64)
+    for i in range(len(data)):
+        item = data[i]
+        img = item["img"][0].numpy()
+        cx, cy, w, h = (item["bboxes"][0] * 64).tolist()
+        x1, y1, x2, y2 = round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)
+        ys, xs = np.nonzero(img > 200)  # the object is brighter than anything else after windowing
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x1, y1, x2, y2)
+
+
+def test_boxes_cut_by_the_tile_edge_are_clipped_or_dropped(tmp_path):
+    ds = DetectionDataset(
+        ["a"], [ImageRecord(tmp_path / "x.png", 200, 100, [[10, 10, 40, 40], [90, 10, 150, 40]], [0, 0])], tmp_path
+    )
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((100, 200), np.uint8))
+    data = tile_dataset(ds, mode="val", tile_size=100, imgsz=100, min_visible=0.3)
+    # grid x0 = 0, 100: first tile holds box 1 and 10/60 of box 2 (dropped); second holds 50/60 of box 2
+    assert [origin for _, origin in data.items] == [(0, 0), (100, 0)]
+    boxes0, _ = data.tile_labels(0)
+    boxes1, _ = data.tile_labels(1)
+    np.testing.assert_allclose(boxes0, [[10, 10, 40, 40]])
+    np.testing.assert_allclose(boxes1, [[0, 10, 50, 40]])
+
+
+def test_validation_tiles_are_a_fixed_grid(tmp_path):
+    ds = make_scans(tmp_path, 2)
+    a = tile_dataset(ds, mode="val", tile_size=96, imgsz=96)
+    b = tile_dataset(ds, mode="val", tile_size=96, imgsz=96)
+    # 200x240 with 96 tiles, no overlap: x0 in (0, 96, 144), y0 in (0, 96, 104) -> 9 tiles per image
+    assert len(a) == 18 and a.items == b.items
+    for i in (0, 5, 17):
+        np.testing.assert_array_equal(a[i]["img"], b[i]["img"])
+        np.testing.assert_array_equal(a[i]["bboxes"], b[i]["bboxes"])
+
+
+def test_negative_tiles_and_pure_negative_images(tmp_path):
+    ds = make_scans(tmp_path, 2, objects=(1, 1))
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.full((200, 240), 20000, np.uint16))
+    ds.records.append(ImageRecord(empty, 240, 200))  # an empty label file: allowed, gives negative tiles
+    data = tile_dataset(ds, tiles=2, tile_size=64, imgsz=64, negative_tiles=0.5)
+    counts = {0: 0, 1: 0}
+    for _ in range(30):
+        for i in range(len(data)):
+            n = len(data[i]["cls"])
+            if data.items[i][0] == 2:
+                assert n == 0
+            else:
+                counts[min(n, 1)] += 1
+    assert 40 < counts[0] < 80 and 40 < counts[1] < 80  # about half the draws are negative
+
+
+def test_full_image_mode_resizes_long_side(tmp_path):
+    ds = make_scans(tmp_path, 1)
+    data = tile_dataset(ds, full_image=True, imgsz=96)
+    item = data[0]
+    assert len(data) == 1 and item["img"].shape == (3, 96, 96)  # 240x200 -> 96x80, letterboxed to 96
+    np.testing.assert_allclose(item["bboxes"][:, 2].numpy() * 96, (ds.records[0].boxes[:, 2] - ds.records[0].boxes[:, 0]) * 0.4, atol=1e-3)
+
+
+def test_class_aware_object_choice_prefers_rare_classes(tmp_path):
+    ds = make_scans(tmp_path, 1, objects=(2, 2), seed=3)
+    ds.records[0] = ImageRecord(ds.records[0].path, 240, 200, ds.records[0].boxes, [0, 1])
+    data = tile_dataset(ds, tile_size=64, object_weights=np.array([1.0, 9.0]))
+    rng = np.random.default_rng(0)
+    picks = [data.choose_object(ds.records[0].labels, rng) for _ in range(400)]
+    assert 320 < picks.count(1) < 400
+
+
+# --- bad input --------------------------------------------------------------------------------
+def test_missing_image_is_named(tmp_path):
+    from rarespot.detect.train import check_records
+
+    ds = make_scans(tmp_path, 2)
+    os.remove(ds.records[1].path)
+    with pytest.raises(InputError, match="image file not found") as err:
+        check_records({"train": ds, "val": ds})
+    assert str(ds.records[1].path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "image, problem",
+    [
+        (np.zeros((200, 240, 2), np.uint8), "unexpected image shape"),
+        (np.zeros((200, 240), np.int32), "int32"),
+    ],
+)
+def test_unexpected_depth_or_channels_is_named(tmp_path, image, problem):
+    ds = make_scans(tmp_path, 1)
+    path = tmp_path / "odd.tif"
+    import tifffile
+
+    tifffile.imwrite(path, image, photometric="minisblack", planarconfig="contig")
+    ds.records[0] = ImageRecord(path, 240, 200, ds.records[0].boxes, ds.records[0].labels)
+    with pytest.raises(InputError, match=problem) as err:
+        tile_dataset(ds, tile_size=64)
+    assert str(path) in str(err.value)
+
+
+def test_image_size_differs_from_annotation(tmp_path):
+    ds = make_scans(tmp_path, 1)
+    rec = ds.records[0]
+    ds.records[0] = ImageRecord(rec.path, 300, 300, rec.boxes, rec.labels)
+    with pytest.raises(InputError, match="annotation says 300x300") as err:
+        tile_dataset(ds, tile_size=64)
+    assert str(rec.path) in str(err.value)
+
+
+def test_unwritable_output_folder(tmp_path):
+    from rarespot.detect.train import check_output_folder
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="not writable") as err:
+        check_output_folder(blocker / "run")
+    assert str(blocker / "run") in str(err.value)
+
+
+def test_training_split_without_objects(tmp_path):
+    from rarespot.detect.train import check_records
+
+    ds = make_scans(tmp_path, 1)
+    ds.records[0] = ImageRecord(ds.records[0].path, 240, 200)
+    with pytest.raises(InputError, match="no annotated objects"):
+        check_records({"train": ds, "val": ds})
+
+
+def test_metrics_csv_keeps_one_row_per_epoch(tmp_path):
+    from rarespot.detect.train import read_metrics_csv, write_metrics_csv
+
+    results = tmp_path / "results.csv"
+    results.write_text(
+        "epoch,time,train/box_loss,train/cls_loss,train/dfl_loss,metrics/precision(B),metrics/recall(B),"
+        "metrics/mAP50(B),metrics/mAP50-95(B),val/box_loss,val/cls_loss,val/dfl_loss,lr/pg0\n"
+        "1,1,1,2,3,nan,nan,nan,nan,nan,nan,nan,0.001\n"
+        "2,2,1,1,1,0.5,0.25,0.3,0.1,1,1,2,0.001\n"
+        "2,3,0.5,0.5,0.5,0.5,0.25,0.3,0.1,1,1,1,0.001\n"  # epoch 2 repeated after a resume
+    )
+    rows = write_metrics_csv(results, tmp_path / "metrics.csv")
+    assert [r["train_loss"] for r in rows] == [6.0, 1.5]
+    back = read_metrics_csv(tmp_path / "metrics.csv")
+    assert np.isnan(back[0]["val_loss"]) and back[1]["val_loss"] == 3.0 and back[1]["map50"] == 0.3
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1].split(",")[9] == ""  # skipped validation: empty
+
+
+def test_ultralytics_augmentations_on_request(tmp_path):
+    """ultralytics_augment=True runs its v8 pipeline (mosaic of four tiles, HSV, flips, affine) after ours."""
+    ds = make_scans(tmp_path, 4)
+    data = tile_dataset(ds, tiles=2, tile_size=96, imgsz=64, ultralytics_augment=True)
+    names = [type(t).__name__ for t in data.transforms.transforms]
+    assert "RandomHSV" in names and "LetterBox" not in names
+    for i in range(len(data)):
+        item = data[i]
+        assert item["img"].shape == (3, 64, 64)
+        assert ((item["bboxes"] >= 0) & (item["bboxes"] <= 1)).all()
+    plain = tile_dataset(ds, tiles=2, tile_size=96, imgsz=64)
+    assert [type(t).__name__ for t in plain.transforms.transforms] == ["LetterBox", "Format"]
+
+
+def test_repeat_factor_sampler_repeats_images_with_rare_classes(tmp_path):
+    from rarespot.detect.train import imbalance_hooks
+
+    ds = make_scans(tmp_path, 4, objects=(1, 1))
+    labels = [0, 0, 0, 1]  # class 1 is in 1 of 4 images
+    for i, lab in enumerate(labels):
+        rec = ds.records[i]
+        ds.records[i] = ImageRecord(rec.path, rec.width, rec.height, rec.boxes, [lab])
+    cfg = TrainConfig(sampler="repeat_factor", repeat_threshold=1.0, tiles=2)
+    repeat, weights, copy_paste = imbalance_hooks(cfg, ds)
+    # LVIS: r_c = max(1, sqrt(t / f_c)) -> class 0: sqrt(1/0.75) = 1.155, class 1: sqrt(1/0.25) = 2
+    np.testing.assert_allclose(repeat, [np.sqrt(4 / 3)] * 3 + [2.0])
+    assert weights is None and copy_paste is None
+    data = tile_dataset(ds, tiles=2, tile_size=64, repeat_factors=repeat)
+    per_image = [sum(1 for i, _ in data.items if i == k) for k in range(4)]
+    assert per_image == [2, 2, 2, 4]  # round(2 * 1.155) = 2, round(2 * 2) = 4
+
+
+def test_copy_paste_and_class_aware_hooks_run_on_tiles(tmp_path):
+    from rarespot.detect.train import imbalance_hooks
+
+    ds = make_scans(tmp_path, 4, size=(200, 240), objects=(2, 3))
+    cfg = TrainConfig(tile_object_choice="class_aware", copy_paste={"p": 1.0}, tiles=2, tile_size=96)
+    repeat, weights, copy_paste = imbalance_hooks(cfg, ds)
+    assert repeat is None and weights.shape == (2,) and copy_paste is not None
+    data = tile_dataset(ds, tiles=2, tile_size=96, imgsz=96, object_weights=weights, copy_paste=copy_paste)
+    for i in range(len(data)):
+        item = data[i]
+        assert item["img"].shape == (3, 96, 96) and len(item["cls"]) >= 1

@@ -1,0 +1,165 @@
+"""Real (tiny) training runs: yolo11n from its yaml, 1-2 epochs at imgsz 64 on generated scans."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rarespot.detect.config import TrainConfig
+from rarespot.detect.train import load_saved_splits, read_metrics_csv, resume_run, train_on_splits
+from rarespot.errors import InputError
+from test_detect_train import make_scans
+
+torch.set_num_threads(2)
+
+
+def tiny_config(out, **kw) -> TrainConfig:
+    base = dict(tiles=2, tile_size=96, imgsz=64, batch=4, nbs=4, epochs=1, warmup_epochs=0, val_every=1,
+                device="cpu", out=out, aug=["hflip"])
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    ds = make_scans(tmp_path_factory.mktemp("scans"), 6)
+    return {"train": ds.subset(range(4)), "val": ds.subset([4]), "test": ds.subset([5])}
+
+
+def test_one_epoch_end_to_end(tmp_path, splits):
+    result = train_on_splits(tiny_config(tmp_path / "run"), splits, quiet=True)
+    run = result.run_dir
+    for name in ("config.yaml", "split.json", "metrics.csv", "loss.png", "weights/best.pt", "weights/last.pt"):
+        assert (run / name).is_file(), name
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1]
+    assert math.isfinite(rows[0]["train_loss"]) and math.isfinite(rows[0]["val_loss"])
+    assert result.best_epoch == 1 and result.best_val_loss == pytest.approx(rows[0]["val_loss"])
+    assert result.class_names == ["metal", "organic"]
+    # the held-out split is saved for evaluation, exactly
+    saved = load_saved_splits(run)
+    assert [r.path.name for r in saved["test"].records] == [r.path.name for r in splits["test"].records]
+    # best.pt is a plain Ultralytics checkpoint the tiled predictor can load
+    from ultralytics import YOLO
+
+    model = YOLO(str(result.best))
+    assert model.names == {0: "metal", 1: "organic"}
+    # training the same folder again needs --resume or exist_ok
+    with pytest.raises(InputError, match="already holds a training run"):
+        train_on_splits(tiny_config(tmp_path / "run"), splits, quiet=True)
+
+
+def test_validation_every_other_epoch_and_resume(tmp_path, splits):
+    """Epoch 1 is not validated (val_every=2); interrupting after epoch 1 and resuming finishes the run."""
+    from rarespot.detect import train as train_module
+
+    cfg = tiny_config(tmp_path / "run", epochs=3, val_every=2, model="yolov8n")
+
+    class Interrupt(Exception):
+        pass
+
+    original = train_module._RunReporter.on_epoch_end
+
+    def crash_after_first_epoch(self, trainer):
+        original(self, trainer)
+        if trainer.epoch == 0:
+            raise Interrupt
+
+    train_module._RunReporter.on_epoch_end = crash_after_first_epoch
+    try:
+        with pytest.raises(Interrupt):
+            train_on_splits(cfg, splits, quiet=True)
+    finally:
+        train_module._RunReporter.on_epoch_end = original
+    run = tmp_path / "run"
+    assert (run / "weights" / "last.pt").exists()  # the finished epoch is kept
+    assert not (run / "weights" / "best.pt").exists()  # an unvalidated epoch is never "best"
+    first = read_metrics_csv(run / "metrics.csv")
+    assert len(first) == 1 and math.isnan(first[0]["val_loss"])
+
+    result = resume_run(run, quiet=True)
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [math.isnan(r["val_loss"]) for r in rows] == [True, False, False]  # epoch 2 (k=2) and the last
+    best_epoch = min((r for r in rows if not math.isnan(r["val_loss"])), key=lambda r: r["val_loss"])["epoch"]
+    assert result.best_epoch == int(best_epoch) and result.best.exists()
+    with pytest.raises(InputError, match="already finished"):
+        resume_run(run, quiet=True)
+
+
+def test_resume_without_a_run(tmp_path):
+    with pytest.raises(InputError, match="nothing to resume") as err:
+        resume_run(tmp_path / "nothing", quiet=True)
+    assert "last.pt" in str(err.value)
+
+
+def test_full_image_training_with_remap_and_local_weights(tmp_path, splits):
+    """The seed's baseline (whole images), agnostic remap, starting from a local checkpoint."""
+    from rarespot.detect.train import remap_splits
+
+    first = train_on_splits(tiny_config(tmp_path / "a"), splits, quiet=True)
+    agnostic = remap_splits(splits, "agnostic")
+    cfg = tiny_config(tmp_path / "b", full_image=True, imgsz=64, model=str(first.best), remap="agnostic")
+    result = train_on_splits(cfg, agnostic, quiet=True)
+    assert result.class_names == ["object"]
+    from ultralytics import YOLO
+
+    assert YOLO(str(result.best)).names == {0: "object"}
+
+
+def _rarespot(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "rarespot", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_train_on_a_yolo_folder(tmp_path):
+    """``rarespot detect train --data DIR``: load, split 60/20/20, remap, train, report; the test split is kept."""
+    from rarespot.io.annotations import save_dataset
+
+    data = save_dataset(make_scans(tmp_path / "raw", 6), tmp_path / "data", "yolo")
+    out = tmp_path / "run"
+    proc = _rarespot(
+        "detect", "train", "--data", str(data), "--epochs", "1", "--tiles", "1", "--tile-size", "96", "--imgsz", "64",
+        "--batch", "4", "--remap", "agnostic", "--aug", "hflip,rbc", "--device", "cpu", "--out", str(out),
+        "--set", "warmup_epochs=0", "--set", "val_every=1",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "best:" in proc.stdout and (out / "weights" / "best.pt").is_file()
+    saved = load_saved_splits(out)
+    assert saved["train"].class_names == ["object"]
+    assert sum(len(saved[s]) for s in ("train", "val", "test")) == 6 and len(saved["test"]) >= 1
+
+
+def test_cli_bad_input_is_one_line_naming_the_file(tmp_path):
+    missing = tmp_path / "no_such_data"
+    proc = _rarespot("detect", "train", "--data", str(missing), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr and "Traceback" not in proc.stderr
+    fake = tmp_path / "model.pt"
+    fake.write_text("not a model")
+    data = tmp_path / "data"
+    from rarespot.io.annotations import save_dataset
+
+    save_dataset(make_scans(tmp_path / "raw", 5), data, "yolo")
+    proc = _rarespot("detect", "train", "--data", str(data), "--model", str(fake), "--out", str(tmp_path / "run2"))
+    assert proc.returncode == 2 and str(fake) in proc.stderr and "not a YOLO model checkpoint" in proc.stderr
+    proc = _rarespot("detect", "train", "--data", str(data), "--set", "tilez=3")
+    assert proc.returncode == 2 and "tilez" in proc.stderr
+
+
+def test_imbalance_loss_checkpoint_loads(tmp_path, splits):
+    """A class-balanced focal loss run: the criterion is rarespot's, the checkpoint still loads for inference."""
+    cfg = tiny_config(tmp_path / "run", cls_loss="cb-focal", sampler="repeat_factor", tile_object_choice="class_aware")
+    result = train_on_splits(cfg, splits, quiet=True)
+    from ultralytics import YOLO
+
+    model = YOLO(str(result.best))
+    assert type(model.model).__name__ == "RarespotDetectionModel"
+    assert model.model.cls_loss_options["cls_loss"] == "cb-focal"
+    from rarespot.detect.loss import ImbalanceDetectionLoss
+
+    assert isinstance(model.model.init_criterion(), ImbalanceDetectionLoss)
