@@ -8,8 +8,6 @@ validation every other epoch, best checkpoint by validation loss).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rarespot.errors import InputError
+from rarespot.io.atomic import atomic_write_text
 
 AUGMENTATIONS = ("hflip", "blur", "rbc", "noise")
 CLS_LOSSES = ("bce", "focal", "cb-bce", "cb-focal")
@@ -142,26 +141,6 @@ class TrainConfig(BaseModel):
         text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
         atomic_write_text(path, text)
         return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so a crash never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:

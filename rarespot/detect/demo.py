@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rarespot.detect.config import TrainConfig, atomic_write_text, load_config, packaged_config
+from rarespot.detect.config import TrainConfig, load_config, packaged_config
+from rarespot.io.atomic import atomic_write_text
 from rarespot.errors import InputError
 
 

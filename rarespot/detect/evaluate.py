@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rarespot.errors import InputError
-from rarespot.io.atomic import atomic_write_text
+from rarespot.io.atomic import atomic_path, atomic_write_text
 from rarespot.io.dataset import DetectionDataset
 from rarespot.metrics.detection import COCO_IOU_THRESHOLDS, DetectionMatches, precision_recall_f1
 
@@ -373,14 +371,11 @@ def plot_pr_curve(result: EvaluationResult, path: str | Path) -> Path:
     ax_f1.grid(alpha=0.3)
     ax_f1.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

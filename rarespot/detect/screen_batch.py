@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.images import IMAGE_SUFFIXES
+from rarespot.io.atomic import atomic_write_bytes
 
 SCAN_SUFFIXES = tuple(sorted(IMAGE_SUFFIXES))  # what rarespot.io.images reads
 CSV_FIELDS = ["file", "n_detections", "max_confidence", "flagged", "error"]
@@ -125,19 +125,6 @@ def _relative_name(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_done_rows(csv_path: Path) -> list[dict]:
     """Rows of an earlier run; a half-written last line (a crash mid-row) is cut off first."""
     if not csv_path.exists():
@@ -145,7 +132,7 @@ def _read_done_rows(csv_path: Path) -> list[dict]:
     raw = csv_path.read_bytes()
     if raw and not raw.endswith(b"\n"):
         raw = raw[: raw.rfind(b"\n") + 1]
-        _write_atomic(csv_path, raw)
+        atomic_write_bytes(csv_path, raw)
     with csv_path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames and list(reader.fieldnames) != CSV_FIELDS:
@@ -255,7 +242,7 @@ def screen_folder(
                 "pass --restart to start over, or another --out"
             )
     (out_dir / THUMB_DIR).mkdir(exist_ok=True)
-    _write_atomic(meta_path, json.dumps(meta, indent=2).encode())
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
 
     done_rows = _read_done_rows(csv_path)
     done = {row["file"] for row in done_rows}
@@ -306,7 +293,7 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
                 if flagged:
                     # The thumbnail is written before the CSV row: a row always has its thumbnail.
                     png = _encode_png(_thumbnail(image, records, class_names, thumb_px, render_overlay))
-                    _write_atomic(out_dir / THUMB_DIR / _thumb_name(name), png)
+                    atomic_write_bytes(out_dir / THUMB_DIR / _thumb_name(name), png)
                 if records:
                     jsonl_fh.write(json.dumps({"file": name, "detections": records}) + "\n")
                     jsonl_fh.flush()
@@ -362,5 +349,5 @@ td, th {{ border: 1px solid #444; padding: 3px 8px; text-align: left; }}
 </body></html>
 """
     path = out_dir / SHEET_NAME
-    _write_atomic(path, page.encode())
+    atomic_write_bytes(path, page.encode())
     return path

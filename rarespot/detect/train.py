@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from rarespot.detect.config import TrainConfig, atomic_write_text
+from rarespot.detect.config import TrainConfig
+from rarespot.io.atomic import atomic_write_text
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset, ImageRecord
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from rarespot.experiment.plan import Plan, Study
 from rarespot.experiment.runner import read_results
+from rarespot.io.atomic import atomic_path, atomic_write_text
 
 SHOWN = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("map50", "mAP50")]
 
@@ -81,8 +82,8 @@ def plot_study(study: Study, agg: dict, path: Path) -> Path:
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -95,8 +96,4 @@ def write_report(plan: Plan, out_dir: str | Path) -> Path:
     for study in plan.studies:
         png = plot_study(study, agg, out_dir / f"{study.name}.png")
         parts += [f"## {study.name}", "", study_table(study, agg, plan), "", f"![{study.name}]({png.name})", ""]
-    md = out_dir / "report.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(md)
-    return md
+    return atomic_write_text(out_dir / "report.md", "\n".join(parts))

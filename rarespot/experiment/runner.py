@@ -10,9 +10,8 @@ checkpoint never leaks into the numbers.
 from __future__ import annotations
 
 import csv
-import os
+import io
 import shutil
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Callable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rarespot.experiment.plan import Cell, Plan, Study
+from rarespot.io.atomic import atomic_write_text
 
 METRICS = ["precision", "recall", "f1", "map50", "map50_95"]
 COLUMNS = ["study", "cell", "seed", "status", *METRICS, "conf", "train_seconds", "run_dir", "error"]
@@ -56,14 +56,12 @@ def read_results(path: Path) -> list[dict[str, str]]:
 
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
     """Atomic rewrite: a crash mid-write never leaves a truncated CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in COLUMNS})
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in COLUMNS})
+    atomic_write_text(path, buf.getvalue())
 
 
 def _ordered_runs(plan: Plan) -> list[tuple[Study, Cell, int]]:

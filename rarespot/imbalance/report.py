@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np
 
 from rarespot.imbalance.weights import class_balanced_weights, effective_number
 from rarespot.io.dataset import DetectionDataset
+from rarespot.io.atomic import atomic_write_bytes
 
 COCO_SMALL, COCO_MEDIUM = 32**2, 96**2
 SCALES = ("small", "medium", "large")
@@ -202,24 +201,12 @@ class ImbalanceReport:
 
 
 # --- writing ---------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_figure(fig, path: Path) -> Path:
     import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -372,6 +359,6 @@ def imbalance_report(splits: dict[str, DetectionDataset], out_dir: str | Path) -
     plots = _plots(class_names, stats, out_dir)
     md_path, json_path = out_dir / "report.md", out_dir / "report.json"
     report = ImbalanceReport(class_names, stats, md_path, json_path, plots)
-    _atomic_write(json_path, json.dumps(report.to_dict(), indent=2).encode())
-    _atomic_write(md_path, _markdown(class_names, stats, plots).encode())
+    atomic_write_bytes(json_path, json.dumps(report.to_dict(), indent=2).encode())
+    atomic_write_bytes(md_path, _markdown(class_names, stats, plots).encode())
     return report

@@ -10,8 +10,6 @@ images next to their per-pixel reconstruction-error heatmaps).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +18,14 @@ from rarespot.errors import InputError
 from rarespot.metrics.anomaly import anomaly_metrics, flagged_metrics
 from rarespot.screen.data import ImageSet
 from rarespot.screen.detectors import CAEDetector, ScreenScores
+from rarespot.io.atomic import atomic_path, atomic_write_text
 
 SCORE_NAMES = ("error", "density", "combined")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _atomic_savefig(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def score_table(detector: CAEDetector, images: ImageSet, scores: ScreenScores | None = None):
@@ -60,7 +50,7 @@ def score_table(detector: CAEDetector, images: ImageSet, scores: ScreenScores | 
 def write_scores_csv(table, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
     return path
 
 
@@ -88,7 +78,7 @@ def evaluate(detector: CAEDetector, images: ImageSet, normal_label: str | int, o
     for name in SCORE_NAMES:
         metrics[name] = anomaly_metrics(y, scores.get(name), detector._threshold_of(name))
     metrics["or_rule"] = flagged_metrics(y, scores.or_rule)
-    _atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     write_scores_csv(score_table(detector, images, scores), out_dir / "scores.csv")
     plot_histograms(y, scores, detector, out_dir / "histograms.png")
     plot_roc(y, scores, out_dir / "roc.png")

@@ -79,7 +79,8 @@ def fit_model(
 
 
 def _write_summary(detector: CAEDetector, out_dir: Path, images: ImageSet, n_normal: int) -> None:
-    from rarespot.screen.evaluate import _atomic_savefig, _atomic_write_text, _pyplot
+    from rarespot.io.atomic import atomic_write_text
+    from rarespot.screen.evaluate import _atomic_savefig, _pyplot
 
     h = detector.history_
     summary = {
@@ -89,7 +90,7 @@ def _write_summary(detector: CAEDetector, out_dir: Path, images: ImageSet, n_nor
         "train_seconds": round(h.seconds, 1), "best_val_mse": min(h.val_loss) if h.val_loss else None,
         "thresholds": detector.thresholds_.to_dict(), "config": detector.config_.model_dump(mode="json"),
     }
-    _atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     epochs = np.arange(1, len(h.val_loss) + 1)

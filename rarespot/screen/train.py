@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 
 from rarespot.screen.config import AutoencoderConfig, TrainConfig
 from rarespot.screen.torch_model import ConvAutoencoder
+from rarespot.io.atomic import atomic_path
 
 
 @dataclass
@@ -36,16 +35,8 @@ class TrainHistory:
 
 def atomic_torch_save(obj, path: str | Path) -> None:
     """torch.save to a temp file in the same folder, then os.replace (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _run_key(model_cfg: AutoencoderConfig, train_cfg: TrainConfig, train_x: np.ndarray, val_x: np.ndarray) -> str:

@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field
 from rarespot.errors import InputError
 from rarespot.io.audio import ResampleNotice, announce_resample, read_audio
 from rarespot.sounds.data import Cycle, cut_cycle, fit_length
+from rarespot.io.atomic import atomic_path
 
 CHANNELS = ("mfcc", "mel", "cqt")
 
@@ -139,11 +140,8 @@ def cache_path(cycle: Cycle, config: FeatureConfig, cache_dir: Path) -> Path:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
 
 
 def _extract_file(audio_path: Path, cycles: list[Cycle], config: FeatureConfig, cache_dir: Path | None):

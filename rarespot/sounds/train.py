@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from rarespot.errors import InputError
 from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
 from rarespot.sounds.features import FeatureConfig, fit_norm_stats, normalise
 from rarespot.sounds.torch_model import ModelConfig
+from rarespot.io.atomic import atomic_path, atomic_write_text
 
 CHECKPOINT_FORMAT = "rarespot-sounds/1"
 
@@ -89,15 +89,8 @@ class FitResult:
 def _atomic_torch_save(obj, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def pick_device(name: str):
@@ -287,7 +280,7 @@ def fit(
         log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
     bar.close()
 
-    _atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+    atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
     _plot_curves(history, out_dir / "curves.png")
     if best_path.is_file():
         best = torch.load(best_path, map_location=device, weights_only=False)
@@ -316,10 +309,9 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     b.set_ylabel("validation %")
     b.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- whole pipeline
