@@ -172,10 +172,6 @@ PARAM_ALIASES = {
 }
 
 
-def _param_names(fn: Callable) -> list[str]:
-    return list(inspect.signature(fn).parameters)[1:]
-
-
 class FilterStep(BaseModel):
     """One filter and its parameters, e.g. ``clahe`` with ``{"clip_limit": 2.0}``."""
 
@@ -187,7 +183,8 @@ class FilterStep(BaseModel):
         name = FILTER_ALIASES.get(self.name, self.name)
         if name not in FILTERS:
             raise ValueError(f"unknown view filter {self.name!r}; known: {sorted(FILTERS)}")
-        allowed = _param_names(FILTERS[name])
+        signature = list(inspect.signature(FILTERS[name]).parameters.values())[1:]  # after the image
+        allowed = [p.name for p in signature]
         aliases = PARAM_ALIASES.get(name, {})
         params = {}
         for key, value in self.params.items():
@@ -195,8 +192,7 @@ class FilterStep(BaseModel):
             if real not in allowed:
                 raise ValueError(f"{name}: unknown parameter {key!r}; known: {allowed}")
             params[real] = value
-        required = [p for p, spec in list(inspect.signature(FILTERS[name]).parameters.items())[1:]
-                    if spec.default is inspect.Parameter.empty and p not in params]
+        required = [p.name for p in signature if p.default is inspect.Parameter.empty and p.name not in params]
         if required:
             raise ValueError(f"{name}: missing parameter(s) {required}")
         self.name, self.params = name, params

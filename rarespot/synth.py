@@ -899,14 +899,14 @@ def dress(rng: np.random.Generator, subject_rng: np.random.Generator, body: Body
         else:  # hip replacement
             a, b = p[f"hip_{side}"], p[f"knee_{side}"]
             patch = shape_surgical_implant(irng, k, kind="hip")
-            hx, hy = a
-            patch = _rotate(patch, _segment_angle(a, b)) if abs(_segment_angle(a, b)) > 0.5 else patch
-            put("surgical_implant", patch, hx + 0.005 * hb * (1 if side == "r" else -1), hy + patch.shape[0] / 2 - 0.02 * hb)
-            continue
         ang = _segment_angle(a, b)
         if abs(ang) > 0.5:
             patch = _rotate(patch, ang)
-        put("surgical_implant", patch, (a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+        if site == 4:  # the ball sits in the hip socket, the stem runs down the femur
+            x, y = a[0] + 0.005 * hb * (1 if side == "r" else -1), a[1] + patch.shape[0] / 2 - 0.02 * hb
+        else:  # centred on its bone segment
+            x, y = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+        put("surgical_implant", patch, x, y)
     if ankle_monitor:
         ax_, ay_ = p[f"ankle_{monitor_side}"]
         put("ankle_monitor", shape_ankle_monitor(rng, k, leg_width=2 * 0.024 * hb), ax_, ay_ - 0.03 * hb)
@@ -1069,11 +1069,15 @@ def generate(
         task = bar.add_task("synthesising scans", total=n)
     try:
         if workers == 1:
-            _init_worker()
-            for job in jobs:
-                results.append(_write_one(job))
-                if bar:
-                    bar.advance(task)
+            threads = cv2.getNumThreads()
+            _init_worker()  # as in a worker, but only for this loop: the caller's OpenCV keeps its threads
+            try:
+                for job in jobs:
+                    results.append(_write_one(job))
+                    if bar:
+                        bar.advance(task)
+            finally:
+                cv2.setNumThreads(threads)
         else:
             # Workers start from a clean process (forkserver/spawn), not a fork of
             # this one: forking a parent whose OpenCV or torch thread pools are

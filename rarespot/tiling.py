@@ -15,9 +15,7 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     """Tile starts along one axis: regular stride, the last tile flush with the edge."""
     if length <= tile:
         return [0]
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return sorted(set(starts))
+    return [*range(0, length - tile, stride), length - tile]  # the range stops short of the last start
 
 
 def grid_tiles(height: int, width: int, tile: int, overlap: float = 0.2) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from rarespot.filters import ViewFilter, to_uint8
+from rarespot.filters import FilterStep, ViewFilter, to_uint8
 
 GT_COLOUR = (255, 40, 40)  # RGB red
 PRED_COLOUR = (40, 230, 40)  # RGB green
@@ -26,8 +26,6 @@ def display_chain(image: np.ndarray, view: ViewFilter | str | None = None) -> Vi
     16-bit values instead, the final window would undo brightness and contrast.
     The serve app uses the same rule, so a spec shows the same picture in both.
     """
-    from rarespot.filters import FilterStep
-
     if isinstance(view, str):
         view = ViewFilter.parse(view)
     steps = list(view.steps) if view else []
@@ -65,22 +63,20 @@ def _draw_boxes(canvas, boxes, colour, texts, thickness, font_scale, text_below=
     h, w = canvas.shape[:2]
     for box, text in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), texts):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
+        if text:
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness // 2))
+            # Labels above the box for predictions, below for ground truth, so both stay readable.
+            ty = y2 + th + base + 2 if text_below else y1 - base - 2
+            if ty - th < 0:
+                ty = y1 + th + 2
+            if ty > h - 1:
+                ty = y1 - base - 2
+            tx = int(np.clip(x1, 0, max(0, w - tw - 2)))
+            cv2.rectangle(canvas, (tx, ty - th - 2), (tx + tw + 2, ty + base), (0, 0, 0), -1)
+            cv2.putText(canvas, text, (tx + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour,
+                        max(1, thickness // 2), cv2.LINE_AA)
+        # The box goes on after its label, so a label that had to go inside the box does not hide its edge.
         # Axis-aligned: plain lines are crisp and keep the exact colour (anti-aliasing would blend it).
-        cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), colour, thickness, cv2.LINE_8)
-        if not text:
-            continue
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness // 2))
-        # Labels above the box for predictions, below for ground truth, so both stay readable.
-        ty = y2 + th + base + 2 if text_below else y1 - base - 2
-        if ty - th < 0:
-            ty = y1 + th + 2
-        if ty > h - 1:
-            ty = y1 - base - 2
-        tx = int(np.clip(x1, 0, max(0, w - tw - 2)))
-        cv2.rectangle(canvas, (tx, ty - th - 2), (tx + tw + 2, ty + base), (0, 0, 0), -1)
-        cv2.putText(canvas, text, (tx + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour,
-                    max(1, thickness // 2), cv2.LINE_AA)
-        # A label that had to go inside the box must not hide its edge.
         cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), colour, thickness, cv2.LINE_8)
 
 

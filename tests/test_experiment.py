@@ -150,3 +150,19 @@ def test_detection_plan_end_to_end_on_tiny_synthetic_scans(tmp_path):
     assert (out / "runs" / "tiling" / "2-x-128" / "seed0" / "train" / "weights" / "best.pt").exists()
     assert (out / "runs" / "peers" / "reuse" / "seed0" / "test_eval" / "metrics.json").exists()
     assert "| 2 | 128 |" in write_report(plan, out).read_text()
+
+
+def test_cached_splits_are_refused_when_the_plan_data_changes(tmp_path):
+    from rarespot.experiment.detection import prepare_splits
+
+    text = PLAN.replace("data: {synth: {n: 4}}", "data: {synth: {n: 6, seed: 1, size: [200, 160]}}")
+    plan = _plan(tmp_path, text)
+    out = tmp_path / "study"
+    first = prepare_splits(plan, out)
+    assert sum(len(ds) for ds in first.values()) == 6
+    again = prepare_splits(plan, out)  # same plan: the cached splits come back
+    assert [r.path.name for r in again["test"].records] == [r.path.name for r in first["test"].records]
+    plan.budget.images = 2
+    with pytest.raises(InputError) as err:
+        prepare_splits(plan, out)
+    assert str(out / "data" / "split.json") in str(err.value)

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rarespot.detect.augment import AUGMENTATION_NAMES as AUGMENTATIONS
 from rarespot.errors import InputError
 from rarespot.io.atomic import atomic_write_text
 
-AUGMENTATIONS = ("hflip", "blur", "rbc", "noise")
-CLS_LOSSES = ("bce", "focal", "cb-bce", "cb-focal")
+ClsLoss = Literal["bce", "focal", "cb-bce", "cb-focal"]
+CLS_LOSSES: tuple[str, ...] = get_args(ClsLoss)  # rarespot.detect.loss checks against these
 
 
 class CopyPasteConfig(BaseModel):
@@ -71,7 +72,7 @@ class TrainConfig(BaseModel):
     tile_object_choice: Literal["uniform", "class_aware"] = "uniform"
     object_weight_power: float = Field(0.5, ge=0.0, description="class_aware: weight of a class ~ count^-power")
     copy_paste: CopyPasteConfig | None = None
-    cls_loss: Literal["bce", "focal", "cb-bce", "cb-focal"] = "bce"
+    cls_loss: ClsLoss = "bce"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     cb_beta: float = 0.999

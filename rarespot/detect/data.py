@@ -20,7 +20,6 @@ at the training scale, no augmentation), or whole images in full-image mode.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -106,7 +105,6 @@ class ScanTileDataset(YOLODataset):
         self.ultralytics_augment = bool(ultralytics_augment) and mode == "train"
         self.cache_images = bool(cache_images)
         self._model_inputs: dict[int, np.ndarray] = {}
-        self._gray: dict[int, bool] = {}
         self.repeat_factors = repeat_factors
         data = {"names": dict(enumerate(source.class_names)), "nc": source.num_classes, "channels": 3}
         super().__init__(
@@ -164,7 +162,8 @@ class ScanTileDataset(YOLODataset):
 
     def build_transforms(self, hyp=None):
         """Letterbox to the network size and format; Ultralytics' v8 augmentations only when asked for."""
-        if self.augment and getattr(self, "ultralytics_augment", False):
+        v8 = self.augment and self.ultralytics_augment  # set before YOLODataset.__init__ calls this
+        if v8:
             transforms = v8_transforms(self, self.imgsz, hyp)
         else:
             transforms = Compose([LetterBox(new_shape=(self.imgsz, self.imgsz), scaleup=False)])
@@ -178,7 +177,7 @@ class ScanTileDataset(YOLODataset):
                 batch_idx=True,
                 mask_ratio=hyp.mask_ratio,
                 mask_overlap=hyp.overlap_mask,
-                bgr=hyp.bgr if self.augment and getattr(self, "ultralytics_augment", False) else 0.0,
+                bgr=hyp.bgr if v8 else 0.0,
             )
         )
         return transforms
@@ -309,7 +308,3 @@ class ScanTileDataset(YOLODataset):
             return rec.boxes.copy(), rec.labels.copy()
         boxes, labels, _ = boxes_in_tile(rec.boxes, rec.labels, origin[0], origin[1], self.tile_size, self.min_visible)
         return boxes, labels
-
-
-def image_paths(dataset: DetectionDataset) -> list[Path]:
-    return [dataset.image_path(r) for r in dataset.records]

@@ -114,7 +114,6 @@ def run_demo(
 
     console.rule("[bold]2/4 training (random positive tiling)")
     t0 = time.perf_counter()
-    best = Path(config.out) / "weights" / "best.pt"
     if _finished(config):
         console.print(f"reusing the finished run in {config.out}")
         from rarespot.detect.train import collect_result
@@ -122,10 +121,8 @@ def run_demo(
         run = collect_result(Path(config.out).resolve(), config, splits, 0.0)
     else:
         run = train_on_splits(config, splits, quiet=not progress)
-        best = run.best
     train_seconds = time.perf_counter() - t0
-    if not best.exists():
-        best = run.last
+    best = run.best if run.best.exists() else run.last
 
     console.rule("[bold]3/4 tiled evaluation on held-out scans")
     t0 = time.perf_counter()
@@ -175,35 +172,27 @@ def _finished(config: TrainConfig) -> bool:
     last = run / "weights" / "last.pt"
     if not (last.exists() and (run / "config.yaml").exists()):
         return False
-    try:
-        if load_config(run / "config.yaml") != config:
-            return False
-        import torch
+    from rarespot.detect.train import checkpoint_is_final
 
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    try:
+        return load_config(run / "config.yaml") == config and checkpoint_is_final(last)
     except Exception:  # unreadable or different: train again
         return False
-    return ckpt.get("optimizer") is None
 
 
 def evaluate_run(best: Path, config: TrainConfig, splits: dict, out_dir: Path, progress: bool = True):
     """Seed protocol: fixed-grid tiled inference at the training tile size; confidence chosen on validation."""
     from rarespot.detect.evaluate import calibrate_conf, evaluate, write_evaluation_report
     from rarespot.detect.predict import TiledPredictor
+    from rarespot.detect.train import default_device
 
-    device = config.device or ("0" if _cuda() else "cpu")
+    device = default_device(config.device or None)
     tile = config.tile_size if not config.full_image else max(max(r.width, r.height) for r in splits["test"].records)
     predictor = TiledPredictor(best, tile=tile, overlap=0.2, conf=0.25, iou=0.5, imgsz=config.input_size, device=device)
     conf = float(calibrate_conf(predictor, splits["val"], progress=progress))
     result = evaluate(predictor, splits["test"], iou=0.5, conf_for_prf=conf, progress=progress)
     write_evaluation_report(result, out_dir)
     return result, conf
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # --- report.html -------------------------------------------------------------------------------

@@ -30,10 +30,9 @@ import torch
 from torch import nn
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
+from rarespot.detect.config import CLS_LOSSES
 from rarespot.imbalance.losses import sigmoid_focal_loss
 from rarespot.imbalance.weights import class_balanced_weights
-
-CLS_LOSSES = ("bce", "focal", "cb-bce", "cb-focal")
 
 
 class ElementwiseClsLoss(nn.Module):
@@ -57,7 +56,8 @@ class ElementwiseClsLoss(nn.Module):
             cw = self.class_weights.to(device=loss.device, dtype=loss.dtype)
             foreground = target_scores.amax(dim=-1) > 0
             assigned = target_scores.argmax(dim=-1)
-            anchor_w = torch.where(foreground, cw[assigned], torch.ones_like(cw[assigned]))
+            assigned_w = cw[assigned]
+            anchor_w = torch.where(foreground, assigned_w, torch.ones_like(assigned_w))
             loss = loss * anchor_w.unsqueeze(-1)
         return loss
 

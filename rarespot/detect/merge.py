@@ -27,6 +27,7 @@ from rarespot.metrics.detection import box_overlap
 
 MERGE_METHODS = ("nms", "wbf")
 MATCH_METRICS = ("iou", "ios")
+_NMS_ROWS = 256  # rows of the overlap matrix NMS holds at once (bounded memory for large n)
 
 
 def _grouped(labels: np.ndarray, class_agnostic: bool) -> list[np.ndarray]:
@@ -39,14 +40,17 @@ def _grouped(labels: np.ndarray, class_agnostic: bool) -> list[np.ndarray]:
 def _nms_indices(boxes: np.ndarray, scores: np.ndarray, iou: float, metric: str) -> list[int]:
     order = np.argsort(-scores, kind="stable")
     boxes = boxes[order]
-    overlap = box_overlap(boxes, boxes, metric)
     suppressed = np.zeros(len(order), dtype=bool)
     keep: list[int] = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(int(order[i]))
-        suppressed |= overlap[i] > iou
+    # Overlaps _NMS_ROWS rows at a time, against the lower-scoring boxes only: a full (n, n) matrix
+    # would take GBs for the thousands of boxes an evaluation sweep (conf 0.001) brings to one scan.
+    for start in range(0, len(order), _NMS_ROWS):
+        overlap = box_overlap(boxes[start : start + _NMS_ROWS], boxes[start:], metric)
+        for i in range(start, min(start + _NMS_ROWS, len(order))):
+            if suppressed[i]:
+                continue
+            keep.append(int(order[i]))
+            suppressed[start:] |= overlap[i - start] > iou
     return keep
 
 
@@ -75,13 +79,13 @@ def nms(
 
 
 def _wbf_group(boxes: np.ndarray, scores: np.ndarray, iou: float, metric: str):
-    """Clusters by descending score: a box joins the first cluster whose fused box it overlaps."""
+    """Clusters by descending score: a box joins the cluster whose fused box it overlaps most (if > iou)."""
     order = np.argsort(-scores, kind="stable")
     fused: list[np.ndarray] = []  # current fused box per cluster
     weight: list[float] = []  # sum of member scores
     weighted: list[np.ndarray] = []  # sum of score * corners
-    best: list[float] = []  # highest member score (the founder's: members come by descending score)
-    founder: list[int] = []  # index of the member that opened the cluster
+    # index of the member that opened the cluster; its score is the cluster's highest (members come by descending score)
+    founder: list[int] = []
     for i in order:
         box, score = boxes[i], scores[i]
         if fused:
@@ -95,9 +99,9 @@ def _wbf_group(boxes: np.ndarray, scores: np.ndarray, iou: float, metric: str):
         fused.append(box.copy())
         weighted.append(score * box)
         weight.append(score)
-        best.append(score)
         founder.append(int(i))
-    return np.asarray(fused).reshape(-1, 4), np.asarray(best, dtype=np.float64), np.asarray(founder, dtype=np.int64)
+    founder_arr = np.asarray(founder, dtype=np.int64)
+    return np.asarray(fused).reshape(-1, 4), scores[founder_arr], founder_arr
 
 
 def weighted_box_fusion(

@@ -21,6 +21,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -60,21 +61,33 @@ class Detections:
 
     def to_records(self) -> list[dict]:
         """One flat JSON-able dict per detection (CSV-friendly), highest score first."""
-        records = []
-        for box, score, label in zip(self.boxes, self.scores, self.labels):
-            name = self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
-            records.append(
-                {
-                    "x1": round(float(box[0]), 2),
-                    "y1": round(float(box[1]), 2),
-                    "x2": round(float(box[2]), 2),
-                    "y2": round(float(box[3]), 2),
-                    "score": round(float(score), 5),
-                    "label": int(label),
-                    "class_name": name,
-                }
-            )
-        return records
+        return detections_to_records(self, self.class_names)
+
+
+def detections_to_records(det, class_names: Sequence[str], min_score: float | None = None) -> list[dict]:
+    """Detections (``boxes`` (n,4) xyxy px, ``scores``, ``labels``) of any predictor -> flat
+    JSON-ready dicts (x1, y1, x2, y2, score, label, class_name), highest score first.
+
+    ``det.class_names`` wins over ``class_names`` when it has any; ``min_score`` drops lower boxes.
+    """
+    boxes = np.asarray(getattr(det, "boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(getattr(det, "scores", np.zeros(0)), dtype=np.float64).reshape(-1)
+    labels = np.asarray(getattr(det, "labels", np.zeros(0)), dtype=np.int64).reshape(-1)
+    names = list(getattr(det, "class_names", None) or class_names)
+    records = []
+    for i in np.argsort(-scores, kind="stable"):
+        if min_score is not None and scores[i] < min_score:
+            continue
+        label = int(labels[i])
+        records.append(
+            {
+                **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), boxes[i])},
+                "score": round(float(scores[i]), 5),
+                "label": label,
+                "class_name": names[label] if 0 <= label < len(names) else str(label),
+            }
+        )
+    return records
 
 
 def check_image(image: np.ndarray, path: str | Path | None = None) -> None:
@@ -266,13 +279,13 @@ def predict_files(
     ``overlays/<name>.png`` (boxes drawn on the scan). An unreadable image
     stops the run with an error naming it.
     """
+    from rarespot.io.images import read_image
+
     paths = collect_images(inputs)
     out = ensure_writable_dir(out_dir) if out_dir is not None else None
     results: list[tuple[Path, Detections]] = []
     overlay_names: set[str] = set()
     for path in progress_iter(paths, progress, "predicting"):
-        from rarespot.io.images import read_image
-
         image = read_image(path)
         check_image(image, path)
         dets = predictor.predict(image)

@@ -235,16 +235,40 @@ def read_map_file(path: str | Path) -> tuple[dict[str, str | None], list[str] | 
 
 def apply_remap(dataset: DetectionDataset, spec: str | None) -> DetectionDataset:
     """Remap ``dataset`` by a spec string (see the module docstring); None returns it unchanged."""
+    return remap_splits({"train": dataset}, spec)["train"]
+
+
+def remap_splits(splits: dict[str, DetectionDataset], spec: str | None) -> dict[str, DetectionDataset]:
+    """Apply one remap, computed on ``splits['train']`` (size quartiles, say), to every split.
+
+    Validation and test get the training split's mapping and class order verbatim.
+    """
     if spec is None:
-        return dataset
+        return splits
+    mapping, names, source = _resolve_remap(splits["train"], spec)
+    try:
+        train = remap_dataset(splits["train"], mapping, names)
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from None
+    out = {"train": train}
+    for name, ds in splits.items():
+        if name != "train":
+            out[name] = remap_dataset(ds, mapping, list(train.class_names))
+    return out
+
+
+def _resolve_remap(
+    dataset: DetectionDataset, spec: str
+) -> tuple[dict[str, str | None], list[str] | None, Path | None]:
+    """(old -> new name for every class of ``dataset``, new class order or None, the map file if any)."""
     kind, _, arg = spec.partition(":")
     kind_l = kind.strip().lower()
     names = dataset.class_names
     if kind_l == "agnostic":
-        return remap_dataset(dataset, agnostic_map(names), ["object"])
+        return agnostic_map(names), ["object"], None
     if kind_l == "binary":
         mapping = binary_map(names)
-        return remap_dataset(dataset, mapping, [g for g in BINARY_GROUPS if g in mapping.values()])
+        return mapping, [g for g in BINARY_GROUPS if g in mapping.values()], None
     if kind_l == "size":
         thresholds = None
         if arg:
@@ -259,12 +283,12 @@ def apply_remap(dataset: DetectionDataset, spec: str | None) -> DetectionDataset
             mapping = size_map(dataset, thresholds)
         except ValueError as exc:
             raise InputError(None, f"size remap: {exc}") from None
-        return remap_dataset(dataset, mapping, [g for g in SIZE_GROUPS if g in mapping.values()])
+        return mapping, [g for g in SIZE_GROUPS if g in mapping.values()], None
     if kind_l == "score":
         if not arg:
             raise InputError(None, "score remap needs the earlier run's evaluation: --remap score:path/to/evaluation.json")
         mapping = score_map(names, read_per_class_f1(arg))
-        return remap_dataset(dataset, mapping, [g for g in SCORE_GROUPS if g in mapping.values()])
+        return mapping, [g for g in SCORE_GROUPS if g in mapping.values()], None
     path = Path(spec)
     if path.suffix.lower() in {".yaml", ".yml"} or path.exists():
         mapping, new_names = read_map_file(path)
@@ -277,10 +301,7 @@ def apply_remap(dataset: DetectionDataset, spec: str | None) -> DetectionDataset
                 full[c] = by_norm[normalise_name(c)]
             else:
                 raise InputError(path, f"remap file does not say where class {c!r} goes (use '{c}: null' to drop it)")
-        try:
-            return remap_dataset(dataset, full, new_names)
-        except ValueError as exc:
-            raise InputError(path, str(exc)) from None
+        return full, new_names, path
     raise InputError(
         None, f"unknown remap {spec!r}: use agnostic, binary, size, size:A1,A2,A3, score:EVAL.json or a YAML map file"
     )

@@ -27,10 +27,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from rarespot.detect.predict import detections_to_records
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.images import IMAGE_SUFFIXES
 from rarespot.io.atomic import atomic_write_bytes
@@ -53,32 +54,6 @@ class ScreenResult:
     n_errors: int
     n_skipped: int  # already in the CSV from an earlier run
     seconds: float
-
-
-def detections_to_records(det: Any, class_names: Sequence[str], min_score: float = 0.0) -> list[dict]:
-    """Detections (``boxes`` (n,4) xyxy px, ``scores``, ``labels``) -> JSON-ready dicts, best first.
-
-    The same flat records as ``rarespot.detect.predict.Detections.to_records``
-    (x1, y1, x2, y2, score, label, class_name), for any predictor's result.
-    """
-    boxes = np.asarray(getattr(det, "boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(getattr(det, "scores", np.zeros(0)), dtype=np.float64).reshape(-1)
-    labels = np.asarray(getattr(det, "labels", np.zeros(0)), dtype=np.int64).reshape(-1)
-    names = list(getattr(det, "class_names", None) or class_names)
-    records = []
-    for i in np.argsort(-scores, kind="stable"):
-        if scores[i] < min_score:
-            continue
-        label = int(labels[i])
-        records.append(
-            {
-                **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), boxes[i])},
-                "score": round(float(scores[i]), 5),
-                "label": label,
-                "class_name": names[label] if 0 <= label < len(names) else str(label),
-            }
-        )
-    return records
 
 
 def list_scans(source: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
@@ -166,16 +141,6 @@ def _thumbnail(image: np.ndarray, records: list[dict], class_names: Sequence[str
         pred_scores=np.array([r["score"] for r in records], dtype=np.float64),
         class_names=list(class_names),
     )
-
-
-def _encode_png(rgb: np.ndarray) -> bytes:
-    import cv2
-
-    img = rgb[:, :, ::-1] if rgb.ndim == 3 and rgb.shape[2] == 3 else rgb
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
 
 
 def _load_predictor(model, conf: float, predictor_options: dict):
@@ -271,7 +236,7 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rarespot.io.images import read_image
-    from rarespot.viz import render_overlay  # here, so a broken install fails once, not once per scan
+    from rarespot.viz import render_overlay, save_png  # here, so a broken install fails once, not once per scan
 
     new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
     with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, Progress(
@@ -292,8 +257,8 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
                 flagged = bool(records) and top >= flag_conf
                 if flagged:
                     # The thumbnail is written before the CSV row: a row always has its thumbnail.
-                    png = _encode_png(_thumbnail(image, records, class_names, thumb_px, render_overlay))
-                    atomic_write_bytes(out_dir / THUMB_DIR / _thumb_name(name), png)
+                    thumb = _thumbnail(image, records, class_names, thumb_px, render_overlay)
+                    save_png(out_dir / THUMB_DIR / _thumb_name(name), thumb)
                 if records:
                     jsonl_fh.write(json.dumps({"file": name, "detections": records}) + "\n")
                     jsonl_fh.flush()

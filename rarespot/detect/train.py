@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from rarespot.detect.config import TrainConfig
-from rarespot.io.atomic import atomic_write_text
+from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
+from rarespot.io.atomic import atomic_path, atomic_write_text
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset, ImageRecord
 
@@ -110,43 +111,6 @@ def load_splits(config: TrainConfig) -> dict[str, DetectionDataset]:
     return remap_splits(splits, config.remap)
 
 
-def remap_splits(splits: dict[str, DetectionDataset], spec: str | None) -> dict[str, DetectionDataset]:
-    """Apply one remap, computed on ``splits['train']``, to every split."""
-    if spec is None:
-        return splits
-    from rarespot.detect.remap import apply_remap, remap_dataset
-
-    train = apply_remap(splits["train"], spec)
-    # Recover the old->new name map the train split got, then apply it verbatim elsewhere.
-    old_names = splits["train"].class_names
-    mapping = _derived_mapping(splits["train"], train, spec)
-    out = {"train": train}
-    for name, ds in splits.items():
-        if name != "train":
-            out[name] = remap_dataset(ds, {o: mapping.get(o) for o in old_names}, list(train.class_names))
-    return out
-
-
-def _derived_mapping(before: DetectionDataset, after: DetectionDataset, spec: str) -> dict[str, str | None]:
-    from rarespot.detect import remap as rm
-
-    kind, _, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    names = before.class_names
-    if kind == "agnostic":
-        return rm.agnostic_map(names)
-    if kind == "binary":
-        return rm.binary_map(names)
-    if kind == "size":
-        thresholds = tuple(float(v) for v in arg.split(",")) if arg else None
-        return rm.size_map(before, thresholds)
-    if kind == "score":
-        return rm.score_map(names, rm.read_per_class_f1(arg))
-    mapping, _ = rm.read_map_file(spec)
-    by_norm = {rm.normalise_name(k): v for k, v in mapping.items()}
-    return {c: mapping[c] if c in mapping else by_norm.get(rm.normalise_name(c)) for c in names}
-
-
 def check_output_folder(path: Path) -> None:
     """Fail before training, naming the folder, when results could not be written there."""
     try:
@@ -192,9 +156,11 @@ def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
     path = Path(run_dir) / "split.json"
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
+        names = payload["class_names"]
     except FileNotFoundError:
         raise InputError(path, "no split.json: is this a rarespot training run folder?") from None
-    names = payload["class_names"]
+    except (ValueError, KeyError, TypeError) as exc:  # torn or hand-edited file
+        raise InputError(path, f"not a readable split file ({type(exc).__name__}: {exc})") from None
     out = {}
     for split in ("train", "val", "test"):
         if split in payload:
@@ -357,11 +323,7 @@ def imbalance_hooks(config: TrainConfig, train: DetectionDataset):
 def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dict[str, Any]:
     """Ultralytics settings for a controlled study: its own augmentations off unless asked for,
     nothing that would reach the network (AMP check, font download for plots)."""
-    device = config.device
-    if device is None:
-        import torch
-
-        device = "0" if torch.cuda.is_available() else "cpu"
+    device = default_device(config.device)
     overrides: dict[str, Any] = {
         "task": "detect",
         "mode": "train",
@@ -399,6 +361,15 @@ def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dic
             flipud=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, erasing=0.0, close_mosaic=0,
         )
     return overrides
+
+
+def default_device(device: str | None) -> str:
+    """``device`` as given, else the first GPU if there is one, else the CPU."""
+    if device is not None:
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
 
 
 # --- progress, metrics.csv and loss.png --------------------------------------------------------
@@ -551,11 +522,11 @@ def plot_loss_curves(rows: list[dict[str, float]], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -619,12 +590,17 @@ def resume_run(run_dir: str | Path, quiet: bool = False) -> RunResult:
     config = load_config(run_dir / "config.yaml")
     config.out = run_dir
     splits = load_saved_splits(run_dir)
+    if checkpoint_is_final(last):
+        raise InputError(last, "this run already finished (its last.pt is final); start a new run to train further")
+    return train_on_splits(config, splits, quiet=quiet, _resume_from=last.resolve())
+
+
+def checkpoint_is_final(last: Path) -> bool:
+    """True when a run's last.pt is final: Ultralytics strips the optimiser state when a run ends."""
     import torch
 
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
-        raise InputError(last, "this run already finished (its last.pt is final); start a new run to train further")
-    return train_on_splits(config, splits, quiet=quiet, _resume_from=last.resolve())
+    return ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0
 
 
 def collect_result(run_dir: Path, config: TrainConfig, splits: dict[str, DetectionDataset], seconds: float) -> RunResult:

@@ -18,7 +18,8 @@ import numpy as np
 
 from rarespot.errors import InputError
 from rarespot.experiment.plan import Plan
-from rarespot.experiment.runner import CellRun
+from rarespot.experiment.runner import CellRun, run_dir_for
+from rarespot.io.atomic import atomic_write_text
 from rarespot.io.dataset import DetectionDataset
 
 
@@ -43,14 +44,23 @@ def longtail_subsample(ds: DetectionDataset, ratios: list[float], seed: int = 0,
 
 
 def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
-    """train/val/test for the whole plan, cached as ``out_dir/data/splits.json``."""
+    """train/val/test for the whole plan, cached as ``out_dir/data/split.json``."""
     from rarespot.detect.train import load_saved_splits, save_splits
     from rarespot.io.annotations import load_dataset
     from rarespot.io.split import split_dataset
 
     data_dir = out_dir / "data"
+    # The cached splits are only valid for the data section and image budget they were made from.
+    wanted = json.dumps({"data": plan.data, "images": plan.budget.images}, sort_keys=True, default=str)
+    made_from = data_dir / "data_spec.json"
     if (data_dir / "split.json").exists():
-        return load_saved_splits(data_dir)
+        if made_from.exists() and made_from.read_text() == wanted:
+            return load_saved_splits(data_dir)
+        raise InputError(
+            data_dir / "split.json",
+            "these splits were made from another data section or image budget than the plan's now; "
+            "use another --out for the changed plan (finished runs in this folder used the old splits)",
+        )
     spec = dict(plan.data)
     split_seed = int(spec.get("split_seed", 0))
     if "synth" in spec:
@@ -80,6 +90,7 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
         splits["train"] = splits["train"].subset(idx.tolist())
     data_dir.mkdir(parents=True, exist_ok=True)
     save_splits(splits, data_dir / "split.json")
+    atomic_write_text(made_from, wanted)
     return splits
 
 
@@ -88,14 +99,13 @@ def _resolve_score_remap(job: CellRun, remap: str | None) -> str | None:
     if not remap or not remap.startswith("score:@"):
         return remap
     study, cell = job.plan.cell(remap[len("score:@"):])
-    runs_root = job.run_dir.parents[2]
-    path = runs_root / study.name / cell.slug / f"seed{job.seed}" / "val_eval" / "metrics.json"
+    path = run_dir_for(job.out_dir, study, cell, job.seed) / "val_eval" / "metrics.json"
     if not path.exists():
         raise InputError(path, f"score remap needs the validation evaluation of {study.name}/{cell.label} (seed {job.seed}); run that cell first")
     return f"score:{path}"
 
 
-def make_predictor(job: CellRun, model: Path, config, test: DetectionDataset):
+def make_predictor(job: CellRun, model: Path, config, scored: list[DetectionDataset]):
     from rarespot.detect.predict import TiledPredictor
 
     ev = job.plan.evaluation
@@ -106,13 +116,12 @@ def make_predictor(job: CellRun, model: Path, config, test: DetectionDataset):
 
         return SahiPredictor(model, tile=config.tile_size, overlap=overlap, conf=0.001, class_agnostic=agnostic,
                              imgsz=config.input_size)
+    tile = config.tile_size
     if job.cell.inference == "full" or config.full_image:
         # One tile as large as the largest scan = a plain letterboxed full-image pass.
-        side = max(max(r.height, r.width) for r in test.records)
-        return TiledPredictor(model, tile=side, overlap=0.0, conf=0.001, imgsz=config.input_size,
-                              class_agnostic=agnostic)
-    return TiledPredictor(model, tile=config.tile_size, overlap=overlap, conf=0.001, imgsz=config.input_size,
-                          class_agnostic=agnostic)
+        # Sized over every split it will score, so validation scans are never tiled either.
+        tile, overlap = max(max(r.height, r.width) for ds in scored for r in ds.records), 0.0
+    return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=config.input_size, class_agnostic=agnostic)
 
 
 def run_detection_cell(job: CellRun) -> dict[str, Any]:
@@ -121,7 +130,6 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
     from rarespot.detect.evaluate import evaluate, write_evaluation_report
     from rarespot.detect.train import load_saved_splits, remap_splits, train_on_splits
 
-    out_dir = job.run_dir.parents[3]
     if job.model_from_dir is not None:
         model = job.model_from_dir / "train" / "weights" / "best.pt"
         if not model.exists():
@@ -133,11 +141,11 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
         settings = dict(job.config)
         settings["remap"] = _resolve_score_remap(job, settings.get("remap"))
         config = load_config(None, **settings, out=job.run_dir / "train", exist_ok=True)
-        splits = remap_splits(prepare_splits(job.plan, out_dir), config.remap)
+        splits = remap_splits(prepare_splits(job.plan, job.out_dir), config.remap)
         result = train_on_splits(config, splits, quiet=True)
         model, seconds = result.best, result.seconds
     val, test = splits["val"], splits["test"]
-    predictor = make_predictor(job, model, config, test)
+    predictor = make_predictor(job, model, config, [val, test])
     val_result = evaluate(predictor, val, progress=False, keep_predictions=False)
     write_evaluation_report(val_result, job.run_dir / "val_eval")
     test_result = evaluate(predictor, test, conf_for_prf=val_result.best_f1_conf, progress=False)

@@ -39,8 +39,18 @@ class CellRun:
     run_dir: Path
     model_from_dir: Path | None = None
 
+    @property
+    def out_dir(self) -> Path:
+        """The study folder (``run_dir`` is ``run_dir_for(out_dir, ...)``)."""
+        return self.run_dir.parents[3]
+
 
 RunFn = Callable[[CellRun], dict[str, Any]]
+
+
+def run_dir_for(out_dir: Path, study: Study, cell: Cell, seed: int) -> Path:
+    """Where one run writes: ``out_dir/runs/<study>/<cell slug>/seed<seed>``."""
+    return Path(out_dir) / "runs" / study.name / cell.slug / f"seed{seed}"
 
 
 def run_key(study: str, cell: str, seed: int | str) -> tuple[str, str, str]:
@@ -86,14 +96,11 @@ def run_plan(plan: Plan, out_dir: str | Path, run_fn: RunFn, retry_failed: bool 
         task = progress.add_task(f"plan {plan.name}", total=len(plan.runs()), completed=len(plan.runs()) - len(todo))
         for study, cell, seed in todo:
             progress.update(task, description=f"{plan.name}: {study.name}/{cell.label} seed {seed}")
-            run_dir = out_dir / "runs" / study.name / cell.slug / f"seed{seed}"
+            run_dir = run_dir_for(out_dir, study, cell, seed)
             if run_dir.exists():  # interrupted earlier: start this run again from nothing
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
-            model_from_dir = None
-            if cell.model_from:
-                src_study, src_cell = plan.cell(cell.model_from)
-                model_from_dir = out_dir / "runs" / src_study.name / src_cell.slug / f"seed{seed}"
+            model_from_dir = run_dir_for(out_dir, *plan.cell(cell.model_from), seed) if cell.model_from else None
             job = CellRun(plan, study, cell, seed, plan.config_for(cell, seed), run_dir, model_from_dir)
             row: dict[str, Any] = {"study": study.name, "cell": cell.slug, "seed": seed, "run_dir": str(run_dir)}
             start = time.perf_counter()

@@ -22,9 +22,7 @@ def load_splits(dataset: Path, split_seed: int = 0, no_split: bool = False, fmt:
     from rarespot.io.annotations import load_dataset
     from rarespot.io.split import split_dataset
 
-    dataset = Path(dataset)
-    if not dataset.exists():
-        raise InputError(dataset, "dataset not found")
+    dataset = Path(dataset)  # a missing path: load_dataset below raises InputError "dataset not found"
     subdirs = [dataset / name for name in SPLIT_DIRS if (dataset / name).is_dir()]
     if dataset.is_dir() and len(subdirs) >= 2:
         return {d.name: load_dataset(d, fmt) for d in subdirs}

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from rarespot.io.dataset import DetectionDataset
+from rarespot.metrics.detection import box_overlap
 
 BLENDS = ("auto", "transmission", "alpha")
 
@@ -108,8 +109,9 @@ def body_mask(
         lum = _luminance(image)
     air = float(np.percentile(lum[::2, ::2], 99.5))
     mask = (lum < body_threshold * air).astype(np.uint8)
-    if pad_value is not None:
-        mask[lum == pad_value] = 0
+    pad = None if pad_value is None else lum == pad_value
+    if pad is not None:
+        mask[pad] = 0
     short = min(image.shape[:2])
     k_close = max(1, int(round(close_frac * short))) | 1
     if k_close > 1:
@@ -117,8 +119,8 @@ def body_mask(
     k_erode = max(1, int(round(erode_frac * short))) | 1
     if k_erode > 1:
         mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k_erode, k_erode)))
-    if pad_value is not None:
-        mask[lum == pad_value] = 0  # closing must not bridge into padding either
+    if pad is not None:
+        mask[pad] = 0  # closing must not bridge into padding either
     return mask.astype(bool)
 
 
@@ -141,19 +143,6 @@ def _background_under(crop: np.ndarray, inside: np.ndarray) -> np.ndarray:
     if np.array_equal(crop, np.rint(crop)):
         out = np.rint(out)  # integer scans: a float32 inpaint of a flat ring is flat only to ~1e-7
     return out[:, :, 0] if crop.ndim == 2 else out
-
-
-def _overlap_fraction(box: np.ndarray, others: np.ndarray) -> float:
-    """Largest intersection / area of the smaller box, between box and any of others."""
-    if len(others) == 0:
-        return 0.0
-    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = ix * iy
-    area_a = (box[2] - box[0]) * (box[3] - box[1])
-    area_b = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    smaller = np.maximum(np.minimum(area_a, area_b), 1e-9)
-    return float((inter / smaller).max())
 
 
 @dataclass
@@ -301,7 +290,7 @@ class XrayCopyPaste:
 
     def donor_patch(self, record_index: int, object_index: int, like: np.ndarray, mode: str) -> DonorPatch:
         """The donor object as a blend layer matching ``like``'s channels and scale (cached)."""
-        key = (record_index, object_index, like.ndim, like.dtype.str, mode)
+        key = (record_index, object_index, like.shape[2:], like.dtype.str, mode)  # channels, not just ndim
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -329,7 +318,8 @@ class XrayCopyPaste:
         elif like.ndim == 3 and crop.shape[2] != like.shape[2]:
             crop = np.repeat(crop[:, :, :3].mean(axis=2)[:, :, None], like.shape[2], axis=2)
         # Same scale as the target (8-bit donor into 16-bit target and vice versa).
-        crop *= _full_scale(like.dtype, like) / _full_scale(image.dtype, image)
+        full = _full_scale(like.dtype, like)
+        crop *= full / _full_scale(image.dtype, image)
         obj = np.array([x1 - px1, y1 - py1, x2 - px1, y2 - py1])
 
         ph, pw = crop.shape[:2]
@@ -344,7 +334,6 @@ class XrayCopyPaste:
             bg = np.maximum(background, 1e-6)
             transmission = np.clip(crop / bg, 0.0, 1.0)
             return DonorPatch(transmission, feather, obj)
-        full = _full_scale(like.dtype, like)
         # Only what is darker (attenuates more) than its inpainted surroundings is
         # the object; lighter clutter inside the box stays the target's.
         darkening = _luminance(background) - _luminance(crop)
@@ -425,7 +414,7 @@ class XrayCopyPaste:
             under = mask[by1:by2, bx1:bx2]
             if under.size == 0 or under.mean() < self.min_inside:
                 continue
-            if _overlap_fraction(box, existing) > self.max_overlap:
+            if box_overlap(box, existing, "ios").max(initial=0.0) > self.max_overlap:
                 continue
             self._blend(out, patch, mode, x0, y0, tw, th, flip)
             return box
@@ -453,18 +442,6 @@ class XrayCopyPaste:
             out[y0 : y0 + th, x0 : x0 + tw] = _cast_like(mixed, out.dtype)
 
 
-def _display_rgb8(image: np.ndarray) -> np.ndarray:
-    """8-bit RGB for a preview: 16-bit/float scans windowed at their 0.5-99.5th percentiles."""
-    img = image
-    if img.dtype != np.uint8:
-        data = img.astype(np.float32)
-        lo, hi = np.percentile(data, [0.5, 99.5])
-        img = np.clip((data - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(img[:, :, :3])
-
-
 def preview_grid(
     dataset: DetectionDataset,
     out_path: str | Path,
@@ -477,6 +454,7 @@ def preview_grid(
 ) -> Path:
     """PNG grid, one row per image: original | with pasted objects (new boxes red, old green)."""
     from rarespot.io.images import read_image, write_image
+    from rarespot.viz import to_display_rgb
 
     rng = np.random.default_rng(seed)
     paster = XrayCopyPaste(dataset, classes=classes, p=1.0, max_objects=max_objects, blend=blend)
@@ -485,7 +463,9 @@ def preview_grid(
         rec = dataset.records[int(idx)]
         image = read_image(dataset.image_path(rec))
         pasted, boxes, _ = paster(image, rec.boxes, rec.labels, rng)
-        left, right = _display_rgb8(image), _display_rgb8(pasted)
+        # right is drawn on: a copy, since an 8-bit RGB scan comes back as itself (and an
+        # image that received no paste is the very array shown on the left).
+        left, right = to_display_rgb(image), to_display_rgb(pasted).copy()
         for k, box in enumerate(boxes):
             colour = (0, 200, 0) if k < len(rec.boxes) else (255, 0, 0)
             x1, y1, x2, y2 = np.round(box).astype(int).tolist()

@@ -125,7 +125,7 @@ def softmax_focal_loss(
     return _reduce(loss, reduction)
 
 
-def _sample_weights_for(targets: torch.Tensor, class_weights: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _sample_weights_for(targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
     """One weight per sample: its class's weight (index targets) or, for
     multi-hot targets, the weight of its rarest positive class (1 when none)."""
     if targets.ndim == 1 or not targets.is_floating_point():
@@ -172,7 +172,7 @@ def _weighted_loss(logits, targets, class_weights, loss_type, gamma, alpha, redu
     if loss_type == "softmax_focal":
         return softmax_focal_loss(logits, targets, alpha, gamma, class_weights, reduction)
     # Sigmoid losses: one-hot index targets, weight every entry of a sample by its class.
-    sample_w = _sample_weights_for(targets, class_weights, num_classes)
+    sample_w = _sample_weights_for(targets, class_weights)
     if targets.ndim == 1 or not targets.is_floating_point():
         targets = F.one_hot(targets.long(), num_classes).to(logits.dtype)
     per_entry = sample_w.unsqueeze(-1)
@@ -284,19 +284,16 @@ class GHMCLoss(nn.Module):
         idx = torch.bucketize(g.contiguous(), self.edges.to(g.dtype), right=True).sub_(1).clamp_(0, self.bins - 1)
         counts = torch.bincount(idx[valid], minlength=self.bins).to(self.acc_sum.dtype)
         non_empty = counts > 0
-        if self.momentum > 0:
-            if self.training:
-                # Seed a bin's average with its first count instead of 0, which would
-                # inflate the first batches' weights by 1 / (1 - momentum).
-                smoothed = self.momentum * self.acc_sum + (1 - self.momentum) * counts
-                acc = torch.where(self.initialised, smoothed, counts)
-                self.acc_sum.copy_(torch.where(non_empty, acc, self.acc_sum))
-                self.initialised |= non_empty
-                per_bin = self.acc_sum
-            else:
-                per_bin = counts  # evaluation: this batch's own counts, state untouched
+        if self.momentum > 0 and self.training:
+            # Seed a bin's average with its first count instead of 0, which would
+            # inflate the first batches' weights by 1 / (1 - momentum).
+            smoothed = self.momentum * self.acc_sum + (1 - self.momentum) * counts
+            acc = torch.where(self.initialised, smoothed, counts)
+            self.acc_sum.copy_(torch.where(non_empty, acc, self.acc_sum))
+            self.initialised |= non_empty
+            per_bin = self.acc_sum
         else:
-            per_bin = counts
+            per_bin = counts  # no momentum, or evaluation: this batch's own counts, state untouched
         n_non_empty = int(non_empty.sum())
         inverse_density = total / per_bin.clamp(min=1e-12).to(logits.dtype)
         bin_weight = torch.where(non_empty, inverse_density, torch.zeros_like(inverse_density))

@@ -14,6 +14,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from rarespot.imbalance.weights import _normalise
+
 
 def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -106,22 +108,18 @@ def class_aware_object_weights(counts, power: float = 0.5) -> np.ndarray:
     if power < 0:
         raise ValueError(f"power must be >= 0, got {power}")
     present = n > 0
-    if not present.any():
-        return np.ones_like(n)
     raw = np.zeros_like(n)
     raw[present] = n[present] ** -power
-    raw[~present] = raw[present].max()
-    return raw * (len(n) / raw.sum())
+    return _normalise(raw, present)
 
 
 def choose_object(labels: np.ndarray, class_weights: np.ndarray, rng: np.random.Generator) -> int:
     """Index of the object a positive tile is centred on, chosen with
     probability proportional to the weight of its class (uniform when all are 0)."""
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if labels.size == 0:
-        raise ValueError("choose_object needs at least one object")
     class_weights = np.asarray(class_weights, dtype=np.float64).reshape(-1)
     labels = _check_labels(labels, len(class_weights), "choose_object")
+    if labels.size == 0:
+        raise ValueError("choose_object needs at least one object")
     w = class_weights[labels]
     if np.any(w < 0):
         raise ValueError("class weights must be >= 0")

@@ -34,6 +34,7 @@ annotations) are pure negatives: records with zero boxes.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -103,6 +104,8 @@ def _read_subjects_csv(path: Path) -> dict[str, str]:
             if reader.fieldnames is None or not {"image", "subject"} <= set(reader.fieldnames):
                 raise InputError(path, "expected a header line 'image,subject'")
             for row in reader:
+                if row["image"] is None or row["subject"] is None:  # a line with fewer fields than the header
+                    raise InputError(path, f"line {reader.line_num}: expected 'image,subject'")
                 name = Path(row["image"].strip()).name
                 out[name] = row["subject"].strip()
     except (OSError, UnicodeDecodeError) as exc:
@@ -458,6 +461,9 @@ def read_coco(path: Path, class_names: list[str] | None = None, strict: bool = T
         if not isinstance(data.get(key), list):
             raise InputError(json_path, f"not a COCO file: no '{key}' list")
 
+    for k, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise InputError(json_path, f"category {k + 1}: needs 'id' and 'name'")
     cats = sorted(data["categories"], key=lambda c: c["id"])
     cat_name = {c["id"]: str(c["name"]) for c in cats}
     if class_names is None:
@@ -469,7 +475,9 @@ def read_coco(path: Path, class_names: list[str] | None = None, strict: bool = T
 
     img_dir = root / "images"
     by_id: dict = {}
-    for im in data["images"]:
+    for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            raise InputError(json_path, f"image {k + 1}: needs 'id' and 'file_name'")
         name = Path(str(im["file_name"]))
         if name.is_absolute():
             image = name
@@ -492,9 +500,10 @@ def read_coco(path: Path, class_names: list[str] | None = None, strict: bool = T
         if ann.get("category_id") not in cat_name:
             raise InputError(json_path, f"annotation {ann.get('id', k)}: unknown category_id {ann.get('category_id')}")
         bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise InputError(json_path, f"annotation {ann.get('id', k)}: bbox must be [x, y, width, height]")
-        x, y, bw, bh = (float(v) for v in bbox)
+        try:
+            x, y, bw, bh = (float(v) for v in bbox) if isinstance(bbox, list) else ()
+        except (TypeError, ValueError):  # not a list of four numbers
+            raise InputError(json_path, f"annotation {ann.get('id', k)}: bbox must be [x, y, width, height]") from None
         entry["boxes"].append([x, y, x + bw, y + bh])
         entry["labels"].append(index[cat_name[ann["category_id"]]])
     records = [
@@ -646,7 +655,10 @@ def save_dataset(ds: DetectionDataset, out_dir: str | Path, fmt: str, copy_image
             atomic_write_text(out / "labels" / (Path(name).stem + ".txt"), yolo_label_text(rec))
         rows = [(name, rec.subject) for rec, name in zip(ds.records, names) if rec.subject is not None]
         if rows:
-            atomic_write_text(out / "subjects.csv", "image,subject\n" + "".join(f"{n},{s}\n" for n, s in rows))
+            # csv quoting: a comma in a file name or subject id must not shift the columns.
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows([("image", "subject"), *rows])
+            atomic_write_text(out / "subjects.csv", buf.getvalue())
     else:
         atomic_write_text(out / "annotations.json", json.dumps(coco_json(ds, names), indent=1) + "\n")
     return out

@@ -152,8 +152,6 @@ def read_audio(
     if len(audio) < info.frames:
         # libsndfile returns what it could decode; a short read means bytes are missing.
         raise InputError(path, f"truncated: the header promises {info.frames} samples, only {len(audio)} could be read")
-    if len(audio) == 0:
-        raise InputError(path, "audio file holds no samples")
     if mono:
         audio = audio.mean(axis=1)
     if check_quality:

@@ -110,10 +110,12 @@ def split(
     (image,split,subject) listing where every image went.
     """
     from rarespot.errors import InputError
-    from rarespot.io.annotations import detect_format, save_dataset
+    from rarespot.io.annotations import FORMATS, detect_format, save_dataset
     from rarespot.io.atomic import atomic_write_text
     from rarespot.io.split import split_dataset
 
+    if to is not None and to.lower() not in FORMATS:  # as in convert: before any reading
+        raise InputError(None, f"--to must be one of {list(FORMATS)}, got {to!r}")
     try:
         fr = tuple(float(v) for v in fractions.split(","))
     except ValueError:

@@ -116,7 +116,7 @@ def plot_confusion(scores: IcbhiScores, path: str | Path, title: str = "") -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    import os
+    from rarespot.io.atomic import atomic_path
 
     cm = scores.confusion
     rows = cm.sum(axis=1, keepdims=True)
@@ -135,9 +135,9 @@ def plot_confusion(scores: IcbhiScores, path: str | Path, title: str = "") -> Pa
     ax.set_title((title + "\n" if title else "") + scores.summary(), fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -43,7 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 import rarespot
-from rarespot.detect.screen_batch import detections_to_records
+from rarespot.detect.predict import detections_to_records
 from rarespot.errors import InputError
 from rarespot.serve.settings import ALLOWED_SUFFIXES, ServeSettings
 
@@ -170,29 +170,16 @@ def _parse_view(view: str | None):
         raise HTTPException(400, str(exc)) from None
 
 
-def _display_view(image: np.ndarray, view):
-    """The filter chain the operator sees: display window first, then the chosen filters.
-
-    A 16-bit scan is first put through the model's own percentile window (unless
-    the chain starts with its own window), so brightness/contrast, gamma and CLAHE
-    act on the displayed grey levels, as in an operator's viewer; applied to the
-    raw 16-bit values, a later percentile window would undo brightness and contrast.
-    """
-    from rarespot.filters import FilterStep, ViewFilter
-
-    steps = list(view.steps)
-    windowed = steps and steps[0].name in ("window_level", "percentile_window")
-    if image.dtype != np.uint8 and not windowed:
-        steps.insert(0, FilterStep(name="percentile_window", params={"low": 0.5, "high": 99.5}))
-    return ViewFilter(steps=steps)
-
-
 def _render_view(image: np.ndarray, view) -> np.ndarray:
-    """The scan as the operator sees it (8-bit; grey stays one channel for a small PNG)."""
+    """The scan as the operator sees it (8-bit; grey stays one channel for a small PNG).
+
+    The display window comes first (:func:`rarespot.viz.display_chain`), as in the CLI overlays.
+    """
     from rarespot.filters import to_uint8
+    from rarespot.viz import display_chain
 
     try:
-        return to_uint8(_display_view(image, view)(image))
+        return to_uint8(display_chain(image, view)(image))
     except ValueError as exc:  # a parameter the filter refuses, e.g. gamma <= 0
         raise HTTPException(400, f"view filter {str(view)!r}: {exc}") from None
 

@@ -88,8 +88,9 @@ def predict(
         table.add_row(f"{r.start:.3f}", f"{r.end:.3f}", r.label, f"{r.probabilities[r.label]:.2f}", r.true_label or "")
     Console().print(table)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=1))
+        from rarespot.io.atomic import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps([r.as_dict() for r in rows], indent=1))
 
 
 @app.command()

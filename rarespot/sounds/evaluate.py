@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from rarespot.io.atomic import atomic_write_text
 from rarespot.metrics.icbhi import IcbhiScores, icbhi_scores, plot_confusion
 from rarespot.sounds.predict import SoundClassifier
 
@@ -37,19 +39,14 @@ def evaluate(
     scores = icbhi_scores(y_true, y_pred, class_names=tuple(classifier.class_names))
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        _write(out / "scores.json", json.dumps({"model": str(classifier.source), "data": str(data), **scores.as_dict()}, indent=1))
+        atomic_write_text(out / "scores.json", json.dumps({"model": str(classifier.source), "data": str(data), **scores.as_dict()}, indent=1))
         names = classifier.class_names
-        lines = ["file,recording,cycle,start,end,true,predicted," + ",".join(f"p_{n}" for n in names)]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")  # quotes a path or recording name that holds a comma
+        writer.writerow(["file", "recording", "cycle", "start", "end", "true", "predicted"] + [f"p_{n}" for n in names])
         for c, t, p, pr in zip(cycles, y_true, y_pred, probs):
-            lines.append(",".join([str(c.audio_path), c.recording, str(c.index), "" if c.start is None else f"{c.start:g}",
-                                   "" if c.end is None else f"{c.end:g}", names[t], names[p]] + [f"{v:.4f}" for v in pr]))
-        _write(out / "predictions.csv", "\n".join(lines) + "\n")
+            writer.writerow([str(c.audio_path), c.recording, str(c.index), "" if c.start is None else f"{c.start:g}",
+                             "" if c.end is None else f"{c.end:g}", names[t], names[p]] + [f"{v:.4f}" for v in pr])
+        atomic_write_text(out / "predictions.csv", buf.getvalue())
         plot_confusion(scores, out / "confusion.png", title=f"{Path(str(data)).name}")
     return scores
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

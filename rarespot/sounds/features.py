@@ -29,10 +29,8 @@ second run (or another fold) skips the work.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -42,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from rarespot.errors import InputError
-from rarespot.io.audio import ResampleNotice, announce_resample, read_audio
+from rarespot.io.audio import AudioQualityWarning, ResampleNotice, announce_resample, read_audio, resample
 from rarespot.sounds.data import Cycle, cut_cycle, fit_length
 from rarespot.io.atomic import atomic_path
 
@@ -154,12 +152,9 @@ def _extract_file(audio_path: Path, cycles: list[Cycle], config: FeatureConfig, 
         warnings.simplefilter("always")
         try:
             audio, rate = read_audio(audio_path)
-            if rate != config.sample_rate:
-                from rarespot.io.audio import resample
-
-                resampled = resample(audio, rate, config.sample_rate)
-            else:
-                resampled = audio
+            # Resampled here rather than by read_audio(path, rate): its once-per-rate notice would be
+            # used up inside the worker (in-process when n_jobs=1) and then never reach the user.
+            resampled = resample(audio, rate, config.sample_rate)
             out = []
             for cycle in cycles:
                 feats = signal_features(cycle_signal(resampled, config.sample_rate, cycle, config), config)
@@ -187,8 +182,6 @@ def extract_features(
     n_jobs: parallel worker processes (joblib); one task per audio file.
     """
     from joblib import Parallel, delayed
-
-    from rarespot.io.audio import AudioQualityWarning
 
     if cache_dir is None:
         cache_dir = default_cache_dir()
@@ -237,13 +230,6 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="cycle", disable=not enabled, leave=False)
 
 
-def timed_extraction(cycles: list[Cycle], config: FeatureConfig, **kwargs) -> tuple[np.ndarray, float]:
-    """``extract_features`` and its wall time in seconds (for benchmarks)."""
-    t0 = time.perf_counter()
-    x = extract_features(cycles, config, **kwargs)
-    return x, time.perf_counter() - t0
-
-
 # --------------------------------------------------------------------------- normalisation
 
 
@@ -273,7 +259,3 @@ def normalise(features: np.ndarray, stats: NormStats) -> np.ndarray:
     mean = np.asarray(stats.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(stats.std, dtype=np.float32)[:, None, None]
     return ((features - mean) / std).astype(np.float32)
-
-
-def config_summary(config: FeatureConfig) -> str:
-    return json.dumps(config.model_dump(), sort_keys=True)

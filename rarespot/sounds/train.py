@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from rarespot.errors import InputError
 from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
+from rarespot.sounds.data import class_counts
 from rarespot.sounds.features import FeatureConfig, fit_norm_stats, normalise
 from rarespot.sounds.torch_model import ModelConfig
 from rarespot.io.atomic import atomic_path, atomic_write_text
@@ -198,7 +199,7 @@ def fit(
     xt = torch.from_numpy(normalise(x_train, norm))
     xv = normalise(x_val, norm)
     yt = torch.from_numpy(y_train)
-    counts = np.bincount(y_train, minlength=len(ICBHI_CLASSES))
+    counts = class_counts(y_train)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
