@@ -14,32 +14,19 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from helpers_screen import TINY, make_cells
+
 from rarespot.cli import app
 from rarespot.errors import InputError
 
 runner = CliRunner()
-TINY = {"data": {"size": 16}, "model": {"channels": [8, 16], "latent_channels": 2},
-        "train": {"epochs": 8, "batch_size": 8, "lr": 0.01, "patience": 10, "threads": 1}, "score": {"density_pca": 4}}
-
-
-def _discs(n: int, seed: int, spots: bool = False, size: int = 20) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    out = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        cx, cy, r = *rng.uniform(size * 0.4, size * 0.6, 2), rng.uniform(size * 0.3, size * 0.4)
-        img = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < r * r, 160.0, 0.0)
-        if spots:
-            img[(xx - cx - 1) ** 2 + (yy - cy) ** 2 < 4] = 40
-        out[i] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255)
-    return out
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("screen_cli")
-    images = np.concatenate([_discs(60, 0), _discs(20, 1, spots=True)])
+    images = np.concatenate([make_cells(60, 0), make_cells(20, 1, spots=True)])
     np.savez(d / "cells.npz", images=images, labels=np.r_[np.zeros(60), np.ones(20)].astype(np.uint8))
     (d / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     result = runner.invoke(app, ["screen", "fit", str(d / "cells.npz"), "--out", str(d / "model"), "-c", str(d / "tiny.yaml"), "--seed", "0"])
@@ -90,9 +77,9 @@ def test_evaluate_writes_metrics_and_plots(workdir):
 
 def test_folder_with_corrupt_and_mixed_images(tmp_path, workdir):
     (tmp_path / "normal").mkdir()
-    for i, img in enumerate(_discs(12, 5)):
+    for i, img in enumerate(make_cells(12, 5)):
         cv2.imwrite(str(tmp_path / "normal" / f"{i}.png"), img)
-    cv2.imwrite(str(tmp_path / "normal" / "big.png"), cv2.resize(_discs(1, 6)[0], (40, 40)))
+    cv2.imwrite(str(tmp_path / "normal" / "big.png"), cv2.resize(make_cells(1, 6)[0], (40, 40)))
     (tmp_path / "normal" / "broken.png").write_bytes(b"\x89PNG not really")
     result = runner.invoke(app, ["screen", "score", str(workdir / "model"), str(tmp_path), "--out", str(tmp_path / "s.csv")])
     assert result.exit_code == 0, result.output
@@ -122,7 +109,7 @@ def test_bad_inputs_name_the_file(tmp_path, workdir):
     assert isinstance(result.exception, InputError) and "bad.yaml" in str(result.exception)
     result = runner.invoke(app, ["screen", "fit", str(workdir / "cells.npz"), "--size", "50"])
     assert result.exit_code == 2 and "multiple of 8" in result.output
-    np.savez(tmp_path / "nolabels.npz", images=_discs(5, 0))
+    np.savez(tmp_path / "nolabels.npz", images=make_cells(5, 0))
     result = runner.invoke(app, ["screen", "evaluate", str(workdir / "model"), str(tmp_path / "nolabels.npz"), "--out", str(tmp_path / "e")])
     assert isinstance(result.exception, InputError) and "nolabels.npz" in str(result.exception) and "needs labels" in str(result.exception)
 

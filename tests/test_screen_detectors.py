@@ -9,32 +9,16 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from helpers_screen import TINY, make_cells
+
 from rarespot.errors import InputError
 from rarespot.screen.config import ScreenConfig
 from rarespot.screen.detectors import MODEL_FORMAT_VERSION, CAEDetector, FeatureDetector
 
-# A CAE small enough to train in about two seconds on a loaded CPU.
-TINY = {"data": {"size": 16}, "model": {"channels": [8, 16], "latent_channels": 2},
-        "train": {"epochs": 8, "batch_size": 8, "lr": 0.01, "patience": 10, "threads": 1}, "score": {"density_pca": 4}}
-
-
-def _cells(n: int, seed: int, spots: bool = False, size: int = 20) -> np.ndarray:
-    """Bright discs on black; `spots` adds a dark blob inside (the anomaly)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    out = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        cx, cy, r = *rng.uniform(size * 0.4, size * 0.6, 2), rng.uniform(size * 0.3, size * 0.4)
-        img = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < r * r, 160.0, 0.0)
-        if spots:
-            img[(xx - cx - 1) ** 2 + (yy - cy) ** 2 < 4] = 40
-        out[i] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255)
-    return out
-
 
 @pytest.fixture(scope="module")
 def normals() -> np.ndarray:
-    return _cells(60, 0)
+    return make_cells(60, 0)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +98,7 @@ def test_cae_fit_returns_self_and_contract(fitted, normals):
 def test_cae_finds_spots_better_than_chance(fitted):
     from sklearn.metrics import roc_auc_score
 
-    test = np.concatenate([_cells(40, 1), _cells(40, 2, spots=True)])
+    test = np.concatenate([make_cells(40, 1), make_cells(40, 2, spots=True)])
     y = np.r_[np.zeros(40), np.ones(40)]
     scores = fitted.analyze(test)
     # An 8-epoch CAE on 48 discs already tells discs with a dark blob apart.
@@ -130,7 +114,7 @@ def test_cae_deterministic_with_random_state(normals, fitted):
 
 
 def test_cae_accepts_flat_rows_and_checks_feature_count():
-    flat = _cells(30, 4, size=16).reshape(30, -1)
+    flat = make_cells(30, 4, size=16).reshape(30, -1)
     det = CAEDetector(TINY, random_state=0).fit(flat)
     assert det.n_features_in_ == 256
     assert det.predict(flat).shape == (30,)
@@ -142,7 +126,7 @@ def test_cae_accepts_flat_rows_and_checks_feature_count():
 
 def test_cae_too_few_images():
     with pytest.raises(ValueError, match="at least 3 normal images"):
-        CAEDetector(TINY).fit(_cells(2, 0))
+        CAEDetector(TINY).fit(make_cells(2, 0))
     with pytest.raises(ValueError, match="no images"):
         CAEDetector(TINY).fit([])
 
