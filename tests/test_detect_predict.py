@@ -238,6 +238,25 @@ def test_torch_backend_matches_ultralytics_predict_on_one_tile(tmp_path):
     np.testing.assert_allclose(ours[1], ref.boxes.conf.numpy(), atol=1e-5)
 
 
+def test_torch_backend_uses_channels_last_weights_on_x86_cpu_with_the_same_output(tiny_model):
+    """NHWC weights are oneDNN's fast path (as in Ultralytics' AutoBackend); the numbers must not change."""
+    import torch
+
+    from rarespot.detect.backends import _channels_last_helps
+
+    pred = TiledPredictor(tiny_model, tile=128, conf=0.05)
+    convs = [p for p in pred.backend.model.parameters() if p.dim() == 4]
+    if not _channels_last_helps():
+        pytest.skip("not an x86 CPU with oneDNN: weights stay in the default layout")
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        nhwc = pred.backend.model(x)[0]
+        pred.backend.model.to(memory_format=torch.contiguous_format)
+        nchw = pred.backend.model(x)[0]
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-4)
+
+
 def test_torch_path_takes_back_the_cpu_threads_ultralytics_lowered(tiny_model):
     """Ultralytics sets torch to 1 thread on import-first and cores - 1 per predictor."""
     import torch
