@@ -305,7 +305,7 @@ def main() -> None:
     print(f"- command: `python bench/bench_tiled_inference.py {' '.join(sys.argv[1:])}`".replace(" `", "`"))
     print(f"- machine: {cpu_name()}, {threads} cores available to this process, no GPU used; "
           f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after the timed runs"
-          + (" (other jobs were running)" if max(load_before[0], load_after[0]) > threads * 0.75 else ""))
+          + (" (above the core count: other jobs competed)" if max(load_before[0], load_after[0]) > threads + 0.5 else " (no more than the core count: little else was running)"))
     print(f"- versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
           f"ultralytics {ultralytics.__version__}, sahi {sahi.__version__}; torch threads {threads}, "
           f"onnxruntime intra-op threads {threads}")

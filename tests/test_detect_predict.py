@@ -242,11 +242,11 @@ def test_torch_backend_uses_channels_last_weights_on_x86_cpu_with_the_same_outpu
     """NHWC weights are oneDNN's fast path (as in Ultralytics' AutoBackend); the numbers must not change."""
     import torch
 
-    from rarespot.detect.backends import _channels_last_helps
+    from rarespot.cpu import channels_last_helps
 
     pred = TiledPredictor(tiny_model, tile=128, conf=0.05)
     convs = [p for p in pred.backend.model.parameters() if p.dim() == 4]
-    if not _channels_last_helps():
+    if not channels_last_helps():
         pytest.skip("not an x86 CPU with oneDNN: weights stay in the default layout")
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))

@@ -166,3 +166,17 @@ def test_cached_splits_are_refused_when_the_plan_data_changes(tmp_path):
     with pytest.raises(InputError) as err:
         prepare_splits(plan, out)
     assert str(out / "data" / "split.json") in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "synthetic-cpu", "opixray", "opixray-longtail"])
+def test_packaged_plans_load_and_every_run_is_a_valid_training_config(name, tmp_path):
+    from rarespot.detect.config import load_config
+    from rarespot.experiment.cli import plan_path
+
+    plan = load_plan(plan_path(name))
+    assert len(plan.seeds) >= 3  # the minimum per cell
+    for _study, cell, seed in plan.runs():
+        settings = plan.config_for(cell, seed)
+        if str(settings.get("remap", "")).startswith("score:@"):
+            settings["remap"] = None  # resolved from another cell's validation F1 at run time
+        load_config(None, **settings, out=tmp_path / "run", exist_ok=True)

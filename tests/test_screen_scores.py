@@ -44,6 +44,26 @@ def test_pool_error_mean_squared_and_smoothed_max():
     assert pool_error(err, mask, ScoreConfig(error_pooling="mean_squared"))[0] == 0.0
 
 
+def test_pool_error_top_fraction_by_hand():
+    err = np.zeros((3, 10, 10), np.float32)
+    err[0].flat[:4] = [4.0, 3.0, 2.0, 1.0]  # 100 mask pixels x 5% -> the top 5: 4, 3, 2, 1, 0
+    err[1].flat[:2] = [1.0, 1.0]
+    mask = np.ones((3, 10, 10), np.float32)
+    mask[1] = 0
+    mask[1].flat[:10] = 1  # 10 mask pixels x 5% -> floor 0.5 -> at least 1 pixel: the largest
+    mask[2] = 0  # no mask at all: nothing to pool
+    got = pool_error(err, mask, ScoreConfig(error_pooling="top_fraction", top_fraction=0.05))
+    assert got == pytest.approx([(16 + 9 + 4 + 1 + 0) / 5, 1.0, 0.0])
+    # The whole mask = the plain mean squared error inside it.
+    full = pool_error(err, mask, ScoreConfig(error_pooling="top_fraction", top_fraction=1.0))
+    assert full[:2] == pytest.approx(pool_error(err, mask, ScoreConfig(error_pooling="mean_squared"))[:2])
+    # Errors outside the mask never count, however large.
+    err[0, 9, 9] = 100.0
+    mask[0, 9, 9] = 0
+    # (99 mask pixels now: floor(4.95) = the top 4.)
+    assert pool_error(err, mask, ScoreConfig(error_pooling="top_fraction", top_fraction=0.05))[0] == pytest.approx(30 / 4)
+
+
 def test_upper_threshold_and_calibrate_rates():
     rng = np.random.default_rng(0)
     err, nld = rng.normal(size=2000), rng.normal(size=2000)
@@ -99,6 +119,19 @@ def test_latent_density_fast_path_tracks_exact():
     assert fast.n_fit_points_ <= 256 and exact.n_fit_points_ == 3000
     assert fast.bandwidth_ == exact.bandwidth_  # bandwidth from the full n, not the centres
     assert spearmanr(exact.score_samples(query), fast.score_samples(query))[0] > 0.97
+
+
+def test_latent_density_brute_force_equals_sklearn_kde_weighted_and_far_away():
+    """The hand-written log-sum-exp path gives sklearn KernelDensity's numbers, k-means weights
+    included, across chunk boundaries, and stays finite far from every point (no exp underflow)."""
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.normal(size=(1500, 5)), rng.normal(4, 0.3, size=(300, 5))])
+    dens = LatentDensity(n_components=3, max_points=64).fit(z)  # weighted centres
+    query = np.concatenate([rng.normal(1, 2, size=(250, 5)), np.full((1, 5), 40.0)])
+    ours = dens.score_samples(query, chunk=100)
+    ref = dens.kde_.score_samples(dens._project(query))
+    np.testing.assert_allclose(ours[:-1], ref[:-1], rtol=1e-9, atol=1e-9)
+    assert np.isfinite(ours[-1]) and ours[-1] < ours[:-1].min()
 
 
 def test_latent_density_cv_bandwidth_is_from_grid():

@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from rarespot.cpu import channels_last_helps
 from rarespot.errors import InputError
 
 #: Per-tile result: (boxes (n, 4) float xyxy in tile pixels, scores (n,), labels (n,) int).
@@ -57,15 +58,6 @@ def _names_list(names) -> list[str]:
     if isinstance(names, dict):
         return [str(names[k]) for k in sorted(names, key=int)]
     return [str(n) for n in names]
-
-
-def _channels_last_helps() -> bool:
-    """Whether torch runs convolutions through oneDNN on an x86 CPU (where NHWC weights are faster)."""
-    import platform
-
-    import torch
-
-    return platform.machine() in {"x86_64", "AMD64"} and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
 
 
 def _network_size(tile: int, stride: int = 32) -> int:
@@ -157,7 +149,7 @@ class UltralyticsBackend(_UltralyticsDecoding):
         self.device = torch.device(device)
         # fuse() folds batch-norm into the convolutions: the same outputs, ~20% less CPU time.
         self.model = model.float().fuse(verbose=False).eval().to(self.device)
-        if self.device.type == "cpu" and _channels_last_helps():
+        if self.device.type == "cpu" and channels_last_helps():
             # oneDNN's convolutions are ~25% faster with NHWC weights on x86 (measured in
             # docs/benchmarks/detect_inference.md); Ultralytics' AutoBackend does the same.
             self.model.to(memory_format=torch.channels_last)

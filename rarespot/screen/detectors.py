@@ -300,7 +300,7 @@ class CAEDetector(OutlierMixin, BaseEstimator):
                 xb = x[i : i + batch_size]
                 recon, z = model(torch.from_numpy(xb).contiguous(memory_format=torch.channels_last))
                 emap = error_map(xb, recon.numpy(), sc.error_sign)
-                mask = foreground_mask(xb, sc.foreground_threshold)
+                mask = foreground_mask(xb, sc.foreground_threshold, erode_px=sc.erode_px)
                 err.append(pool_error(emap, mask, sc))
                 lat.append(z.flatten(1).numpy())
                 if keep_maps:
