@@ -62,6 +62,25 @@ def test_predict_writes_json_csv_and_overlays(model, scans, tmp_path):
     assert f"3 scans, {n_boxes} boxes" in result.output
 
 
+def test_predict_skips_and_lists_an_unreadable_scan_or_stops_with_strict(model, scans, tmp_path):
+    folder, _ = scans
+    (folder / "scan0b.png").write_bytes(b"\x89PNG not really")  # sorts between scan0.png and scan1.png
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["detect", "predict", str(model), str(folder), "--out", str(out), "--threads", "2", *TILE_ARGS])
+    assert result.exit_code == 0, result.output
+    assert [e["image"].rsplit("/", 1)[-1] for e in json.loads((out / "predictions.json").read_text())] == ["scan0.png", "scan1.png"]
+    rows = list(csv.DictReader((out / "skipped.csv").open()))
+    assert [r["image"].rsplit("/", 1)[-1] for r in rows] == ["scan0b.png"] and rows[0]["problem"]
+    assert "1 unreadable scan(s) skipped" in result.output
+    # --strict stops at the bad scan, naming it, and keeps what was done before it.
+    strict_out = tmp_path / "strict"
+    result = runner.invoke(app, ["detect", "predict", str(model), str(folder), "--out", str(strict_out), "--strict", *TILE_ARGS])
+    assert isinstance(result.exception, InputError) and "scan0b.png" in str(result.exception)
+    done = json.loads((strict_out / "predictions.json").read_text())
+    assert [e["image"].rsplit("/", 1)[-1] for e in done] == ["scan0.png"]
+    assert not (strict_out / "skipped.csv").exists()
+
+
 def test_predict_missing_inputs_are_named(model, tmp_path):
     result = runner.invoke(app, ["detect", "predict", str(model), str(tmp_path / "nope.png")])
     assert isinstance(result.exception, InputError) and "nope.png: image file not found" in str(result.exception)

@@ -119,6 +119,13 @@ def test_folder_unlabelled_and_empty(tmp_path):
         load_dataset(tmp_path / "allbad")
 
 
+def test_folder_with_loose_images_beside_class_subfolders_is_refused(tmp_path):
+    _write_png(tmp_path / "normal" / "n0.png", np.zeros((5, 5), np.uint8))
+    _write_png(tmp_path / "loose.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(InputError, match=r"1 images at the top level \(first: loose.png\).*normal"):
+        load_folder(tmp_path)
+
+
 def test_load_images_reports_skips(tmp_path):
     _write_png(tmp_path / "ok.png", np.zeros((5, 5), np.uint8))
     (tmp_path / "bad.png").write_bytes(b"bad")

@@ -102,6 +102,7 @@ def predict(
     agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
     device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS,
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write a PNG of each scan with its boxes."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable scan (default: skip it and list it in skipped.csv)."),
 ) -> None:
     """Tiled inference on full-resolution scans: predictions.json, predictions.csv and overlay PNGs."""
     from rarespot.detect.predict import collect_images, predict_files
@@ -109,12 +110,15 @@ def predict(
     paths = collect_images(images)  # a missing input fails before the model loads
     predictor = _tiled_predictor(model, tile, overlap, conf, iou, merge, agnostic, full_pass, batch, imgsz, device,
                                  backend, match, threads)
-    results = predict_files(predictor, paths, out, overlays=overlays)
+    results, skipped = predict_files(predictor, paths, out, overlays=overlays, strict=strict)
     n_boxes = sum(len(d) for _, d in results)
     flagged = sum(1 for _, d in results if len(d))
     typer.echo(f"{len(results)} scans, {n_boxes} boxes (in {flagged} scans) at conf >= {conf:g}\n"
                f"results: {out / 'predictions.json'}, {out / 'predictions.csv'}"
                + (f", overlays in {out / 'overlays'}" if overlays else ""))
+    if skipped:
+        typer.echo(f"{len(skipped)} unreadable scan(s) skipped, listed in {out / 'skipped.csv'} "
+                   f"(first: {skipped[0][0]}: {skipped[0][1]})", err=True)
 
 
 @app.command("evaluate")

@@ -271,31 +271,43 @@ def predict_files(
     out_dir: str | Path | None = None,
     overlays: bool = True,
     progress: bool = True,
-) -> list[tuple[Path, Detections]]:
-    """Predict every image in ``inputs`` (files or folders).
+    strict: bool = False,
+) -> tuple[list[tuple[Path, Detections]], list[tuple[Path, str]]]:
+    """Predict every image in ``inputs`` (files or folders); returns (results, skipped).
 
     With ``out_dir``: writes ``predictions.json`` (one entry per image),
-    ``predictions.csv`` (one row per box) and, with ``overlays``,
-    ``overlays/<name>.png`` (boxes drawn on the scan). An unreadable image
-    stops the run with an error naming it.
+    ``predictions.csv`` (one row per box), ``skipped.csv`` (image, problem) when
+    some could not be read and, with ``overlays``, ``overlays/<name>.png``
+    (boxes drawn on the scan). An unreadable or malformed image is skipped and
+    listed, or with ``strict`` stops the run with an error naming it; either
+    way the predictions of the images already done are written first.
     """
     from rarespot.io.images import read_image
 
     paths = collect_images(inputs)
     out = ensure_writable_dir(out_dir) if out_dir is not None else None
     results: list[tuple[Path, Detections]] = []
+    skipped: list[tuple[Path, str]] = []
     overlay_names: set[str] = set()
-    for path in progress_iter(paths, progress, "predicting"):
-        image = read_image(path)
-        check_image(image, path)
-        dets = predictor.predict(image)
-        results.append((path, dets))
-        if out is not None and overlays:
-            name = _unique_name(path, overlay_names)
-            write_overlay(image, dets, out / "overlays" / f"{name}.png")
-    if out is not None:
-        write_predictions(results, out)
-    return results
+    try:
+        for path in progress_iter(paths, progress, "predicting"):
+            try:
+                image = read_image(path)
+                check_image(image, path)
+            except InputError as exc:
+                if strict:
+                    raise
+                skipped.append((path, exc.problem))
+                continue
+            dets = predictor.predict(image)
+            results.append((path, dets))
+            if out is not None and overlays:
+                name = _unique_name(path, overlay_names)
+                write_overlay(image, dets, out / "overlays" / f"{name}.png")
+    finally:  # an error (or Ctrl-C) part-way still leaves the finished scans' predictions on disk
+        if out is not None:
+            write_predictions(results, out, skipped)
+    return results, skipped
 
 
 def progress_iter(items, enabled: bool, label: str):
@@ -349,8 +361,10 @@ def write_overlay(image: np.ndarray, dets: Detections, path: str | Path) -> Path
     return save_png(path, rgb)
 
 
-def write_predictions(results: list[tuple[Path, Detections]], out_dir: str | Path) -> tuple[Path, Path]:
-    """``predictions.json`` and ``predictions.csv`` for a list of (image, detections)."""
+def write_predictions(
+    results: list[tuple[Path, Detections]], out_dir: str | Path, skipped: list[tuple[Path, str]] | None = None
+) -> tuple[Path, Path]:
+    """``predictions.json`` and ``predictions.csv`` for a list of (image, detections); ``skipped.csv`` for unread images."""
     import csv
     import io
     import json
@@ -371,4 +385,12 @@ def write_predictions(results: list[tuple[Path, Detections]], out_dir: str | Pat
             writer.writerow({"image": str(path), **rec})
     json_path = atomic_write_text(out / "predictions.json", json.dumps(entries, indent=1) + "\n")
     csv_path = atomic_write_text(out / "predictions.csv", buf.getvalue())
+    if skipped:
+        lines = io.StringIO()
+        skip_writer = csv.writer(lines, lineterminator="\n")
+        skip_writer.writerow(["image", "problem"])
+        skip_writer.writerows((str(path), problem) for path, problem in skipped)
+        atomic_write_text(out / "skipped.csv", lines.getvalue())
+    elif (out / "skipped.csv").exists():
+        (out / "skipped.csv").unlink()  # a stale list from an earlier run into this folder
     return json_path, csv_path

@@ -117,6 +117,11 @@ def load_folder(path: str | Path, on_error: str = "skip") -> ImageSet:
     if not path.is_dir():
         raise InputError(path, "folder not found")
     subdirs = sorted(p for p in path.iterdir() if p.is_dir() and any(is_image_file(f) for f in p.iterdir()))
+    top_level = sorted(f for f in path.iterdir() if is_image_file(f))
+    if subdirs and top_level:
+        # Ambiguous: are the loose images a class of their own, or unlabelled? Silently dropping them was worse.
+        raise InputError(path, f"has {len(top_level)} images at the top level (first: {top_level[0].name}) and class sub-folders "
+                               f"({', '.join(p.name for p in subdirs)}); move the loose images into a sub-folder, or pass one sub-folder")
     if subdirs:
         files, labels = [], []
         for class_id, sub in enumerate(subdirs):
@@ -125,7 +130,7 @@ def load_folder(path: str | Path, on_error: str = "skip") -> ImageSet:
             labels += [class_id] * len(sub_files)
         class_names = [p.name for p in subdirs]
     else:
-        files = sorted(f for f in path.iterdir() if is_image_file(f))
+        files = top_level
         labels, class_names = [], []
     if not files:
         raise InputError(path, "no image files in this folder (or its class sub-folders)")
