@@ -94,7 +94,7 @@ def main() -> None:
 
     from rarespot.metrics.anomaly import anomaly_metrics, flagged_metrics
     from rarespot.screen.config import ScreenConfig
-    from rarespot.screen.detectors import CAEDetector, FeatureDetector
+    from rarespot.screen.detectors import FeatureDetector
     from rarespot.screen.scores import LatentDensity
 
     torch.set_num_threads(args.threads)

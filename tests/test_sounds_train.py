@@ -156,12 +156,12 @@ def test_load_bad_checkpoints(tmp_path):
     from rarespot.sounds.predict import SoundClassifier
 
     (tmp_path / "junk.pt").write_text("junk")
-    with pytest.raises(InputError, match="junk.pt: not a PyTorch checkpoint"):
+    with pytest.raises(InputError, match="junk.pt: not a readable rarespot lung-sound model"):
         SoundClassifier.load(tmp_path / "junk.pt")
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="other.pt: not a rarespot lung-sound model"):
         SoundClassifier.load(tmp_path / "other.pt")
-    with pytest.raises(InputError, match="best.pt: model checkpoint not found"):
+    with pytest.raises(InputError, match="best.pt: model file not found"):
         SoundClassifier.load(tmp_path)
 
 

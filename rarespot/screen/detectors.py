@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from rarespot.errors import InputError
+from rarespot.io.checkpoint import load_tagged_checkpoint
 
 MODEL_FORMAT = "rarespot.screen.CAEDetector"
 MODEL_FORMAT_VERSION = 1
@@ -365,26 +366,12 @@ class CAEDetector(OutlierMixin, BaseEstimator):
     @classmethod
     def load(cls, path: str | Path) -> "CAEDetector":
         """Load a saved detector; a file of another format version raises InputError naming it."""
-        import torch
-
         from rarespot.screen.config import ScreenConfig
         from rarespot.screen.scores import Thresholds
         from rarespot.screen.torch_model import ConvAutoencoder
         from rarespot.screen.train import TrainHistory
 
-        path = Path(path)
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if not path.is_file():
-            raise InputError(path, "model file not found")
-        try:
-            # weights_only=False: the file also holds the fitted KDE (sklearn objects);
-            # only load model files you made or trust, as with any pickle.
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(path, f"not a readable rarespot screen model ({type(exc).__name__}: {exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-            raise InputError(path, "not a rarespot screen model file (fit one with `rarespot screen fit`)")
+        path, state = load_tagged_checkpoint(path, MODEL_FILE, MODEL_FORMAT, "rarespot screen model", "rarespot screen fit")
         version = state.get("format_version")
         if version != MODEL_FORMAT_VERSION:
             raise InputError(

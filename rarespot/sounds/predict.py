@@ -15,6 +15,7 @@ import numpy as np
 
 from rarespot.errors import InputError
 from rarespot.io.audio import audio_info
+from rarespot.io.checkpoint import load_tagged_checkpoint
 from rarespot.sounds.data import Cycle, cycles_for_recording, fixed_windows
 from rarespot.sounds.features import NormStats, extract_features, normalise
 
@@ -48,17 +49,7 @@ class SoundClassifier:
         from rarespot.sounds.torch_model import build_model
         from rarespot.sounds.train import CHECKPOINT_FORMAT, TrainConfig, pick_device
 
-        path = Path(path)
-        if path.is_dir():
-            path = path / "best.pt"
-        if not path.is_file():
-            raise InputError(path, "model checkpoint not found")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(path, f"not a PyTorch checkpoint ({str(exc).splitlines()[0][:160]})") from None
-        if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(path, "not a rarespot lung-sound model (expected a best.pt written by 'rarespot sounds train')")
+        path, blob = load_tagged_checkpoint(path, "best.pt", CHECKPOINT_FORMAT, "rarespot lung-sound model", "rarespot sounds train")
         config = TrainConfig.model_validate(blob["config"])
         model = build_model(config.model)
         own, saved = model.state_dict(), blob["model"]
