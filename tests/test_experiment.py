@@ -80,6 +80,25 @@ def test_runner_is_resumable_and_reuses_models(tmp_path):
     assert (out / "tiling.png").stat().st_size > 1000
 
 
+def test_running_some_studies_keeps_model_from_cells_of_the_others_resolvable(tmp_path):
+    """`--study peers` after `--study tiling`: the SAHI cell still finds the tiling cell's model."""
+    plan = _plan(tmp_path)
+    calls = []
+
+    def fake(job):
+        calls.append((job.study.name, job.cell.slug, job.seed))
+        if job.cell.model_from:
+            assert job.model_from_dir.name == f"seed{job.seed}" and job.model_from_dir.parent.name == "4-x-512"
+        return {"precision": 0.5, "recall": 0.5, "f1": 0.5, "map50": 0.5}
+
+    out = tmp_path / "study"
+    run_plan(plan, out, fake, studies=["tiling"])
+    assert {c[0] for c in calls} == {"tiling"} and len(calls) == 6
+    run_plan(plan, out, fake, studies=["peers"])
+    assert calls[6:] == [("peers", "sahi", 0), ("peers", "sahi", 1), ("peers", "sahi", 2)]
+    assert all(r["status"] == "done" for r in read_results(out / "results.csv"))
+
+
 def test_interrupted_run_restarts_clean(tmp_path):
     plan = _plan(tmp_path)
     out = tmp_path / "study"

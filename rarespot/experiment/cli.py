@@ -46,9 +46,8 @@ def experiment(
         unknown = set(study) - {s.name for s in loaded.studies}
         if unknown:
             raise typer.BadParameter(f"no such studies in the plan: {sorted(unknown)}")
-        loaded.studies = [s for s in loaded.studies if s.name in study]
     out_dir = out or Path("studies") / loaded.name
     if not report_only:
-        run_plan(loaded, out_dir, run_detection_cell, retry_failed=retry_failed)
+        run_plan(loaded, out_dir, run_detection_cell, retry_failed=retry_failed, studies=study or None)
     report = write_report(loaded, out_dir)
     typer.echo(f"results: {out_dir / 'results.csv'}\nreport:  {report}")

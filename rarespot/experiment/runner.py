@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -80,20 +80,28 @@ def _ordered_runs(plan: Plan) -> list[tuple[Study, Cell, int]]:
     return [r for r in runs if not r[1].model_from] + [r for r in runs if r[1].model_from]
 
 
-def run_plan(plan: Plan, out_dir: str | Path, run_fn: RunFn, retry_failed: bool = False) -> Path:
-    """Run what is not finished yet; returns the results CSV path."""
+def run_plan(
+    plan: Plan, out_dir: str | Path, run_fn: RunFn, retry_failed: bool = False, studies: Collection[str] | None = None
+) -> Path:
+    """Run what is not finished yet (of ``studies`` only, if given); returns the results CSV path.
+
+    The plan itself is never cut down to ``studies``: a cell may reuse the model of a
+    cell in another study (``model_from``), which must stay resolvable.
+    """
     out_dir = Path(out_dir)
     results_path = out_dir / "results.csv"
     rows = read_results(results_path)
     if retry_failed:
         rows = [r for r in rows if r.get("status") == "done"]
     done = {run_key(r["study"], r["cell"], r["seed"]) for r in rows}
-    todo = [(s, c, seed) for s, c, seed in _ordered_runs(plan) if run_key(s.name, c.slug, seed) not in done]
+    todo = [(s, c, seed) for s, c, seed in _ordered_runs(plan)
+            if run_key(s.name, c.slug, seed) not in done and (studies is None or s.name in studies)]
+    planned = [r for r in plan.runs() if studies is None or r[0].name in studies]
 
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     ) as progress:
-        task = progress.add_task(f"plan {plan.name}", total=len(plan.runs()), completed=len(plan.runs()) - len(todo))
+        task = progress.add_task(f"plan {plan.name}", total=len(planned), completed=len(planned) - len(todo))
         for study, cell, seed in todo:
             progress.update(task, description=f"{plan.name}: {study.name}/{cell.label} seed {seed}")
             run_dir = run_dir_for(out_dir, study, cell, seed)
