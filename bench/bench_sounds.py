@@ -36,6 +36,8 @@ from rarespot.sounds.features import FeatureConfig, extract_features
 from rarespot.sounds.torch_model import ModelConfig, build_model, count_parameters
 from rarespot.sounds.train import TrainConfig, fit
 
+NOTES_MARKER = "<!-- hand-written notes below: kept when the report above is rewritten -->"
+
 VARIANT_NAMES = {
     "conv_cbam_vit": "conv branches + CBAM + ViT (seed model)",
     "conv_vit": "conv branches + ViT (ablation)",
@@ -50,7 +52,8 @@ def bench_config(variant: str, args) -> TrainConfig:
     model = ModelConfig(variant=variant, encoder="deit_tiny_patch16_224", patch_size=args.patch, depth=args.depth,
                         embed_dim=args.embed_dim, num_heads=args.heads, cnn_width=args.cnn_width)
     return TrainConfig(features=features, model=model, epochs=args.epochs, patience=args.patience, lr=args.lr,
-                       warmup_epochs=1, batch_size=32, loss="cb_ce", beta=args.beta, threads=args.threads, device="cpu")
+                       warmup_epochs=1, batch_size=32, loss=args.loss, beta=args.beta, select_by=args.select_by,
+                       mixup_alpha=args.mixup, sampler=args.sampler, threads=args.threads, device="cpu")
 
 
 def main() -> int:
@@ -60,14 +63,19 @@ def main() -> int:
     ap.add_argument("--report", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "sounds.md")
     ap.add_argument("--variants", default="conv_cbam_vit,cnn,vit,conv_vit")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--patience", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--loss", default="cb_ce", choices=["cb_ce", "cb_focal", "ce", "focal"])
     ap.add_argument("--beta", type=float, default=0.999, help="class-balanced loss beta")
-    ap.add_argument("--sample-rate", type=int, default=16000)
-    ap.add_argument("--bins", type=int, default=96)
-    ap.add_argument("--n-fft", type=int, default=2048)
-    ap.add_argument("--hop", type=int, default=512)
+    ap.add_argument("--select-by", default="score", choices=["score", "loss", "last"], help="early-stopping metric")
+    ap.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    ap.add_argument("--sampler", default="shuffle", choices=["shuffle", "balanced"])
+    # 4 kHz, not the seed's 16 kHz: at 16 kHz the empty band above 2 kHz identifies the 4 kHz devices (features.py).
+    ap.add_argument("--sample-rate", type=int, default=4000)
+    ap.add_argument("--bins", type=int, default=64)
+    ap.add_argument("--n-fft", type=int, default=512)
+    ap.add_argument("--hop", type=int, default=128)
     ap.add_argument("--height", type=int, default=64)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--patch", type=int, default=16)
@@ -106,6 +114,7 @@ def main() -> int:
         if "throughput" not in meta and not args.skip_throughput:
             meta["throughput"] = measure_throughput(cycles[: args.throughput_cycles], cfg0.features, args.jobs)
             _write(meta_path, json.dumps(meta, indent=1))
+        load_at_start = round(os.getloadavg()[0], 2)  # other work already running when this process began
         t0 = time.perf_counter()
         features = extract_features(cycles, cfg0.features, cache_dir=args.cache or args.out / "cache", n_jobs=args.jobs)
         print(f"features {features.shape} in {time.perf_counter() - t0:.1f}s (cached ones loaded)", flush=True)
@@ -126,6 +135,7 @@ def main() -> int:
         meta.setdefault("commands", [])
         if command not in meta["commands"]:
             meta["commands"].append(command)
+        meta.setdefault("load_at_start", {})[command] = load_at_start
         _write(meta_path, json.dumps(meta, indent=1))
     write_report(args, variants, folds, cycles, labels, meta, command)
     return 0
@@ -238,6 +248,10 @@ def write_report(args, variants, folds, cycles, labels, meta, command) -> None:
     tp = meta.get("throughput", {})
     tp_lines = [f"- {k.replace('jobs', '')} process(es): {d['cold_cycles_per_s']:.1f} cycles/s extracting ({d['cycles']} cycles in {d['cold_s']:.1f} s), "
                 f"{d['cached_cycles_per_s']:.0f} cycles/s from the cache" for k, d in tp.items()]
+    loads = meta.get("load_at_start", {})
+    load_text = "; ".join(f"{v:g}" for v in loads.values()) or "not recorded"
+    select_text = {"score": "best validation ICBHI Score", "loss": "lowest validation loss",
+                   "last": "none: the last epoch is kept"}[args.select_by]
     fold_sizes = ", ".join(f"{len(te)}" for _, te in folds)
     target = ""
     if best is not None:
@@ -245,18 +259,18 @@ def write_report(args, variants, folds, cycles, labels, meta, command) -> None:
         target = f"Target Score >= 60 without pretrained weights: {verdict} (best mean Score {100 * best[0]:.2f}, {VARIANT_NAMES.get(best[1], best[1])})."
     text = f"""# Lung sounds (ICBHI 2017): patient-wise {args.folds}-fold cross-validation
 
-Commands (run from the repository root; two processes shared the output folder, one per pair of models, then
-`--report-only` wrote this file):
+Commands (run from the repository root; processes may share the output folder, each training some of the models,
+then `--report-only` writes this file):
 
 {chr(10).join('    ' + c for c in meta.get('commands', [command]))}
 
-- Machine: 2 shared CPU cores, no GPU; several other jobs (other helpers' tests and benchmarks) ran
-  concurrently, so times are pessimistic and noisy. torch threads: {args.threads}; feature extraction: {args.jobs} processes.
+- Machine: {os.cpu_count()} CPU cores, no GPU; 1-minute load average when each command started (other work already
+  running): {load_text}. torch threads per process: {args.threads}; feature extraction: {args.jobs} processes.
 - Data: `{args.data}/cycles.csv`: {describe(cycles)}: every cycle of the single-channel recordings of
   the official TRAIN split (no multi-channel AKGC417L recordings), so these numbers are **not comparable** to published
   full-database / official 60-40 numbers (the seed reports Score 57.36 with ImageNet-pretrained DeiT-B on the official split).
 - Folds: sklearn StratifiedGroupKFold by patient (seed 0), test fold sizes {fold_sizes} cycles; inside each training part,
-  20 % of its patients are held out for early stopping on the ICBHI Score (patience {args.patience}, at most {args.epochs} epochs).
+  20 % of its patients are held out for early stopping ({select_text}; patience {args.patience}, at most {args.epochs} epochs).
   Folds completed before the deadline: listed per model in the table (of {args.folds}); a model with fewer folds is
   compared on fewer held-out patients, so compare per fold (second table) where the fold sets differ.
 - Features: MFCC / log-Mel / log-CQT, {cfg.features.n_bins} bins, window {cfg.features.n_fft}, hop {cfg.features.hop_length},
@@ -266,8 +280,9 @@ Commands (run from the repository root; two processes shared the output folder, 
   **shrunk to fit 2 CPU cores**: depth {args.depth}, embed dim {args.embed_dim}, {args.heads} heads, patch {args.patch}
   ({(args.height // args.patch) * (args.width // args.patch)} tokens); conv branches 1 channel each (3x3, BN, ReLU); CBAM reduction 16;
   CNN baseline = 4 x (conv3x3-BN-ReLU-maxpool) widths {args.cnn_width}-{8 * args.cnn_width}.
-- Training: AdamW lr {args.lr:g}, weight decay 0.05, 1 warm-up epoch then cosine, batch 32, class-balanced cross-entropy
-  (beta {args.beta:g}, `rarespot.imbalance.losses.ClassBalancedLoss`), circular time shift + time/frequency masking.
+- Training: AdamW lr {args.lr:g}, weight decay 0.05, 1 warm-up epoch then cosine, batch 32, loss {args.loss}
+  (class-balanced beta {args.beta:g} for cb_*, `rarespot.imbalance.losses.ClassBalancedLoss`), {args.sampler} sampling,
+  mixup alpha {args.mixup:g}, circular time shift + time/frequency masking.
 
 ## Held-out fold scores (mean ± std over folds, %)
 
@@ -298,6 +313,9 @@ at 4 or 16 kHz, resampled to {cfg.features.sample_rate} Hz, {cfg.features.cycle_
 
 Host: {platform.platform()}, Python {platform.python_version()}. Written {datetime.now(timezone.utc).isoformat(timespec='minutes')}.
 """
+    # Hand-written notes after the marker survive a rewrite of the generated part.
+    if args.report.is_file() and NOTES_MARKER in args.report.read_text():
+        text += "\n" + NOTES_MARKER + args.report.read_text().split(NOTES_MARKER, 1)[1]
     args.report.parent.mkdir(parents=True, exist_ok=True)
     _write(args.report, text)
     print(f"wrote {args.report}", flush=True)

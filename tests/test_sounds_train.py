@@ -96,6 +96,54 @@ def test_resume_from_last_checkpoint(recordings, trained, tmp_path):
         train(recordings, run, tiny_config(epochs=4), split=None, cache_dir=cache, progress=False, log=lambda m: None)
 
 
+def test_epoch_order_shuffle_is_a_permutation_and_balanced_evens_out_classes():
+    from rarespot.sounds.train import epoch_order
+
+    labels = torch.tensor([0] * 90 + [1] * 8 + [2] * 2)
+    gen = torch.Generator().manual_seed(0)
+    assert sorted(epoch_order(labels, "shuffle", gen).tolist()) == list(range(100))
+    drawn = torch.cat([labels[epoch_order(labels, "balanced", gen)] for _ in range(50)])
+    share = torch.bincount(drawn, minlength=3).double() / len(drawn)
+    torch.testing.assert_close(share, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("select_by", ["loss", "last"])
+def test_select_by_loss_or_last_epoch(recordings, trained, tmp_path, select_by):
+    cfg = tiny_config("cnn", epochs=3, patience=1, select_by=select_by, mixup_alpha=0.4, sampler="balanced", loss="ce")
+    result = train(recordings, tmp_path / "run", cfg, split=None, cache_dir=trained[0] / "cache", progress=False, log=lambda m: None)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    if select_by == "last":
+        assert result.epochs_run == 3 and result.best_epoch == 3  # patience 1 never stops it
+    else:
+        best = int(np.argmin([h["val_loss"] for h in history]))
+        assert result.best_epoch == best + 1
+    assert result.best_score == history[result.best_epoch - 1]["score"]
+    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert saved["epoch"] == result.best_epoch - 1
+
+
+@pytest.mark.parametrize("options", [dict(variant="conv_cbam_vit"),  # dropout and drop-path draw from torch's global RNG
+                                     dict(variant="cnn", mixup_alpha=0.4, sampler="balanced", loss="ce")])
+def test_resume_repeats_the_interrupted_epoch_exactly(recordings, trained, tmp_path, options):
+    import shutil
+
+    cfg = tiny_config(epochs=3, **options)
+    cache, straight, resumed = trained[0] / "cache", tmp_path / "straight", tmp_path / "resumed"
+    resumed.mkdir()
+
+    def keep_epoch_2(message):  # log runs after the epoch's last.pt is written: keep the state an interruption would leave
+        if message.startswith("epoch 2/3"):
+            shutil.copy(straight / "last.pt", resumed / "last.pt")
+
+    train(recordings, straight, cfg, split=None, cache_dir=cache, progress=False, log=keep_epoch_2)
+    train(recordings, resumed, cfg, split=None, cache_dir=cache, progress=False, log=lambda m: None)
+    a = json.loads((straight / "history.json").read_text())
+    b = json.loads((resumed / "history.json").read_text())
+    assert len(a) == len(b) == 3
+    for key in ("loss", "val_loss", "score"):
+        assert b[2][key] == pytest.approx(a[2][key], rel=1e-5), key
+
+
 def test_loss_comes_from_the_imbalance_toolkit():
     from rarespot.imbalance.losses import ClassBalancedLoss
     from rarespot.imbalance.weights import class_balanced_weights

@@ -50,8 +50,14 @@ class TrainConfig(BaseModel):
     gamma: float = Field(2.0, ge=0, description="focal loss gamma")
     normalisation: Literal["dataset", "per_sample"] = "dataset"
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of patients held out for early stopping")
-    patience: int = Field(10, ge=1, description="epochs without a better validation ICBHI score before stopping")
+    patience: int = Field(10, ge=1, description="epochs without a better validation metric (select_by) before stopping")
     augment: bool = Field(True, description="random circular time shift + time/frequency masking")
+    mixup_alpha: float = Field(0.0, ge=0, description="mixup (Zhang et al. 2018) Beta(alpha, alpha) mixing of batch pairs; 0 = off")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="'balanced' draws each epoch's cycles with probability ~ 1 / class count (use with loss 'ce')")
+    select_by: Literal["score", "loss", "last"] = Field(
+        "score", description="which epoch's weights become best.pt (and what patience watches): validation ICBHI score, "
+        "validation loss, or simply the last epoch (no early stopping)")
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default; 1 is fastest on a busy shared machine)")
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'")
@@ -144,6 +150,18 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 64, device=None) -> n
     return np.concatenate(out) if out else np.zeros((0, len(ICBHI_CLASSES)), dtype=np.float32)
 
 
+def epoch_order(labels, sampler: str, generator):
+    """The training cycles of one epoch, in order: a permutation ("shuffle"), or as many draws with replacement
+    as there are cycles, each class equally likely ("balanced")."""
+    import torch
+
+    if sampler == "shuffle":
+        return torch.randperm(len(labels), generator=generator)
+    counts = torch.bincount(labels).double()
+    weights = 1.0 / counts[labels]
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
 def _lr_factor(config: TrainConfig, epoch: int) -> float:
     if epoch < config.warmup_epochs:
         return (epoch + 1) / (config.warmup_epochs + 1)
@@ -213,6 +231,7 @@ def fit(
     fingerprint = _fingerprint(y_train, y_val, x_train.shape)
     history: list[dict] = []
     start_epoch, best_score, best_epoch, stale = 0, -1.0, -1, 0
+    best_metric = -math.inf  # what select_by compares (higher is better); best_score is the ICBHI score at that epoch
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if resume and last_path.is_file():
         state = torch.load(last_path, map_location=device, weights_only=False)
@@ -222,6 +241,7 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_metric = state.get("best_metric", best_score)
         stale, history = state["stale"], state["history"]
         log(f"resuming from {last_path} at epoch {start_epoch + 1}")
     if start_epoch == 0:
@@ -241,10 +261,14 @@ def fit(
     for epoch in bar:
         if stale >= config.patience:
             break
-        generator.manual_seed(config.seed * 100003 + epoch)  # same batches after a resume
+        # Same batches, augmentations and dropout masks after a resume: both the batch generator and torch's
+        # global RNG (dropout, drop-path) restart from a seed of the epoch.
+        generator.manual_seed(config.seed * 100003 + epoch)
+        torch.manual_seed(config.seed * 100003 + epoch)
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(len(yt), generator=generator)
+        order = epoch_order(yt, config.sampler, generator)
+        mix_rng = np.random.default_rng(config.seed * 100003 + epoch)
         total, seen = 0.0, 0
         for i in range(0, len(order), config.batch_size):
             idx = order[i : i + config.batch_size]
@@ -253,8 +277,14 @@ def fit(
             xb, yb = xt[idx], yt[idx]
             if config.augment:
                 xb = augment_batch(xb, generator)
-            xb, yb = xb.to(device), yb.to(device)
-            loss = criterion(model(xb), yb)
+            if config.mixup_alpha > 0:
+                lam = float(mix_rng.beta(config.mixup_alpha, config.mixup_alpha))
+                partner = torch.randperm(len(idx), generator=generator)
+                xb = lam * xb + (1 - lam) * xb[partner]
+                out = model(xb.to(device))
+                loss = lam * criterion(out, yb.to(device)) + (1 - lam) * criterion(out, yb[partner].to(device))
+            else:
+                loss = criterion(model(xb.to(device)), yb.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -264,21 +294,25 @@ def fit(
         scheduler.step()
         seconds = time.perf_counter() - t0
         epoch_times.append(seconds)
-        scores = icbhi_scores(y_val, predict_logits(model, xv, device=device).argmax(1))
-        record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "se": scores.se, "sp": scores.sp,
+        val_logits = predict_logits(model, xv, device=device)
+        scores = icbhi_scores(y_val, val_logits.argmax(1))
+        with torch.no_grad():
+            val_loss = float(criterion(torch.from_numpy(val_logits).to(device), torch.from_numpy(y_val).to(device)))
+        record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_loss": val_loss, "se": scores.se, "sp": scores.sp,
                   "score": scores.score, "seconds": seconds, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
-        improved = scores.score > best_score
+        metric = {"score": scores.score, "loss": -val_loss, "last": float(epoch)}[config.select_by]
+        improved = metric > best_metric
         if improved:
-            best_score, best_epoch, stale = scores.score, epoch + 1, 0
+            best_metric, best_score, best_epoch, stale = metric, scores.score, epoch + 1, 0
             _atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
         else:
             stale += 1
         _atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
-                            "best_epoch": best_epoch, "stale": stale, "history": history}, last_path)
+                            "best_epoch": best_epoch, "best_metric": best_metric, "stale": stale, "history": history}, last_path)
         bar.set_postfix(loss=f"{record['loss']:.3f}", score=f"{100 * scores.score:.1f}", best=f"{100 * best_score:.1f}")
-        log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
+        log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val loss {val_loss:.4f}  {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
     bar.close()
 
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
