@@ -134,7 +134,8 @@ def _file_key(path: Path) -> str:
 def cache_path(cycle: Cycle, config: FeatureConfig, cache_dir: Path) -> Path:
     ident = f"{_file_key(Path(cycle.audio_path))}|{cycle.start}|{cycle.end}"
     digest = hashlib.sha1(ident.encode()).hexdigest()[:20]
-    return Path(cache_dir) / config.key() / digest[:2] / f"{digest}.npy"
+    # "-f32": entries are float32; folders of float16 entries written by older versions are not read.
+    return Path(cache_dir) / f"{config.key()}-f32" / digest[:2] / f"{digest}.npy"
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
@@ -159,7 +160,7 @@ def _extract_file(audio_path: Path, cycles: list[Cycle], config: FeatureConfig, 
             for cycle in cycles:
                 feats = signal_features(cycle_signal(resampled, config.sample_rate, cycle, config), config)
                 if cache_dir is not None:
-                    _save_atomic(cache_path(cycle, config, cache_dir), feats.astype(np.float16))
+                    _save_atomic(cache_path(cycle, config, cache_dir), feats)  # float32: a cached run sees the same inputs
                 out.append(feats)
             error = None
         except InputError as exc:
