@@ -61,8 +61,9 @@ def train(
         raise typer.BadParameter(problems) from None
     result = run_train(data, out, cfg, split=None if split == "all" else split, val_data=val_data, weights=weights,
                        cache_dir=cache_dir, n_jobs=jobs, resume=resume)
-    typer.echo(f"best validation ICBHI score {100 * result.best_score:.2f} at epoch {result.best_epoch}; "
-               f"{result.seconds_per_epoch:.1f} s/epoch; model: {result.checkpoint}")
+    kept = (f"best validation ICBHI score {100 * result.best_score:.2f} at epoch {result.best_epoch}" if cfg.select_by == "score"
+            else f"kept epoch {result.best_epoch} (select_by {cfg.select_by}), validation ICBHI score {100 * result.best_score:.2f}")
+    typer.echo(f"{kept}; {result.seconds_per_epoch:.1f} s/epoch; model: {result.checkpoint}")
 
 
 @app.command()

@@ -5,8 +5,8 @@ validation split, features, fit); ``fit(...)`` is the loop on feature arrays,
 which cross-validation (bench/bench_sounds.py) calls per fold.
 
 The output folder holds ``last.pt`` (everything needed to resume, written
-atomically after every epoch), ``best.pt`` (the weights with the best validation
-ICBHI score, what predict/evaluate load), ``history.json``, ``curves.png`` and
+atomically after every epoch), ``best.pt`` (the weights of the epoch ``select_by``
+keeps: by default the best validation ICBHI score; what predict/evaluate load), ``history.json``, ``curves.png`` and
 ``val_confusion.png``. Running again into the same folder resumes.
 """
 
