@@ -85,7 +85,8 @@ def main() -> int:
     ap.add_argument("--cnn-width", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2, help="feature-extraction processes")
-    ap.add_argument("--throughput-cycles", type=int, default=120, help="cycles extracted cold (fresh cache) to time throughput")
+    ap.add_argument("--throughput-cycles", type=int, default=0,
+                    help="cycles extracted cold (fresh cache) to time throughput; 0 = all (a few hundred are too few to time worker start-up fairly)")
     ap.add_argument("--deadline", default=None, help="HH:MM UTC: start no new (model, fold) run after this")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache (default OUT/cache)")
     ap.add_argument("--skip-throughput", action="store_true", help="do not time feature extraction (a second process sharing --out)")
@@ -112,7 +113,7 @@ def main() -> int:
     if not args.report_only:
         warnings.simplefilter("ignore")  # clipped-audio notes for ~40 clips; they are listed by `rarespot sounds train`
         if "throughput" not in meta and not args.skip_throughput:
-            meta["throughput"] = measure_throughput(cycles[: args.throughput_cycles], cfg0.features, args.jobs)
+            meta["throughput"] = measure_throughput(cycles[: args.throughput_cycles or None], cfg0.features, args.jobs)
             _write(meta_path, json.dumps(meta, indent=1))
         load_at_start = round(os.getloadavg()[0], 2)  # other work already running when this process began
         t0 = time.perf_counter()
