@@ -151,6 +151,26 @@ def test_pseudo_colour_alpha_blend(tmp_path):
     assert (out[outside] == target[outside]).all()
 
 
+def test_float_targets_of_different_scales_each_get_a_patch_in_their_own_scale(tmp_path):
+    donor = np.full((40, 40, 3), 255, dtype=np.uint8)
+    donor[10:20, 10:20] = (255, 140, 0)
+    cv2.imwrite(str(tmp_path / "c.png"), donor[:, :, ::-1])
+    donors = DetectionDataset(["knife"], [ImageRecord(tmp_path / "c.png", 40, 40, [[10, 10, 20, 20]], [0])])
+    bag = np.full((64, 64, 3), 255.0, dtype=np.float32)
+    bag[8:56, 8:56] = (60, 90, 200)
+    unit, thousand = bag / 255.0, bag * (1000.0 / 255.0)  # the same bag in a 0-1 and a 0-1000 float scale
+    options = dict(p=1.0, max_objects=1, scale=(1.0, 1.0), hflip=False, min_inside=1.0)
+    none = (np.zeros((0, 4)), np.zeros(0, dtype=np.int64))
+    shared = XrayCopyPaste(donors, **options)
+    shared(unit, *none, np.random.default_rng(3))  # caches the donor patch at scale 1.0
+    out, boxes, _ = shared(thousand, *none, np.random.default_rng(3))
+    fresh, fresh_boxes, _ = XrayCopyPaste(donors, **options)(thousand, *none, np.random.default_rng(3))
+    np.testing.assert_array_equal(boxes, fresh_boxes)
+    np.testing.assert_allclose(out, fresh, rtol=1e-6)
+    x1, y1 = int(boxes[0][0]), int(boxes[0][1])
+    np.testing.assert_allclose(out[y1 + 5, x1 + 5], [1000.0, 1000.0 * 140 / 255, 0.0], rtol=1e-4, atol=1e-3)
+
+
 def test_target_distribution_moves_toward_target(tmp_path):
     donors = _gray_donors(tmp_path, n=4)  # classes 0, 1, 0, 1
     cp = XrayCopyPaste(donors, target_distribution={"common": 0.5, "rare": 0.5}, p=1.0)

@@ -290,19 +290,22 @@ class XrayCopyPaste:
 
     def donor_patch(self, record_index: int, object_index: int, like: np.ndarray, mode: str) -> DonorPatch:
         """The donor object as a blend layer matching ``like``'s channels and scale (cached)."""
-        key = (record_index, object_index, like.shape[2:], like.dtype.str, mode)  # channels, not just ndim
+        # The patch is scaled to the target's 'white': fixed by the dtype for integers, but a float target's own
+        # maximum, so that value is part of the key (a 0-1 patch must not be reused on a 0-1000 image).
+        full = _full_scale(like.dtype, like)
+        key = (record_index, object_index, like.shape[2:], like.dtype.str, full, mode)  # channels, not just ndim
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         image = self._read_donor(record_index)
         box = self.donors.records[record_index].boxes[object_index]
-        patch = self._make_patch(image, box, like, mode)
+        patch = self._make_patch(image, box, like, mode, full)
         self._cache[key] = patch
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return patch
 
-    def _make_patch(self, image: np.ndarray, box: np.ndarray, like: np.ndarray, mode: str) -> DonorPatch:
+    def _make_patch(self, image: np.ndarray, box: np.ndarray, like: np.ndarray, mode: str, full: float) -> DonorPatch:
         h, w = image.shape[:2]
         x1, y1, x2, y2 = box
         mx = max(2.0, self.margin * (x2 - x1))
@@ -318,7 +321,6 @@ class XrayCopyPaste:
         elif like.ndim == 3 and crop.shape[2] != like.shape[2]:
             crop = np.repeat(crop[:, :, :3].mean(axis=2)[:, :, None], like.shape[2], axis=2)
         # Same scale as the target (8-bit donor into 16-bit target and vice versa).
-        full = _full_scale(like.dtype, like)
         crop *= full / _full_scale(image.dtype, image)
         obj = np.array([x1 - px1, y1 - py1, x2 - px1, y2 - py1])
 
