@@ -315,8 +315,9 @@ at 4 or 16 kHz, resampled to {cfg.features.sample_rate} Hz, {cfg.features.cycle_
 Host: {platform.platform()}, Python {platform.python_version()}. Written {datetime.now(timezone.utc).isoformat(timespec='minutes')}.
 """
     # Hand-written notes after the marker survive a rewrite of the generated part.
-    if args.report.is_file() and NOTES_MARKER in args.report.read_text():
-        text += "\n" + NOTES_MARKER + args.report.read_text().split(NOTES_MARKER, 1)[1]
+    previous = args.report.read_text() if args.report.is_file() else ""
+    if NOTES_MARKER in previous:
+        text += "\n" + NOTES_MARKER + previous.split(NOTES_MARKER, 1)[1]
     args.report.parent.mkdir(parents=True, exist_ok=True)
     _write(args.report, text)
     print(f"wrote {args.report}", flush=True)
