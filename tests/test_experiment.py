@@ -63,7 +63,9 @@ def test_runner_is_resumable_and_reuses_models(tmp_path):
     rows = read_results(csv)
     assert len(rows) == 9
     assert [r["status"] for r in rows].count("failed") == 1
-    assert calls[-3:] == [("peers", "sahi", 0), ("peers", "sahi", 1), ("peers", "sahi", 2)]
+    # each reusing run follows its model's run at once (a stop never strands a trained model)
+    assert calls[-6:] == [("tiling", "4-x-512", 0), ("peers", "sahi", 0), ("tiling", "4-x-512", 1),
+                          ("peers", "sahi", 1), ("tiling", "4-x-512", 2), ("peers", "sahi", 2)]
     # a second call runs nothing; retry_failed re-runs just the failed one
     n = len(calls)
     run_plan(plan, out, fake)
@@ -199,3 +201,49 @@ def test_packaged_plans_load_and_every_run_is_a_valid_training_config(name, tmp_
         if str(settings.get("remap", "")).startswith("score:@"):
             settings["remap"] = None  # resolved from another cell's validation F1 at run time
         load_config(None, **settings, out=tmp_path / "run", exist_ok=True)
+
+
+def test_plain_ultralytics_peer_and_holdout_on_tiny_synthetic_scans(tmp_path):
+    """The peer is Ultralytics' own trainer (its run folder and args.yaml prove it), scored by
+    rarespot's evaluator on whole images; the holdout never reaches the study's splits."""
+    import json
+
+    import yaml
+
+    from rarespot.experiment.detection import prepare_splits, run_detection_cell
+
+    plan = _plan(
+        tmp_path,
+        textwrap.dedent(
+            """
+            name: tinypeer
+            data: {synth: {n: 20, seed: 3, size: [300, 240]}, holdout: {share: 0.2, seed: 0}}
+            base: {model: yolo11n, tiles: 2, tile_size: 128, remap: agnostic, batch: 4, nbs: 4, val_every: 1}
+            budget: {epochs: 1, device: cpu, val_images: 2}
+            seeds: [0]
+            studies:
+              - name: peers
+                form: peers
+                cells:
+                  - {label: Ultralytics defaults, trainer: ultralytics, set: {full_image: true, imgsz: 128, batch: 4}}
+            """
+        ),
+    )
+    out = tmp_path / "study"
+    splits = prepare_splits(plan, out)
+    from rarespot.io.annotations import load_dataset
+    from rarespot.io.split import carve_holdout
+
+    _, holdout = carve_holdout(load_dataset(out / "data" / "scans"), 0.2, 0)
+    used = {r.path.name for ds in splits.values() for r in ds.records}
+    assert len(holdout) >= 4 and not used & {r.path.name for r in holdout.records}
+    assert len(splits["val"]) == 2  # the val_images budget
+    rows = read_results(run_plan(plan, out, run_detection_cell))
+    assert [r["status"] for r in rows] == ["done"], [r.get("error") for r in rows]
+    run = out / "runs" / "peers" / "ultralytics-defaults" / "seed0"
+    args = yaml.safe_load((run / "train" / "args.yaml").read_text())
+    assert args["optimizer"] == "auto" and args["mosaic"] == 1.0 and args["val"] is False  # Ultralytics' defaults
+    assert (run / "train" / "weights" / "last.pt").exists()
+    assert json.loads((run / "test_eval" / "metrics.json").read_text())["num_images"] == len(splits["test"])
+    assert set(json.loads(rows[0]["class_recall"])) == {"object"}
+    assert rows[0]["f1_mean_class"] != ""

@@ -92,6 +92,9 @@ class TrainConfig(BaseModel):
     patience: int = Field(50, ge=1, description="stop after this many epochs without a lower validation loss")
     device: str | None = Field(None, description="cpu, 0, cuda:0 ... (default: first GPU if any, else cpu)")
     workers: int = Field(0, ge=0, description="dataloader workers (Ultralytics forces 0 on CPU)")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads when training on the CPU (default: every core; Ultralytics alone uses cores - 1)"
+    )
     seed: int = 0
     cache_images: bool = Field(True, description="keep each image's model input in RAM after the first read")
 

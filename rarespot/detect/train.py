@@ -191,6 +191,12 @@ def _trainer_class():
             self.rs_config = config
             self.splits = splits
             super().__init__(overrides=overrides, _callbacks=_callbacks)
+            if self.device.type == "cpu":
+                # Ultralytics' select_device just set cores - 1 threads: one on a 2-core machine, which
+                # leaves half of it idle (1.3-1.7x slower per image, docs/benchmarks/detect_training.md).
+                import torch
+
+                torch.set_num_threads(config.threads or os.cpu_count() or 1)
 
         def get_dataset(self) -> dict:
             names = self.splits["train"].class_names
@@ -381,6 +387,7 @@ class _RunReporter:
         self.quiet = quiet
         self.progress = None
         self.task = None
+        self.pace = TrainingPace()
 
     def register(self, trainer) -> None:
         trainer.add_callback("on_train_start", self.on_train_start)
@@ -395,6 +402,11 @@ class _RunReporter:
     def on_train_start(self, trainer) -> None:
         if self.quiet:
             return
+        import sys
+
+        if not sys.stdout.isatty():  # a log file: no live bar, one plain line per epoch instead
+            print(training_banner(trainer, self.run_dir), flush=True)
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.progress = Progress(
@@ -402,13 +414,10 @@ class _RunReporter:
             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
         )
         self.progress.start()
-        self.progress.console.print(
-            f"training {len(trainer.train_loader.dataset)} items/epoch "
-            f"({'whole images' if trainer.rs_config.full_image else f'{trainer.rs_config.tiles} x {trainer.rs_config.tile_size}px tiles per image'}), "
-            f"validating on {len(trainer.test_loader.dataset)} items, run folder {self.run_dir}"
-        )
+        self.progress.console.print(training_banner(trainer, self.run_dir))
 
     def on_epoch_start(self, trainer) -> None:
+        self.pace.epoch_started()
         if self.progress is None:
             return
         desc = f"epoch {trainer.epoch + 1}/{trainer.epochs}"
@@ -436,16 +445,120 @@ class _RunReporter:
         rows = write_metrics_csv(trainer.csv, self.run_dir / "metrics.csv")
         if rows:
             plot_loss_curves(rows, self.run_dir / "loss.png")
-        if self.progress is not None and rows:
-            row = rows[-1]
-            val = "" if math.isnan(row["val_loss"]) else f"  val loss {row['val_loss']:.3f}  mAP50 {row['map50']:.3f}"
-            best = "  (best)" if trainer.fitness is not None and trainer.fitness == trainer.best_fitness else ""
-            self.progress.console.print(f"epoch {int(row['epoch'])}: train loss {row['train_loss']:.3f}{val}{best}")
+        per_class = []
+        if trainer.fitness is not None and getattr(trainer, "validator", None) is not None:
+            per_class = per_class_validation(trainer.validator, trainer.splits["val"].class_names)
+            append_per_class_csv(self.run_dir / "val_per_class.csv", trainer.epoch + 1, per_class)
+        self.pace.epoch_done(trainer.epoch + 1, trainer.epochs, len(trainer.train_loader.dataset))
+        if self.quiet or not rows:
+            return
+        row = rows[-1]
+        val = "" if math.isnan(row["val_loss"]) else f"  val loss {row['val_loss']:.3f}  mAP50 {row['map50']:.3f}"
+        best = "  (best)" if trainer.fitness is not None and trainer.fitness == trainer.best_fitness else ""
+        lines = [f"epoch {int(row['epoch'])}/{trainer.epochs}: train loss {row['train_loss']:.3f}{val}{best}  "
+                 f"{self.pace.summary()}"]
+        if per_class:
+            lines.append("  recall by class: " + ", ".join(
+                f"{c['class']} {c['recall']:.2f}" + (" (NONE FOUND)" if c["recall"] == 0 else "")
+                for c in per_class if c["objects"] > 0))
+        for line in lines:
+            if self.progress is not None:
+                self.progress.console.print(line)
+            else:
+                print(line, flush=True)
 
     def stop(self, trainer=None) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def training_banner(trainer, run_dir: Path) -> str:
+    cfg = trainer.rs_config
+    items = "whole images" if cfg.full_image else f"{cfg.tiles} x {cfg.tile_size}px tiles per image"
+    return (f"training {len(trainer.train_loader.dataset)} items/epoch ({items}), validating on "
+            f"{len(trainer.test_loader.dataset)} items, {trainer.epochs} epochs, torch threads "
+            f"{_torch_threads()}, run folder {run_dir}")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+class TrainingPace:
+    """Images per second and the time left, from the wall time of whole epochs (validation included).
+
+    The estimate is the mean epoch time so far times the epochs left: validation rounds every
+    k epochs make single epochs uneven, and the mean over finished epochs absorbs that.
+    """
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.epoch_seconds: list[float] = []
+        self.items_per_second = float("nan")
+        self.seconds_left = float("nan")
+
+    def epoch_started(self) -> None:
+        self.started = time.perf_counter()
+
+    def epoch_done(self, epoch: int, epochs: int, items: int) -> None:
+        if self.started is None:
+            return
+        seconds = time.perf_counter() - self.started
+        self.epoch_seconds.append(seconds)
+        self.items_per_second = items / seconds if seconds > 0 else float("nan")
+        self.seconds_left = float(np.mean(self.epoch_seconds)) * max(epochs - epoch, 0)
+
+    def summary(self) -> str:
+        if math.isnan(self.items_per_second):
+            return ""
+        left = self.seconds_left
+        eta = f"{left / 60:.1f} min" if left >= 60 else f"{left:.0f} s"
+        return f"{self.items_per_second:.1f} img/s, about {eta} left"
+
+
+def per_class_validation(validator, class_names: list[str]) -> list[dict[str, Any]]:
+    """Per-class objects, precision, recall and AP50 of the validation round just run.
+
+    Ultralytics' validator keeps them for the classes it saw (``ap_class_index``); classes
+    with no validation objects get objects 0 and NaN, so a missing class is visible, not 0.
+    """
+    metrics = getattr(validator, "metrics", None)
+    box = getattr(metrics, "box", None)
+    index = list(getattr(metrics, "ap_class_index", []) or [])
+    counts = getattr(metrics, "nt_per_class", None)
+    if counts is None:
+        counts = getattr(validator, "nt_per_class", None)
+    rows = []
+    for c, name in enumerate(class_names):
+        n = int(counts[c]) if counts is not None and c < len(counts) else 0
+        if c in index and box is not None:
+            k = index.index(c)
+            p, r, ap50 = float(box.p[k]), float(box.r[k]), float(box.ap50[k])
+        else:
+            p = r = ap50 = float("nan") if n == 0 else 0.0
+        rows.append({"class": name, "objects": n, "precision": p, "recall": r, "ap50": ap50})
+    return rows
+
+
+def append_per_class_csv(path: Path, epoch: int, rows: list[dict[str, Any]]) -> None:
+    """One row per class per validation round; rewritten atomically (a resumed epoch replaces its rows)."""
+    columns = ["epoch", "class", "objects", "precision", "recall", "ap50"]
+    old = []
+    if path.exists():
+        with path.open(newline="", encoding="utf-8") as fh:
+            old = [r for r in csv.DictReader(fh) if r.get("epoch") != str(epoch)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(old)
+    for r in rows:
+        writer.writerow({"epoch": epoch, **{k: (f"{v:.4g}" if isinstance(v, float) and not math.isnan(v)
+                                               else ("" if isinstance(v, float) else v))
+                                            for k, v in r.items()}})
+    atomic_write_text(path, buf.getvalue())
 
 
 def _float(value: str | None) -> float:

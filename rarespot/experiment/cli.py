@@ -26,6 +26,7 @@ def experiment(
     imgsz: Optional[int] = typer.Option(None, help="budget: network input size"),
     model: Optional[str] = typer.Option(None, help="budget: model, e.g. yolo11n, yolo11s"),
     device: Optional[str] = typer.Option(None, help="budget: cpu, 0, cuda:0"),
+    threads: Optional[int] = typer.Option(None, help="torch threads per run on the CPU (default: every core)"),
     seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
     study: Optional[list[str]] = typer.Option(None, help="run only these studies (repeatable)"),
     retry_failed: bool = typer.Option(False, help="run failed cells again"),
@@ -38,7 +39,7 @@ def experiment(
     from rarespot.experiment.runner import run_plan
 
     overrides = {f"budget.{k}": v for k, v in
-                 dict(images=images, epochs=epochs, imgsz=imgsz, model=model, device=device).items() if v is not None}
+                 dict(images=images, epochs=epochs, imgsz=imgsz, model=model, device=device, threads=threads).items() if v is not None}
     if seeds:
         overrides["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
     loaded = load_plan(plan_path(plan), overrides)

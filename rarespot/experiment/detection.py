@@ -51,7 +51,10 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
 
     data_dir = out_dir / "data"
     # The cached splits are only valid for the data section and image budget they were made from.
-    wanted = json.dumps({"data": plan.data, "images": plan.budget.images}, sort_keys=True, default=str)
+    spec_of = {"data": plan.data, "images": plan.budget.images}
+    if plan.budget.val_images is not None:  # only when set, so folders made before it existed stay valid
+        spec_of["val_images"] = plan.budget.val_images
+    wanted = json.dumps(spec_of, sort_keys=True, default=str)
     made_from = data_dir / "data_spec.json"
     if (data_dir / "split.json").exists():
         if made_from.exists() and made_from.read_text() == wanted:
@@ -76,6 +79,13 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
         dataset = load_dataset(path, fmt=spec.get("format", "auto"))
     else:
         raise InputError(None, "plan data needs 'synth: {n, seed}' or 'path: DIR'")
+    holdout = spec.get("holdout")
+    if holdout:
+        # A final test set cut off before anything else and never scored by the study: the
+        # study's "test" split is development data, so a recipe chosen on it stays honest.
+        from rarespot.io.split import carve_holdout
+
+        dataset, _ = carve_holdout(dataset, float(holdout.get("share", 0.2)), int(holdout.get("seed", 0)))
     splits = dict(split_dataset(dataset, tuple(spec.get("fractions", (0.6, 0.2, 0.2))), split_seed))
     longtail = spec.get("longtail")
     if longtail:
@@ -88,6 +98,10 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
         rng = np.random.default_rng(split_seed)
         idx = np.sort(rng.choice(len(splits["train"]), plan.budget.images, replace=False))
         splits["train"] = splits["train"].subset(idx.tolist())
+    if plan.budget.val_images is not None and plan.budget.val_images < len(splits["val"]):
+        rng = np.random.default_rng(split_seed + 1)
+        idx = np.sort(rng.choice(len(splits["val"]), plan.budget.val_images, replace=False))
+        splits["val"] = splits["val"].subset(idx.tolist())
     data_dir.mkdir(parents=True, exist_ok=True)
     save_splits(splits, data_dir / "split.json")
     atomic_write_text(made_from, wanted)
@@ -137,6 +151,17 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
         config = load_config(job.model_from_dir / "train" / "config.yaml")
         splits = load_saved_splits(job.model_from_dir / "train")
         seconds = 0.0
+    elif job.cell.trainer == "ultralytics":
+        from rarespot.detect.peer import train_ultralytics_defaults
+
+        config = load_config(None, **job.config, out=job.run_dir / "train", exist_ok=True)
+        splits = remap_splits(prepare_splits(job.plan, job.out_dir), config.remap)
+        peer = train_ultralytics_defaults(
+            splits, job.run_dir, model=config.model, epochs=config.epochs, imgsz=config.input_size,
+            batch=config.batch, seed=config.seed, device=config.device,
+        )
+        config.full_image = True  # the peer trains on whole images: score it on whole images
+        model, seconds = peer.weights, peer.seconds
     else:
         settings = dict(job.config)
         settings["remap"] = _resolve_score_remap(job, settings.get("remap"))
@@ -159,4 +184,18 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
         "map50_95": test_result.map50_95,
         "conf": val_result.best_f1_conf,
         "train_seconds": round(seconds, 1),
+        **class_summary(test_result),
+    }
+
+
+def class_summary(result) -> dict[str, Any]:
+    """Mean-over-classes F1 (the other F1 tables quote) and per-class recall, as results.csv columns.
+
+    Classes with no ground truth in the scored split are left out of both (named in the JSON as null).
+    """
+    present = [c for c in result.per_class if c.support > 0]
+    recall = {c.name: (round(float(c.recall), 4) if c.support > 0 else None) for c in result.per_class}
+    return {
+        "f1_mean_class": float(np.mean([c.f1 for c in present])) if present else float("nan"),
+        "class_recall": json.dumps(recall),
     }

@@ -23,14 +23,16 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     images: int | None = Field(None, description="training images used (None: all)")
+    val_images: int | None = Field(None, description="validation images used (None: all); fewer = cheaper rounds")
     epochs: int | None = None
     imgsz: int | None = None
     model: str | None = Field(None, description="e.g. yolo11n, yolo11s, yolov8n")
     device: str | None = Field(None, description="cpu, 0, cuda:0 ...")
     batch: int | None = None
+    threads: int | None = Field(None, description="torch threads per run on the CPU (1 when two runners share 2 cores)")
 
     def as_overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None and k != "images"}
+        return {k: v for k, v in self.model_dump().items() if v is not None and k not in {"images", "val_images"}}
 
 
 class Cell(BaseModel):
@@ -44,6 +46,9 @@ class Cell(BaseModel):
     inference: Literal["tiled", "full", "sahi"] = "tiled"
     # Reuse the model trained by another cell ("study/label") instead of training again.
     model_from: str | None = None
+    # Who trains: rarespot's trainer with the cell's settings, or plain Ultralytics with its own
+    # defaults (the peer; only model, epochs, imgsz, batch and seed are taken from the cell).
+    trainer: Literal["rarespot", "ultralytics"] = "rarespot"
 
     @property
     def slug(self) -> str:

@@ -24,7 +24,8 @@ from rarespot.experiment.plan import Cell, Plan, Study
 from rarespot.io.atomic import atomic_write_text
 
 METRICS = ["precision", "recall", "f1", "map50", "map50_95"]
-COLUMNS = ["study", "cell", "seed", "status", *METRICS, "conf", "train_seconds", "run_dir", "error"]
+COLUMNS = ["study", "cell", "seed", "status", *METRICS, "f1_mean_class", "conf", "train_seconds", "class_recall",
+           "run_dir", "error"]
 
 
 @dataclass
@@ -74,10 +75,43 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def append_result(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add one run's row under a file lock, re-reading the CSV first.
+
+    Two runners may share one study folder when they run disjoint studies (one per core):
+    each only ever adds its own rows, so neither loses the other's. A row for the same
+    (study, cell, seed) replaces the older one (a failed run that was retried).
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        key = run_key(row["study"], row["cell"], row["seed"])
+        rows: list[dict[str, Any]] = [r for r in read_results(path) if run_key(r["study"], r["cell"], r["seed"]) != key]
+        rows.append(row)
+        write_results(path, rows)
+    return rows
+
+
 def _ordered_runs(plan: Plan) -> list[tuple[Study, Cell, int]]:
-    """Cells that reuse another cell's model run after all training cells."""
+    """Training runs in plan order, each followed at once by the runs that reuse its model.
+
+    A study spans sessions on a CPU: scoring the reusing cells while the model is fresh
+    means a stop loses at most the run in progress, never a trained model's evaluations.
+    """
     runs = plan.runs()
-    return [r for r in runs if not r[1].model_from] + [r for r in runs if r[1].model_from]
+    reusing: dict[tuple[str, str, int], list[tuple[Study, Cell, int]]] = {}
+    for study, cell, seed in runs:
+        if cell.model_from:
+            source_study, source_cell = plan.cell(cell.model_from)
+            reusing.setdefault((source_study.name, source_cell.slug, seed), []).append((study, cell, seed))
+    ordered = []
+    for study, cell, seed in runs:
+        if not cell.model_from:
+            ordered.append((study, cell, seed))
+            ordered.extend(reusing.pop((study.name, cell.slug, seed), []))
+    return ordered + [r for group in reusing.values() for r in group]  # reuse of reuse: last
 
 
 def run_plan(
@@ -124,7 +158,6 @@ def run_plan(
                 (run_dir / "error.txt").write_text(traceback.format_exc())
                 progress.console.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
             row.setdefault("train_seconds", round(time.perf_counter() - start, 1))
-            rows.append(row)
-            write_results(results_path, rows)
+            append_result(results_path, row)
             progress.advance(task)
     return results_path

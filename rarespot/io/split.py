@@ -99,3 +99,17 @@ def split_dataset(
     sides in proportion (rare classes first). Records keep their order within a side.
     """
     return {name: ds.subset(idx) for name, idx in split_indices(ds, fractions, seed, stratify).items()}
+
+
+def carve_holdout(
+    ds: DetectionDataset, share: float = 0.2, seed: int = 0, stratify: bool = True
+) -> tuple[DetectionDataset, DetectionDataset]:
+    """``(development, holdout)``: a fixed final test set cut off before any study or tuning.
+
+    The same grouping and stratification as :func:`split_dataset`. A study splits only the
+    development part, so a recipe chosen on it was never scored on the holdout.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"holdout share must be between 0 and 1, got {share}")
+    sides = split_indices(ds, (1.0 - share, 0.0, share), seed, stratify)
+    return ds.subset(sides["train"]), ds.subset(sides["test"])
