@@ -365,3 +365,44 @@ def test_copy_paste_and_class_aware_hooks_run_on_tiles(tmp_path):
     for i in range(len(data)):
         item = data[i]
         assert item["img"].shape == (3, 96, 96) and len(item["cls"]) >= 1
+
+
+def test_a_class_missing_from_a_split_is_named(tmp_path):
+    """The rarest class absent from validation: a warning naming the class and the split, not a NaN or a crash."""
+    from rarespot.detect.train import MissingClassWarning, check_records
+
+    ds = make_scans(tmp_path, 8, names=("metal", "organic", "rare"))
+    keep = [i for i, r in enumerate(ds.records) if 2 not in r.labels]
+    with_rare = [i for i, r in enumerate(ds.records) if 2 in r.labels]
+    assert keep and with_rare
+    splits = {"train": ds.subset(with_rare + keep[:1]), "val": ds.subset(keep[1:])}
+    with pytest.warns(MissingClassWarning, match="class 'rare' has no objects in the val split"):
+        check_records(splits)
+
+
+def test_training_pace_reports_rate_and_time_left(monkeypatch):
+    from rarespot.detect import train as train_module
+
+    clock = iter([0.0, 10.0, 10.0, 30.0])
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
+    pace = train_module.TrainingPace()
+    pace.epoch_started()
+    pace.epoch_done(1, 5, 200)  # 10 s for 200 items
+    assert pace.items_per_second == pytest.approx(20.0) and pace.seconds_left == pytest.approx(40.0)
+    pace.epoch_started()
+    pace.epoch_done(2, 5, 200)  # 20 s: mean 15 s x 3 epochs left
+    assert pace.items_per_second == pytest.approx(10.0) and pace.seconds_left == pytest.approx(45.0)
+    assert pace.summary() == "10.0 img/s, about 45 s left"
+
+
+def test_per_class_validation_reads_ultralytics_metrics():
+    """Ultralytics 8.4 gives ap_class_index as a numpy array; a class it never saw is blank (NaN), not 0."""
+    from types import SimpleNamespace
+
+    from rarespot.detect.train import per_class_validation
+
+    box = SimpleNamespace(p=np.array([0.5, 0.9]), r=np.array([0.25, 0.0]), ap50=np.array([0.3, 0.1]))
+    metrics = SimpleNamespace(box=box, ap_class_index=np.array([0, 2]), nt_per_class=np.array([4, 0, 3]))
+    rows = per_class_validation(SimpleNamespace(metrics=metrics), ["a", "b", "c"])
+    assert [(r["class"], r["instances"], r["recall"]) for r in rows[::2]] == [("a", 4, 0.25), ("c", 3, 0.0)]
+    assert rows[1]["instances"] == 0 and np.isnan(rows[1]["recall"])

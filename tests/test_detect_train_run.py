@@ -38,6 +38,18 @@ def test_one_epoch_end_to_end(tmp_path, splits):
     assert math.isfinite(rows[0]["train_loss"]) and math.isfinite(rows[0]["val_loss"])
     assert result.best_epoch == 1 and result.best_val_loss == pytest.approx(rows[0]["val_loss"])
     assert result.class_names == ["metal", "organic"]
+    # per-class validation results of every round, so a class stuck at 0 shows during training
+    import csv
+
+    with (run / "val_per_class.csv").open() as fh:
+        per_class = list(csv.DictReader(fh))
+    assert [(r["epoch"], r["class"]) for r in per_class] == [("1", "metal"), ("1", "organic")]
+    val_counts = splits["val"].class_counts()
+    # instances in the validation tiles: an object cut by two overlapping tiles counts in both
+    assert [int(r["instances"]) >= int(n) for r, n in zip(per_class, val_counts)] == [True, True]
+    assert [int(r["instances"]) == 0 for r in per_class] == [int(n) == 0 for n in val_counts]
+    for r in per_class:
+        assert r["recall"] == "" if r["instances"] == "0" else 0.0 <= float(r["recall"]) <= 1.0
     # the held-out split is saved for evaluation, exactly
     saved = load_saved_splits(run)
     assert [r.path.name for r in saved["test"].records] == [r.path.name for r in splits["test"].records]
@@ -163,3 +175,34 @@ def test_imbalance_loss_checkpoint_loads(tmp_path, splits):
     from rarespot.detect.loss import ImbalanceDetectionLoss
 
     assert isinstance(model.model.init_criterion(), ImbalanceDetectionLoss)
+
+
+def test_cpu_training_uses_every_core_unless_told(tmp_path, splits, monkeypatch):
+    """Ultralytics sets cores - 1 torch threads on the CPU; rarespot's trainer restores all of them."""
+    import os
+
+    from rarespot.detect import train as train_module
+
+    seen = []
+    original = train_module._RunReporter.on_epoch_start
+
+    def record(self, trainer):
+        seen.append(torch.get_num_threads())
+        original(self, trainer)
+
+    monkeypatch.setattr(train_module._RunReporter, "on_epoch_start", record)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    train_on_splits(tiny_config(tmp_path / "all"), splits, quiet=True)
+    train_on_splits(tiny_config(tmp_path / "one", threads=1), splits, quiet=True)
+    assert seen == [3, 1]
+    torch.set_num_threads(2)
+
+
+def test_progress_lines_in_a_log_file(tmp_path, splits, capsys):
+    """Not a terminal: one plain line per epoch with img/s, the time left and recall by class."""
+    train_on_splits(tiny_config(tmp_path / "run", epochs=2), splits, quiet=False)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, out
+    assert "img/s" in lines[0] and "left" in lines[0] and "img/s" in lines[1]
+    assert out.count("recall by class:") == 2

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from rarespot.detect.config import TrainConfig
+from rarespot.detect.preprocess import stamp_input_mapping
 from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
 from rarespot.io.atomic import atomic_path, atomic_write_text
 from rarespot.errors import InputError
@@ -131,6 +132,39 @@ def check_records(splits: dict[str, DetectionDataset]) -> None:
                 raise InputError(path, f"image file not found (listed in the {split_name} annotations)")
     if sum(len(r.labels) for r in splits["train"].records) == 0:
         raise InputError(splits["train"].root, "the training split has no annotated objects; nothing to learn")
+    warn_missing_classes(splits)
+
+
+class MissingClassWarning(UserWarning):
+    """A class has objects in one split and none in another."""
+
+
+def warn_missing_classes(splits: dict[str, DetectionDataset]) -> list[str]:
+    """Warn, naming the class and the split, when a class cannot be learned or cannot be measured.
+
+    No objects in train: the model never sees it. None in val (or test): its recall there is
+    undefined, so per-class tables leave it blank and pooled metrics simply do not include it.
+    """
+    import warnings
+
+    names = list(splits["train"].class_names)
+    counts = {split: ds.class_counts() for split, ds in splits.items()}
+    messages = []
+    for c, name in enumerate(names):
+        have = {split: int(n[c]) if c < len(n) else 0 for split, n in counts.items()}
+        if not any(have.values()):
+            continue
+        if have.get("train", 0) == 0:
+            messages.append(f"class {name!r} has no objects in the training split ({have}): the model cannot learn it")
+        for split in ("val", "test"):
+            if split in have and have[split] == 0:
+                messages.append(
+                    f"class {name!r} has no objects in the {split} split ({have}): its recall cannot be measured "
+                    f"there; per-class {split} metrics leave it blank"
+                )
+    for message in messages:
+        warnings.warn(message, MissingClassWarning, stacklevel=2)
+    return messages
 
 
 def save_splits(splits: dict[str, DetectionDataset], path: Path) -> None:
@@ -250,6 +284,7 @@ def _trainer_class():
                     "class_counts": [int(c) for c in self.splits["train"].class_counts()],
                 }
             model = self.set_model_names_for_load(model)
+            stamp_input_mapping(model)  # preprocess.py: the scan -> 8-bit mapping training uses, saved with the weights
             if weights:
                 model.load(weights)
             return model
@@ -460,7 +495,7 @@ class _RunReporter:
         if per_class:
             lines.append("  recall by class: " + ", ".join(
                 f"{c['class']} {c['recall']:.2f}" + (" (NONE FOUND)" if c["recall"] == 0 else "")
-                for c in per_class if c["objects"] > 0))
+                for c in per_class if c["instances"] > 0))
         for line in lines:
             if self.progress is not None:
                 self.progress.console.print(line)
@@ -520,14 +555,16 @@ class TrainingPace:
 
 
 def per_class_validation(validator, class_names: list[str]) -> list[dict[str, Any]]:
-    """Per-class objects, precision, recall and AP50 of the validation round just run.
+    """Per-class instances, precision, recall and AP50 of the validation round just run.
 
-    Ultralytics' validator keeps them for the classes it saw (``ap_class_index``); classes
-    with no validation objects get objects 0 and NaN, so a missing class is visible, not 0.
+    Instances are counted in the validation items (an object cut by two overlapping tiles counts
+    in both). Ultralytics' validator keeps the metrics for the classes it saw (``ap_class_index``);
+    a class with no validation instances gets NaN, so a missing class shows as blank, not as 0.
     """
     metrics = getattr(validator, "metrics", None)
     box = getattr(metrics, "box", None)
-    index = list(getattr(metrics, "ap_class_index", []) or [])
+    index = getattr(metrics, "ap_class_index", None)
+    index = [int(i) for i in index] if index is not None else []  # a numpy array in Ultralytics 8.4
     counts = getattr(metrics, "nt_per_class", None)
     if counts is None:
         counts = getattr(validator, "nt_per_class", None)
@@ -539,13 +576,13 @@ def per_class_validation(validator, class_names: list[str]) -> list[dict[str, An
             p, r, ap50 = float(box.p[k]), float(box.r[k]), float(box.ap50[k])
         else:
             p = r = ap50 = float("nan") if n == 0 else 0.0
-        rows.append({"class": name, "objects": n, "precision": p, "recall": r, "ap50": ap50})
+        rows.append({"class": name, "instances": n, "precision": p, "recall": r, "ap50": ap50})
     return rows
 
 
 def append_per_class_csv(path: Path, epoch: int, rows: list[dict[str, Any]]) -> None:
     """One row per class per validation round; rewritten atomically (a resumed epoch replaces its rows)."""
-    columns = ["epoch", "class", "objects", "precision", "recall", "ap50"]
+    columns = ["epoch", "class", "instances", "precision", "recall", "ap50"]
     old = []
     if path.exists():
         with path.open(newline="", encoding="utf-8") as fh:

@@ -59,6 +59,35 @@ def study_table(study: Study, agg: dict, plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def class_recall_table(study: Study, results_csv: Path) -> str:
+    """Recall per class (mean ± std over seeds) and the mean-over-classes F1, when the runs recorded them.
+
+    The main table's F1 is pooled over objects; a class stuck at 0 hides there, so it shows here.
+    Classes absent from the scored split are left blank.
+    """
+    import json
+
+    rows = [r for r in read_results(results_csv)
+            if r.get("status") == "done" and r["study"] == study.name and r.get("class_recall")]
+    if not rows:
+        return ""
+    names = list(json.loads(rows[0]["class_recall"]))
+    lines = ["| " + " | ".join([study.name, "F1 (mean over classes)"] + [f"recall {n}" for n in names] + ["seeds"]) + " |",
+             "|" + "---|" * (len(names) + 3)]
+    for cell in study.cells:
+        mine = [r for r in rows if r["cell"] == cell.slug]
+        if not mine:
+            continue
+        recalls = [json.loads(r["class_recall"]) for r in mine]
+        f1 = np.array([float(r["f1_mean_class"]) for r in mine if r.get("f1_mean_class") not in (None, "")])
+        cells = [_fmt((float(f1.mean()), float(f1.std(ddof=1)) if len(f1) > 1 else 0.0)) if len(f1) else "—"]
+        for name in names:
+            vals = np.array([rec[name] for rec in recalls if rec.get(name) is not None], dtype=float)
+            cells.append(_fmt((float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)) if len(vals) else "")
+        lines.append("| " + " | ".join([cell.label] + cells + [str(len(mine))]) + " |")
+    return "\n".join(lines)
+
+
 def plot_study(study: Study, agg: dict, path: Path) -> Path:
     import matplotlib
 
@@ -95,5 +124,9 @@ def write_report(plan: Plan, out_dir: str | Path) -> Path:
     parts = [f"# Study: {plan.name}", "", f"Seeds: {plan.seeds}. Budget: {plan.budget.model_dump(exclude_none=True)}.", ""]
     for study in plan.studies:
         png = plot_study(study, agg, out_dir / f"{study.name}.png")
-        parts += [f"## {study.name}", "", study_table(study, agg, plan), "", f"![{study.name}]({png.name})", ""]
+        parts += [f"## {study.name}", "", study_table(study, agg, plan), ""]
+        per_class = class_recall_table(study, out_dir / "results.csv")
+        if per_class:
+            parts += ["P / R / F1 above are pooled over all objects. Per class:", "", per_class, ""]
+        parts += [f"![{study.name}]({png.name})", ""]
     return atomic_write_text(out_dir / "report.md", "\n".join(parts))
