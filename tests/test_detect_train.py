@@ -406,3 +406,33 @@ def test_per_class_validation_reads_ultralytics_metrics():
     rows = per_class_validation(SimpleNamespace(metrics=metrics), ["a", "b", "c"])
     assert [(r["class"], r["instances"], r["recall"]) for r in rows[::2]] == [("a", 4, 0.25), ("c", 3, 0.0)]
     assert rows[1]["instances"] == 0 and np.isnan(rows[1]["recall"])
+
+
+def test_thread_tuner_keeps_the_faster_count():
+    """Probe 3 timed steps (after one warm step) at each count, then keep the faster one for the epoch."""
+    import torch
+
+    from rarespot.cpu import ThreadTuner
+
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(2, probe_steps=3)
+        step = {2: 3.0, 1: 1.0}  # two threads slower: another job holds a core
+        now = 0.0
+        tuner.epoch_started(now)
+        used = []
+        for _ in range(12):
+            used.append(tuner.current)
+            now += step[tuner.current]
+            tuner.step_done(now)
+        assert used[:8] == [2, 2, 2, 2, 1, 1, 1, 1] and set(used[8:]) == {1}
+        assert tuner.chosen == 1 and tuner.history == [{2: 3.0, 1: 1.0}]
+        step = {2: 1.0, 1: 1.6}  # the other job ended: the next epoch goes back to two
+        tuner.epoch_started(now)
+        for _ in range(9):
+            now += step[tuner.current]
+            tuner.step_done(now)
+        assert tuner.chosen == 2 and torch.get_num_threads() == 2
+        assert ThreadTuner(1).candidates == [1]
+    finally:
+        torch.set_num_threads(before)

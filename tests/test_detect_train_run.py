@@ -177,24 +177,28 @@ def test_imbalance_loss_checkpoint_loads(tmp_path, splits):
     assert isinstance(model.model.init_criterion(), ImbalanceDetectionLoss)
 
 
-def test_cpu_training_uses_every_core_unless_told(tmp_path, splits, monkeypatch):
-    """Ultralytics sets cores - 1 torch threads on the CPU; rarespot's trainer restores all of them."""
-    import os
-
+def test_cpu_threads_pinned_or_timed(tmp_path, splits, monkeypatch):
+    """Ultralytics sets cores - 1 torch threads on the CPU; rarespot uses a pinned count as given,
+    and otherwise times every core against one fewer at the start of each epoch."""
+    from rarespot import cpu
     from rarespot.detect import train as train_module
 
     seen = []
-    original = train_module._RunReporter.on_epoch_start
+    original = train_module._RunReporter.on_epoch_end
 
     def record(self, trainer):
-        seen.append(torch.get_num_threads())
+        seen.append((torch.get_num_threads(), trainer.thread_tuner))
         original(self, trainer)
 
-    monkeypatch.setattr(train_module._RunReporter, "on_epoch_start", record)
-    monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    train_on_splits(tiny_config(tmp_path / "all"), splits, quiet=True)
-    train_on_splits(tiny_config(tmp_path / "one", threads=1), splits, quiet=True)
-    assert seen == [3, 1]
+    monkeypatch.setattr(train_module._RunReporter, "on_epoch_end", record)
+    train_on_splits(tiny_config(tmp_path / "one", threads=1, epochs=2), splits, quiet=True)
+    assert [(n, tuner) for n, tuner in seen] == [(1, None), (1, None)]
+    seen.clear()
+    monkeypatch.setattr(cpu, "available_cores", lambda: 3)
+    train_on_splits(tiny_config(tmp_path / "auto", batch=1, nbs=1), splits, quiet=True)  # 8 steps: a whole probe
+    (threads, tuner), = seen
+    assert tuner.candidates == [3, 2] and len(tuner.history) == 1 and set(tuner.history[0]) == {3, 2}
+    assert threads == tuner.chosen == min(tuner.history[0], key=tuner.history[0].get)
     torch.set_num_threads(2)
 
 

@@ -93,7 +93,8 @@ class TrainConfig(BaseModel):
     device: str | None = Field(None, description="cpu, 0, cuda:0 ... (default: first GPU if any, else cpu)")
     workers: int = Field(0, ge=0, description="dataloader workers (Ultralytics forces 0 on CPU)")
     threads: int | None = Field(
-        None, ge=1, description="torch threads when training on the CPU (default: every core; Ultralytics alone uses cores - 1)"
+        None, ge=1,
+        description="torch threads on the CPU; default: timed every epoch, every core vs one fewer (pin it for bit-identical reruns)",
     )
     seed: int = 0
     cache_images: bool = Field(True, description="keep each image's model input in RAM after the first read")

@@ -225,12 +225,20 @@ def _trainer_class():
             self.rs_config = config
             self.splits = splits
             super().__init__(overrides=overrides, _callbacks=_callbacks)
+            self.thread_tuner = None
             if self.device.type == "cpu":
-                # Ultralytics' select_device just set cores - 1 threads: one on a 2-core machine, which
-                # leaves half of it idle (1.3-1.7x slower per image, docs/benchmarks/detect_training.md).
+                # Ultralytics' select_device just set cores - 1 threads (one on a 2-core machine). A
+                # pinned count is used as given; otherwise the tuner times both counts every epoch.
                 import torch
 
-                torch.set_num_threads(config.threads or os.cpu_count() or 1)
+                from rarespot.cpu import ThreadTuner, available_cores
+
+                if config.threads:
+                    torch.set_num_threads(config.threads)
+                else:
+                    self.thread_tuner = ThreadTuner(available_cores())
+                    self.add_callback("on_train_epoch_start", lambda t: t.thread_tuner.epoch_started(time.perf_counter()))
+                    self.add_callback("on_train_batch_end", lambda t: t.thread_tuner.step_done(time.perf_counter()))
 
         def get_dataset(self) -> dict:
             names = self.splits["train"].class_names
@@ -491,7 +499,7 @@ class _RunReporter:
         val = "" if math.isnan(row["val_loss"]) else f"  val loss {row['val_loss']:.3f}  mAP50 {row['map50']:.3f}"
         best = "  (best)" if trainer.fitness is not None and trainer.fitness == trainer.best_fitness else ""
         lines = [f"epoch {int(row['epoch'])}/{trainer.epochs}: train loss {row['train_loss']:.3f}{val}{best}  "
-                 f"{self.pace.summary()}"]
+                 f"{self.pace.summary()} ({_current_threads()} threads)"]
         if per_class:
             lines.append("  recall by class: " + ", ".join(
                 f"{c['class']} {c['recall']:.2f}" + (" (NONE FOUND)" if c["recall"] == 0 else "")
@@ -512,14 +520,23 @@ def training_banner(trainer, run_dir: Path) -> str:
     cfg = trainer.rs_config
     items = "whole images" if cfg.full_image else f"{cfg.tiles} x {cfg.tile_size}px tiles per image"
     return (f"training {len(trainer.train_loader.dataset)} items/epoch ({items}), validating on "
-            f"{len(trainer.test_loader.dataset)} items, {trainer.epochs} epochs, torch threads "
-            f"{_torch_threads()}, run folder {run_dir}")
+            f"{len(trainer.test_loader.dataset)} items, {trainer.epochs} epochs, {_threads_note(trainer)}, "
+            f"run folder {run_dir}")
 
 
-def _torch_threads() -> int:
+def _current_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def _threads_note(trainer) -> str:
+    import torch
+
+    tuner = getattr(trainer, "thread_tuner", None)
+    if tuner is not None and len(tuner.candidates) > 1:
+        return f"torch threads timed each epoch ({' vs '.join(map(str, tuner.candidates))})"
+    return f"torch threads {torch.get_num_threads()}"
 
 
 class TrainingPace:
