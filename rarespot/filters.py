@@ -19,6 +19,7 @@ new step, and a ``key=value`` without a name continues the previous step.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,12 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from rarespot.errors import InputError
+
+
+#: Most tiles a side CLAHE may use (32x32 tiles of a 16-bit image: 128 MB of histograms).
+MAX_CLAHE_GRID = 32
+#: Most steps in one filter chain (the review page builds at most five).
+MAX_STEPS = 12
 
 
 def _full_scale(img: np.ndarray) -> float:
@@ -100,9 +107,10 @@ def clahe(img: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.nd
     Colour images are equalised on luminance (8-bit: YCrCb) or per channel
     (16-bit). Float images go through uint16 and back.
     """
+    if not 1 <= tile_grid <= MAX_CLAHE_GRID or tile_grid != int(tile_grid):
+        # OpenCV keeps a histogram per tile (65,536 bins for 16-bit): the grid is bounded, or memory is not.
+        raise ValueError(f"tile_grid must be a whole number from 1 to {MAX_CLAHE_GRID}, got {tile_grid:g}")
     tile_grid = int(tile_grid)
-    if tile_grid < 1:
-        raise ValueError(f"tile_grid must be >= 1, got {tile_grid}")
     if np.issubdtype(img.dtype, np.floating):
         as16 = np.clip(np.rint(img.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
         return (clahe(as16, clip_limit, tile_grid).astype(np.float64) / 65535.0).astype(img.dtype)
@@ -117,19 +125,33 @@ def clahe(img: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.nd
 
 
 def percentile_window(img: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Map the ``low``..``high`` percentile range linearly to 0..255 -> ``uint8``.
+    """Map the ``low``..``high`` percentile range linearly to 0..255 -> ``uint8``, any input dtype.
 
-    The display mapping for 16-bit scans: body scans use a small,
-    scanner-dependent part of the 16-bit range, which a fixed 0..65535 scale
-    would show almost black.
+    The one 16->8-bit mapping of rarespot: the display window of 16-bit scans
+    (body scans use a small, scanner-dependent part of the 16-bit range, which
+    a fixed 0..65535 scale would show almost black) and, through
+    :func:`rarespot.detect.preprocess.to_model_input`, the network's input for
+    every scan whatever its bit depth. Because it depends only on the order of
+    the grey values, a scan and its 8-bit export (shifted, stretched or JPEG)
+    map to the same picture, up to rounding.
+
+    Percentiles are taken on every 4th row and column of images at least 64
+    pixels on a side (the same window to within a grey level, 16x less work);
+    ``low=0`` / ``high=100`` use the exact minimum / maximum.
     """
     if not 0 <= low < high <= 100:
         raise ValueError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
     data = img.astype(np.float32)
-    lo, hi = np.percentile(data, [low, high])
+    sample = data[::4, ::4] if data.ndim >= 2 and min(data.shape[:2]) >= 64 else data
+    lo, hi = np.percentile(sample, [low, high])
+    if low == 0:
+        lo = data.min()
+    if high == 100:
+        hi = data.max()
     if hi <= lo:
         hi = lo + 1.0
-    return np.clip((data - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    out = (data - lo) * (255.0 / (hi - lo))
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def window_level(img: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -172,6 +194,19 @@ PARAM_ALIASES = {
 }
 
 
+#: Allowed range of each parameter, inclusive: a spec from a URL or a file cannot ask for
+#: unbounded work or memory, and every value must be a finite number.
+PARAM_BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
+    "brightness_contrast": {"brightness": (-1.0, 1.0), "contrast": (0.0, 20.0)},
+    "gamma": {"g": (0.01, 100.0)},
+    "clahe": {"clip_limit": (0.0, 1000.0), "tile_grid": (1, MAX_CLAHE_GRID)},
+    "percentile_window": {"low": (0.0, 100.0), "high": (0.0, 100.0)},
+    "window_level": {"center": (-1e9, 1e9), "width": (1.0, 1e9)},
+}
+#: Parameters that must be whole numbers.
+INTEGER_PARAMS = {("clahe", "tile_grid")}
+
+
 class FilterStep(BaseModel):
     """One filter and its parameters, e.g. ``clahe`` with ``{"clip_limit": 2.0}``."""
 
@@ -191,6 +226,13 @@ class FilterStep(BaseModel):
             real = aliases.get(key, key)
             if real not in allowed:
                 raise ValueError(f"{name}: unknown parameter {key!r}; known: {allowed}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name}: {key} must be a finite number, got {value}")
+            lo, hi = PARAM_BOUNDS.get(name, {}).get(real, (-math.inf, math.inf))
+            if not lo <= value <= hi:
+                raise ValueError(f"{name}: {key}={value:g} is out of range; allowed {lo:g} to {hi:g}")
+            if (name, real) in INTEGER_PARAMS and value != int(value):
+                raise ValueError(f"{name}: {key} must be a whole number, got {value:g}")
             params[real] = value
         required = [p.name for p in signature if p.default is inspect.Parameter.empty and p.name not in params]
         if required:
@@ -209,7 +251,7 @@ class FilterStep(BaseModel):
 class ViewFilter(BaseModel):
     """An ordered chain of filters. Loads from a string, a list of steps, or YAML."""
 
-    steps: list[FilterStep] = Field(default_factory=list)
+    steps: list[FilterStep] = Field(default_factory=list, max_length=MAX_STEPS)
 
     @model_validator(mode="before")
     @classmethod
@@ -231,7 +273,8 @@ class ViewFilter(BaseModel):
             return cls.model_validate(spec)
         except Exception as exc:  # pydantic's ValidationError: flatten to one line
             msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-            raise InputError(None, f"view filter {spec!r}: {msg.removeprefix('Value error, ')}") from None
+            shown = spec if len(spec) <= 80 else spec[:77] + "..."
+            raise InputError(None, f"view filter {shown!r}: {msg.removeprefix('Value error, ')}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ViewFilter":
@@ -287,6 +330,8 @@ def _parse_steps(spec: str) -> list[dict]:
             key, value = m.group(2).split("=", 1)
             params[key.strip()] = _number(value)
         steps.append({"name": m.group(1).lower(), "params": params})
+        if len(steps) > MAX_STEPS:
+            raise ValueError(f"more than {MAX_STEPS} steps; a chain may have at most {MAX_STEPS}")
     return steps
 
 

@@ -137,3 +137,40 @@ def test_bad_yaml_names_the_file(tmp_path):
     with pytest.raises(InputError, match="not found") as exc:
         ViewFilter.from_yaml(tmp_path / "missing.yaml")
     assert "missing.yaml" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("clahe:grid=6000", "grid=6000 is out of range; allowed 1 to 32"),
+        ("clahe:grid=1e12", "out of range"),
+        ("clahe:grid=3.5", "whole number"),
+        ("gamma:g=nan", "finite number"),
+        ("gamma:g=0", "out of range"),
+        ("bc:contrast=-inf", "finite number"),
+        ("percentile:lo=-1", "out of range"),
+        (",".join(["gamma:g=0.9"] * 13), "at most 12"),
+    ],
+)
+def test_parameters_and_chain_length_are_bounded(spec, message):
+    with pytest.raises(InputError, match=message) as exc:
+        ViewFilter.parse(spec)
+    assert len(str(exc.value)) < 300  # a 2,600-step spec is not echoed whole
+    with pytest.raises(ValueError, match="tile_grid"):
+        clahe(_scan16(), 2.0, 64)  # the function itself refuses a grid whose histograms would not fit
+    assert len(ViewFilter.parse(",".join(["gamma:g=0.9"] * 12)).steps) == 12
+
+
+def test_one_percentile_window_for_display_and_for_the_model():
+    """``filters.percentile_window`` is the model's 16->8-bit mapping too (no twin that could drift)."""
+    from rarespot.detect.preprocess import window_to_uint8
+
+    img = _scan16()
+    assert np.array_equal(window_to_uint8(img), percentile_window(img))
+    big = np.tile(img, (2, 2))  # >= 64 px a side: percentiles from a strided sample, exact ends for 0/100
+    assert np.array_equal(window_to_uint8(big), percentile_window(big, 0.5, 99.5))
+    full = percentile_window(big, 0, 100)
+    assert full.min() == 0 and full.max() == 255
+    # An 8-bit export of the scan windows to (almost) the same picture.
+    diff = np.abs(percentile_window((big >> 8).astype(np.uint8)).astype(int) - percentile_window(big).astype(int))
+    assert diff.mean() < 2

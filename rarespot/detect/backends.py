@@ -26,6 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rarespot.cpu import channels_last_helps
+from rarespot.detect.preprocess import LEGACY_INPUT_MAPPING, MAPPING_KEY, InputMapping, input_mapping_of
 from rarespot.errors import InputError
 
 #: Per-tile result: (boxes (n, 4) float xyxy in tile pixels, scores (n,), labels (n,) int).
@@ -37,6 +38,7 @@ class DetectionBackend(Protocol):
     """What :class:`~rarespot.detect.predict.TiledPredictor` needs from a model."""
 
     class_names: list[str]
+    # Optional: ``input_mapping`` (rarespot.detect.preprocess.InputMapping), how the model's scans become tiles.
 
     def predict_tiles(
         self, tiles: np.ndarray, conf: float, iou: float, class_agnostic: bool, max_det: int
@@ -146,6 +148,10 @@ class UltralyticsBackend(_UltralyticsDecoding):
             raise InputError(self.path, f"a {task or 'non-detection'} model; rarespot detect needs a YOLO detection model")
         self.class_names = _names_list(model.names)
         self.end2end = bool(getattr(model, "end2end", False))
+        try:
+            self.input_mapping = input_mapping_of(model)  # how the model's training scans were mapped to 8 bits
+        except ValueError as exc:
+            raise InputError(self.path, f"stored input mapping is not readable ({exc})") from None
         self.device = torch.device(device)
         # fuse() folds batch-norm into the convolutions: the same outputs, ~20% less CPU time.
         self.model = model.float().fuse(verbose=False).eval().to(self.device)
@@ -197,6 +203,11 @@ class OnnxBackend(_UltralyticsDecoding):
         else:
             raise InputError(self.path, "ONNX file has no 'names' metadata; export it with `rarespot detect export`")
         self.end2end = meta.get("end2end", "False") == "True"
+        try:
+            stored = meta.get(MAPPING_KEY)
+            self.input_mapping = InputMapping.from_dict(stored) if stored else LEGACY_INPUT_MAPPING
+        except ValueError as exc:
+            raise InputError(self.path, f"stored input mapping is not readable ({exc})") from None
         # A fixed (static) batch or size shows as ints in the input shape; dynamic ones as strings.
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.fixed_imgsz = inp.shape[2] if isinstance(inp.shape[2], int) else None

@@ -193,6 +193,32 @@ def export(
     typer.echo(f"wrote {path} ({'dynamic batch' if batch is None else f'batch {batch}'}, {imgsz}x{imgsz}{kind})")
 
 
+@app.command("input-mapping")
+def input_mapping(
+    model: Path = typer.Argument(..., help="Trained YOLO checkpoint (.pt) or ONNX export."),
+    set_to: str = typer.Option(
+        None, "--set", help="Store this mapping in a .pt checkpoint: percentile (every scan windowed) or percentile16."
+    ),
+) -> None:
+    """Show (or set) how scans become the model's 8-bit input; training stores it with the model."""
+    from rarespot.detect.preprocess import MAPPING_KEY, InputMapping, read_input_mapping, set_input_mapping
+
+    if set_to is not None:
+        if model.suffix.lower() == ".onnx":
+            raise typer.BadParameter("export the .pt again after setting its mapping", param_hint="MODEL")
+        try:
+            mapping = InputMapping(set_to)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--set") from None
+        set_input_mapping(model, mapping)
+        typer.echo(f"{model}: input mapping set to {mapping}")
+        return
+    mapping = read_input_mapping(model)
+    typer.echo(f"{model}: {mapping}")
+    if mapping.method != "percentile":
+        typer.echo(f"(no '{MAPPING_KEY}' stored: trained before rarespot stored it; 8-bit scans are passed through)")
+
+
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="Output folder (report.html, data, run)."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (about a minute) that checks the pipeline, not the model."),

@@ -28,7 +28,7 @@ from ultralytics.data.augment import Compose, LetterBox, v8_transforms
 from ultralytics.data.dataset import YOLODataset
 
 from rarespot.detect.augment import apply_augmentation
-from rarespot.detect.preprocess import to_model_input
+from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, to_model_input
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset
 from rarespot.tiling import boxes_in_tile, crop_tile, grid_tiles, random_negative_tile, random_positive_tile
@@ -269,7 +269,7 @@ class ScanTileDataset(YOLODataset):
         if cached is not None:
             return cached
         raw = read_checked_image(self.source, image_index)
-        converted = to_model_input(raw)
+        converted = to_model_input(raw, CURRENT_INPUT_MAPPING)  # the mapping train.py stores with the model
         if raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] == 1):
             converted = np.ascontiguousarray(converted[:, :, 0])  # 3 equal channels: keep one, expand per tile
         if self.cache_images:

@@ -63,8 +63,8 @@ def export_onnx(
         raise InputError(None, "int8 quantization needs calibration scans (a few of your own images)")
     if int8 and half:
         raise InputError(None, "choose int8 or half, not both")
-    UltralyticsBackend(src)  # refuses a missing file, a non-checkpoint or a non-detection model, naming it
-    tiles = calibration_tile_batch(calibration, imgsz, calibration_tiles) if int8 else None  # bad scans fail early
+    mapping = UltralyticsBackend(src).input_mapping  # refuses a missing file, a non-checkpoint or a non-detection model
+    tiles = calibration_tile_batch(calibration, imgsz, calibration_tiles, mapping) if int8 else None  # bad scans fail early
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.stem}.export-"))
@@ -84,19 +84,22 @@ def export_onnx(
             quantized = work / f"{out.stem}.int8.onnx"
             quantize_int8(Path(exported), quantized, tiles)
             exported = quantized
+        from rarespot.detect.preprocess import add_onnx_mapping
+
+        add_onnx_mapping(exported, mapping)  # the ONNX back-end feeds scans the way the model was trained
         os.replace(exported, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def calibration_tile_batch(calibration, tile: int, limit: int = 32):
-    """Up to ``limit`` uint8 BGR tiles from calibration scans, cut exactly as inference cuts them,
-    spread evenly over the images and their grids."""
+def calibration_tile_batch(calibration, tile: int, limit: int = 32, mapping=None):
+    """Up to ``limit`` uint8 BGR tiles from calibration scans, cut exactly as inference cuts them
+    (with the model's input ``mapping``), spread evenly over the images and their grids."""
     import numpy as np
 
     from rarespot.detect.predict import check_image, collect_images
-    from rarespot.detect.preprocess import to_model_input
+    from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, to_model_input
     from rarespot.io.dataset import DetectionDataset
     from rarespot.io.images import read_image
     from rarespot.tiling import crop_tile, grid_tiles
@@ -114,7 +117,7 @@ def calibration_tile_batch(calibration, tile: int, limit: int = 32):
     for path in paths:
         image = read_image(path)
         check_image(image, path)
-        bgr = to_model_input(image)
+        bgr = to_model_input(image, mapping or CURRENT_INPUT_MAPPING)
         windows = grid_tiles(bgr.shape[0], bgr.shape[1], tile, 0.2)
         for k in np.unique(np.linspace(0, len(windows) - 1, min(len(windows), per_image)).astype(int)):
             x0, y0 = int(windows[k][0]), int(windows[k][1])

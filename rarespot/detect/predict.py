@@ -27,12 +27,16 @@ import numpy as np
 
 from rarespot.detect.backends import DetectionBackend, load_backend
 from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS, merge_detections
-from rarespot.detect.preprocess import to_model_input
-from rarespot.errors import InputError
+from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
+from rarespot.errors import InputError, RarespotError
 from rarespot.tiling import crop_tile, grid_tiles
 
 #: Pixel types a scan may have (what rarespot.io.images.read_image returns, plus DICOM's signed 16-bit).
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+
+
+class DetectionCancelled(RarespotError):
+    """A prediction stopped between two batches of tiles because its caller gave up (e.g. a timeout)."""
 
 
 @dataclass
@@ -122,6 +126,8 @@ class TiledPredictor:
     max_det: cap per tile and per scan. pad_value: fill for tiles past the edge
       of a scan smaller than a tile (0, as the training tiles are padded).
     threads: CPU threads for torch / onnxruntime (default: all cores this process may use).
+    input_mapping: how scans become the network's 8-bit input; default: the one stored
+      with the model (:mod:`rarespot.detect.preprocess`), so inference maps scans as training did.
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class TiledPredictor:
         max_det: int = 300,
         pad_value: int = 0,
         threads: int | None = None,
+        input_mapping: InputMapping | None = None,
     ):
         if merge not in MERGE_METHODS:
             raise ValueError(f"merge must be one of {MERGE_METHODS}, got {merge!r}")
@@ -164,6 +171,22 @@ class TiledPredictor:
         self.merge, self.class_agnostic, self.full_image_pass = merge, bool(class_agnostic), bool(full_image_pass)
         self.batch, self.match_metric, self.max_det = int(batch), match_metric, int(max_det)
         self.pad_value = pad_value
+        self.input_mapping: InputMapping = (
+            input_mapping or getattr(self.backend, "input_mapping", None) or CURRENT_INPUT_MAPPING
+        )
+        self._warned_8bit = False
+
+    def input_warning(self, image: np.ndarray) -> str | None:
+        """A sentence for the operator when this model cannot read ``image`` as it reads its
+        16-bit twin (a model that stores no input mapping, given an 8-bit scan); else None."""
+        if self.input_mapping.windows(image):
+            return None
+        name = self.model_path.name if self.model_path is not None else "this model"
+        return (
+            f"{name} was trained before rarespot stored a model's input mapping: 8-bit scans reach it unwindowed "
+            f"and may get fewer or no boxes. If it was trained on 16-bit scans, run "
+            f"`rarespot detect input-mapping {self.model_path or 'MODEL'} --set percentile`, or retrain it."
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -177,23 +200,37 @@ class TiledPredictor:
         check_image(image, path)
         return self.predict(image, conf=conf)
 
-    def predict(self, image: np.ndarray, conf: float | None = None) -> Detections:
+    def predict(self, image: np.ndarray, conf: float | None = None, cancel=None) -> Detections:
         """Detections in a scan as read by ``read_image`` (HxW or HxWx3 RGB, 8/16-bit).
 
         ``conf`` overrides the predictor's threshold for this call (evaluation
         uses a low one to get the whole precision-recall curve).
+        ``cancel``: a ``threading.Event`` (or anything with ``is_set()``); once it is
+        set, the prediction stops before the next batch of tiles with
+        :class:`DetectionCancelled`, so a caller that gave up frees the CPU.
         """
         import time
+        import warnings
 
         check_image(image)
         conf = self.conf if conf is None else float(conf)
         started = time.perf_counter()
-        bgr = to_model_input(image)
+        if not self._warned_8bit and (note := self.input_warning(image)):
+            warnings.warn(note, stacklevel=2)
+            self._warned_8bit = True
+
+        def check_cancelled() -> None:
+            if cancel is not None and cancel.is_set():
+                raise DetectionCancelled("detection cancelled")
+
+        check_cancelled()
+        bgr = to_model_input(image, self.input_mapping)
         height, width = bgr.shape[:2]
         windows = grid_tiles(height, width, self.tile, self.overlap)
 
         parts_boxes, parts_scores, parts_labels = [], [], []
         for start in range(0, len(windows), self.batch):
+            check_cancelled()
             chunk = windows[start : start + self.batch]
             tiles = np.stack([crop_tile(bgr, int(x0), int(y0), self.tile, self.pad_value) for x0, y0, _, _ in chunk])
             outputs = self.backend.predict_tiles(tiles, conf, self.iou, self.class_agnostic, self.max_det)
@@ -206,6 +243,7 @@ class TiledPredictor:
                 parts_labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
 
         if self.full_image_pass and (height > self.tile or width > self.tile):
+            check_cancelled()
             boxes, scores, labels = self._full_image(bgr, conf)
             parts_boxes.append(boxes)
             parts_scores.append(scores)

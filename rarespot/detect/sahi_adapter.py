@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rarespot.detect.predict import Detections
-from rarespot.detect.preprocess import to_model_input
+from rarespot.detect.preprocess import read_input_mapping, to_model_input
 from rarespot.errors import InputError
 
 
@@ -48,6 +48,7 @@ class SahiPredictor:
             device=device,
             image_size=imgsz or tile,
         )
+        self.input_mapping = read_input_mapping(self.model_path)  # the scans' mapping the model was trained with
         names = self._model.category_mapping or {}
         self.class_names = [names[k] for k in sorted(names, key=int)]
 
@@ -56,7 +57,7 @@ class SahiPredictor:
 
         threshold = self.conf if conf is None else float(conf)
         self._model.confidence_threshold = threshold
-        rgb = np.ascontiguousarray(to_model_input(image)[:, :, ::-1])  # SAHI wants RGB
+        rgb = np.ascontiguousarray(to_model_input(image, self.input_mapping)[:, :, ::-1])  # SAHI wants RGB
         result = get_sliced_prediction(
             rgb,
             self._model,

@@ -1,0 +1,156 @@
+"""Every container of a scan gives the model the same input, and so the same boxes;
+the mapping is stored with the model by training and read back by every predictor."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from helpers_detect import make_untrained_yolo
+from rarespot.detect.predict import TiledPredictor
+from rarespot.detect.preprocess import (
+    CURRENT_INPUT_MAPPING,
+    LEGACY_INPUT_MAPPING,
+    InputMapping,
+    read_input_mapping,
+    set_input_mapping,
+    to_model_input,
+)
+from rarespot.io.images import read_image, write_image
+from rarespot.metrics.detection import box_iou
+from serve_fixtures import body_scan, write_dicom
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def scan_files(tmp_path_factory):
+    """One 16-bit body scan in every container the README invites, and its 8-bit exports."""
+    folder = tmp_path_factory.mktemp("containers")
+    scan = body_scan(608, 496)
+    lo, hi = int(scan.min()), int(scan.max())
+    stretched = np.rint((scan.astype(np.float64) - lo) * 255 / (hi - lo)).astype(np.uint8)
+    shifted = (scan >> 8).astype(np.uint8)
+    files = {
+        "png16": write_image(folder / "scan16.png", scan),
+        "tiff16": write_image(folder / "scan16.tif", scan),
+        "dicom16 with a window": write_dicom(folder / "scan.dcm", scan, window=(20000, 8000)),
+        "png8 shifted": write_image(folder / "shifted.png", shifted),
+        "png8 stretched": write_image(folder / "stretched.png", stretched),
+        "png8 rgb": write_image(folder / "rgb.png", np.dstack([shifted] * 3)),
+    }
+    jpeg = folder / "stretched_q95.jpg"
+    jpeg.write_bytes(cv2.imencode(".jpg", stretched, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+    files["jpeg q95"] = jpeg
+    return files
+
+
+def test_the_model_input_is_the_same_function_of_the_content_in_every_container(scan_files):
+    reference = to_model_input(read_image(scan_files["png16"])).astype(np.int16)
+    for name, path in scan_files.items():
+        image = read_image(path)
+        diff = np.abs(to_model_input(image).astype(np.int16) - reference)
+        # Up to rounding: 8 bits hold ~200 of the scan's grey levels; JPEG adds a little noise.
+        assert diff.mean() <= 1.0 and np.percentile(diff, 99) <= 4, (name, diff.mean(), np.percentile(diff, 99))
+    # What models that store no mapping do: an 8-bit export is a different picture to them.
+    legacy = to_model_input(read_image(scan_files["png8 shifted"]), LEGACY_INPUT_MAPPING).astype(np.int16)
+    assert np.abs(legacy - reference).mean() > 10
+
+
+def _share_matched(a, b, conf: float, margin: float = 0.03) -> float:
+    """Share of ``a``'s boxes clearly above ``conf`` that ``b`` has too: same class, IoU >= 0.85,
+    score within 0.03. (Near-tied overlapping boxes may swap in NMS on a rounding difference,
+    so a few percent can move.)"""
+    keep = a.scores >= conf + margin
+    if not keep.any():
+        return 1.0
+    if len(b) == 0:
+        return 0.0
+    same_place = box_iou(a.boxes[keep], b.boxes) >= 0.85
+    close = np.abs(a.scores[keep][:, None] - b.scores[None, :]) <= 0.03
+    same_class = a.labels[keep][:, None] == b.labels[None, :]
+    return float((same_place & close & same_class).any(axis=1).mean())
+
+
+@pytest.fixture(scope="module")
+def stamped_model(tmp_path_factory):
+    """A content-sensitive nano YOLO (scores spread over 0..1, see helpers_detect) carrying the
+    mapping training stores. Any change of the input shows as changed boxes."""
+    path = make_untrained_yolo(tmp_path_factory.mktemp("m") / "model.pt", ["knife", "gun"], lively=True,
+                               score_bias=-1.5)
+    set_input_mapping(path, CURRENT_INPUT_MAPPING)
+    return path
+
+
+def test_a_scan_and_its_8bit_exports_give_the_same_boxes(stamped_model, scan_files):
+    conf = 0.5
+    predictor = TiledPredictor(stamped_model, tile=256, overlap=0.2, conf=conf)
+    assert predictor.input_mapping == CURRENT_INPUT_MAPPING
+    reference = predictor.predict(read_image(scan_files["png16"]))
+    assert len(reference) >= 10
+    for name, path in scan_files.items():
+        image = read_image(path)
+        assert predictor.input_warning(image) is None
+        dets = predictor.predict(image)
+        shares = _share_matched(reference, dets, conf), _share_matched(dets, reference, conf)
+        assert min(shares) >= 0.85, (name, shares)
+        assert np.allclose(dets.scores[:5], reference.scores[:5], atol=0.01), name  # the most confident boxes
+        assert abs(len(dets) - len(reference)) <= 3, name
+    # The same weights read the old way (8-bit passed through) lose the scan: what the issue found.
+    legacy = TiledPredictor(stamped_model, tile=256, overlap=0.2, conf=conf, input_mapping=LEGACY_INPUT_MAPPING)
+    shifted = read_image(scan_files["png8 shifted"])
+    assert _share_matched(reference, legacy.predict(shifted), conf) < 0.5
+    assert "input-mapping" in legacy.input_warning(shifted)
+
+
+def test_a_model_without_a_stored_mapping_keeps_the_one_it_was_trained_with(tmp_path, scan_files):
+    path = make_untrained_yolo(tmp_path / "old.pt", ["knife"])
+    assert read_input_mapping(path) == LEGACY_INPUT_MAPPING
+    predictor = TiledPredictor(path, tile=256)
+    assert predictor.input_mapping == LEGACY_INPUT_MAPPING
+    with pytest.warns(UserWarning, match="8-bit scans reach it unwindowed"):
+        predictor.predict(read_image(scan_files["png8 shifted"]))
+    assert predictor.input_warning(read_image(scan_files["png16"])) is None  # 16-bit: windowed either way
+    # The CLI stores a mapping in an existing checkpoint.
+    from typer.testing import CliRunner
+
+    from rarespot.cli import app
+
+    result = CliRunner().invoke(app, ["detect", "input-mapping", str(path), "--set", "percentile"])
+    assert result.exit_code == 0, result.output
+    assert read_input_mapping(path) == CURRENT_INPUT_MAPPING
+    assert TiledPredictor(path, tile=256).input_mapping == CURRENT_INPUT_MAPPING
+    shown = CliRunner().invoke(app, ["detect", "input-mapping", str(path)])
+    assert "percentile: 0.5-99.5 percentile window of every scan" in shown.output
+    bad = CliRunner().invoke(app, ["detect", "input-mapping", str(path), "--set", "magic"])
+    assert bad.exit_code == 2 and "unknown input mapping 'magic'" in bad.output
+    with pytest.raises(ValueError, match="unknown input mapping"):
+        InputMapping.from_dict({"method": "magic"})
+
+
+def test_training_stores_the_mapping_with_the_weights(tmp_path):
+    """A real (1-epoch) run: best.pt and last.pt carry the mapping its training tiles got."""
+    from rarespot.detect.config import TrainConfig
+    from rarespot.detect.train import train_on_splits
+    from test_detect_train import make_scans
+
+    ds = make_scans(tmp_path / "scans", 4, size=(96, 96))
+    splits = {"train": ds.subset(range(3)), "val": ds.subset([3]), "test": ds.subset([3])}
+    config = TrainConfig(tiles=1, tile_size=64, imgsz=64, batch=4, nbs=4, epochs=1, warmup_epochs=0, val_every=1,
+                         device="cpu", out=tmp_path / "run", aug=[])
+    result = train_on_splits(config, splits, quiet=True)
+    for weights in (result.best, result.last):
+        assert read_input_mapping(weights) == CURRENT_INPUT_MAPPING, weights
+    assert TiledPredictor(result.best, tile=64).input_mapping == CURRENT_INPUT_MAPPING
+
+
+def test_onnx_export_carries_the_mapping(stamped_model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from rarespot.detect.backends import OnnxBackend
+    from rarespot.detect.export import export_onnx
+
+    out = export_onnx(stamped_model, tmp_path / "model.onnx", imgsz=64, simplify=False)
+    assert read_input_mapping(out) == CURRENT_INPUT_MAPPING
+    assert OnnxBackend(out).input_mapping == CURRENT_INPUT_MAPPING
