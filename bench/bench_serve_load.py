@@ -108,7 +108,9 @@ def main() -> int:
     print(f"peer before (direct TiledPredictor.predict): median {statistics.median(direct_before):.2f} s/scan",
           flush=True)
 
-    settings = ServeSettings(tile=args.tile, floor_conf=0.05, detect_timeout_s=args.time_limit, max_pending=64)
+    # Every simulated client comes from 127.0.0.1: lift the per-client queue limit to the number of clients.
+    settings = ServeSettings(tile=args.tile, floor_conf=0.05, detect_timeout_s=args.time_limit, max_pending=64,
+                             max_pending_per_client=max(4, args.clients))
     app = create_app(model, settings)
     with serve_in_background(app) as url:
         warm = run_load(url, data, "scan16.png", clients=1, requests=1, time_limit_s=300)

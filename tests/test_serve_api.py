@@ -19,8 +19,11 @@ from rarespot.serve.settings import ServeSettings
 from serve_fixtures import CLASS_NAMES, FakePredictor, png_bytes, scan_16bit, tiny_yolo, write_dicom
 
 
+BASE_URL = "http://localhost"  # a host name the server answers to (TestClient's default "testserver" is not)
+
+
 def make_client(predictor=None, **settings) -> TestClient:
-    return TestClient(create_app(predictor or FakePredictor(), ServeSettings(**settings)))
+    return TestClient(create_app(predictor or FakePredictor(), ServeSettings(**settings)), base_url=BASE_URL)
 
 
 def upload(client: TestClient, data: bytes, name: str = "scan.png", **form):
@@ -34,11 +37,12 @@ def test_health_and_model_info():
     client = make_client()
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["models"] == ["fake"] and health["pending_detections"] == 0
+    assert health["stopping_detections"] == 0
     models = client.get("/api/models").json()
     assert models == [
         {
             "name": "fake", "default": True, "class_names": CLASS_NAMES, "floor_conf": 0.05,
-            "tile": None, "overlap": None, "iou": None, "merge": None,
+            "tile": None, "overlap": None, "iou": None, "merge": None, "input_mapping": None,
         }
     ]
 
@@ -155,7 +159,8 @@ def test_chunked_upload_over_the_size_limit_is_413():
         ("scan.bmp", b"BM" + b"\0" * 100, 415, "file type '.bmp' is not accepted"),
         ("scan.png", b"just some text, not an image", 415, "content is not a PNG, TIFF, DICOM or JPEG image"),
         ("scan.png", b"", 400, "the file is empty"),
-        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50, 400, "corrupt or unreadable PNG"),
+        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50, 400, "truncated PNG (no end chunk)"),
+        ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50 + b"IEND\xaeB`\x82", 400, "corrupt or unreadable PNG"),
         ("cut.jpg", b"\xff\xd8\xff\xe0" + b"\x11" * 300, 400, "corrupt JPEG"),
         ("bad.tif", b"II*\x00" + b"\xff" * 64, 400, "corrupt or unreadable TIFF"),
     ],
@@ -200,7 +205,7 @@ def test_unknown_model_is_400_with_the_choices():
 def test_model_list_picks_the_requested_model():
     slow, fast = FakePredictor(base_scores=(0.3,)), FakePredictor(base_scores=(0.8, 0.7))
     slow.name, fast.name = "first", "second"
-    client = TestClient(create_app([slow, fast], ServeSettings()))
+    client = TestClient(create_app([slow, fast], ServeSettings()), base_url=BASE_URL)
     assert [m["name"] for m in client.get("/api/models").json()] == ["first", "second"]
     body = upload(client, png_bytes(scan_16bit(64, 64)), model="second").json()
     assert body["model"] == "second" and [d["score"] for d in body["detections"]] == [0.8, 0.7]
@@ -233,7 +238,7 @@ def test_requests_that_timed_out_while_queued_never_run_the_model():
 
     async def burst():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
             return await asyncio.gather(
                 *[client.post("/api/detect", files={"file": (f"s{i}.png", data)}) for i in range(3)]
             )
@@ -250,7 +255,7 @@ def test_model_is_used_by_one_request_at_a_time_and_overload_is_503():
 
     async def burst():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
             return await asyncio.gather(
                 *[client.post("/api/detect", files={"file": (f"s{i}.png", data)}) for i in range(5)]
             )
@@ -296,9 +301,9 @@ def test_render_bad_filter_and_unknown_scan_are_clear_errors():
     client = make_client()
     scan_id = upload(client, png_bytes(scan_16bit(32, 32))).json()["id"]
     bad = client.get(f"/api/scans/{scan_id}/render", params={"view": "sparkle:amount=3"})
-    assert bad.status_code == 400 and "unknown view filter 'sparkle'" in bad.json()["detail"]
+    assert bad.status_code == 422 and "unknown view filter 'sparkle'" in bad.json()["detail"][0]["msg"]
     refused = client.get(f"/api/scans/{scan_id}/render", params={"view": "gamma:g=-1"})
-    assert refused.status_code == 400 and "gamma must be positive" in refused.json()["detail"]
+    assert refused.status_code == 422 and "g=-1 is out of range" in refused.json()["detail"][0]["msg"]
     missing = client.get("/api/scans/not-an-id/render")
     assert missing.status_code == 404 and "not found" in missing.json()["detail"]
 
@@ -368,7 +373,7 @@ def test_detect_with_a_real_tiled_predictor_on_an_untrained_yolo(tmp_path):
     torch.set_num_threads(2)
     model = tiny_yolo(tmp_path / "tiny.pt")
     # An untrained model scores below ~1e-3: a floor of 1e-4 lets its boxes through.
-    client = TestClient(create_app(model, ServeSettings(floor_conf=1e-4, tile=256, overlap=0.1, batch=4)))
+    client = TestClient(create_app(model, ServeSettings(floor_conf=1e-4, tile=256, overlap=0.1, batch=4)), base_url=BASE_URL)
     info = client.get("/api/models").json()[0]
     assert info["name"] == "tiny" and info["class_names"] == CLASS_NAMES and info["tile"] == 256
     response = upload(client, png_bytes(scan_16bit(400, 320)), "scan16.png")

@@ -31,6 +31,10 @@ OTHER_CV2_SUFFIXES = {".bmp"}
 IMAGE_SUFFIXES = PNG_SUFFIXES | JPEG_SUFFIXES | TIFF_SUFFIXES | DICOM_SUFFIXES | OTHER_CV2_SUFFIXES
 
 
+class ImageTooLarge(InputError):
+    """The file's header announces more pixels than a reader should decode."""
+
+
 def is_image_file(path: str | Path) -> bool:
     """True when the suffix is one rarespot can read."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
@@ -77,6 +81,17 @@ def _to_rgb(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _check_complete(path: Path, fmt: str, tail: bytes) -> None:
+    """Refuse a PNG or JPEG whose end marker is missing (``tail``: the file's last 4 KB)."""
+    if fmt == "png" and b"IEND" not in tail[-64:]:
+        # A PNG cut short (e.g. still being copied): say so, rather than let libpng print to stderr.
+        raise InputError(path, "truncated PNG (no end chunk): the file is incomplete, or still being written")
+    if fmt == "jpeg" and b"\xff\xd9" not in tail:
+        # libjpeg decodes a truncated JPEG into a grey-padded image with only a
+        # console warning; the missing end-of-image marker is the reliable sign.
+        raise InputError(path, "corrupt JPEG: truncated (no end-of-image marker)")
+
+
 def _read_cv2(path: Path, fmt: str) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work too
@@ -84,10 +99,7 @@ def _read_cv2(path: Path, fmt: str) -> np.ndarray:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
     if data.size == 0:
         raise InputError(path, "empty file")
-    if fmt == "jpeg" and b"\xff\xd9" not in data[-4096:].tobytes():
-        # libjpeg decodes a truncated JPEG into a grey-padded image with only a
-        # console warning; the missing end-of-image marker is the reliable sign.
-        raise InputError(path, "corrupt JPEG: truncated (no end-of-image marker)")
+    _check_complete(path, fmt, data[-4096:].tobytes())
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise InputError(path, f"corrupt or unreadable {fmt.upper()} file")
@@ -217,6 +229,16 @@ def image_size(path: str | Path) -> tuple[int, int]:
     Loading a dataset of thousands of scans only needs sizes (to check boxes);
     full decoding, which also finds corrupt files, is ``rarespot data check``.
     """
+    width, height, _ = image_header(path)
+    return width, height
+
+
+def image_header(path: str | Path) -> tuple[int, int, int]:
+    """(width, height, frames) from the file header (Pillow, tifffile or pydicom), without
+    decoding the pixels: what a server checks before it lets a decoder allocate memory.
+
+    An image so large that Pillow refuses to open it raises :class:`ImageTooLarge`.
+    """
     path = Path(path)
     _check_exists(path)
     fmt = _format_of(path)
@@ -225,21 +247,34 @@ def image_size(path: str | Path) -> tuple[int, int]:
             import pydicom
 
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            return int(ds.Columns), int(ds.Rows)
+            return int(ds.Columns), int(ds.Rows), int(getattr(ds, "NumberOfFrames", 1) or 1)
         if fmt == "tiff":
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
                 shape = tif.pages[0].shape
-            return int(shape[1]), int(shape[0])
+            return int(shape[1]), int(shape[0]), 1
         from PIL import Image
 
-        with Image.open(path) as im:  # PIL reads only the header until .load()
-            return int(im.size[0]), int(im.size[1])
+        if fmt in ("png", "jpeg"):
+            with open(path, "rb") as fh:
+                fh.seek(max(0, path.stat().st_size - 4096))
+                _check_complete(path, fmt, fh.read())
+        try:
+            with Image.open(path) as im:  # PIL reads only the header until .load()
+                return int(im.size[0]), int(im.size[1]), 1
+        except Image.DecompressionBombError as exc:
+            import re
+
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow will open"
+            raise ImageTooLarge(path, f"the header announces {size}, far more than a scan") from None
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(path, f"corrupt or unreadable image header ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            path, f"corrupt or unreadable {fmt.upper()} file (header: {type(exc).__name__}: {exc})"
+        ) from None
 
 
 def write_image(path: str | Path, image: np.ndarray, png_compression: int = 3, fast: bool = False) -> Path:

@@ -13,7 +13,15 @@ def serve(
         None, "--model", "-m", help="Model file (.pt); repeat for a model list in the page. The first is the default."
     ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Settings YAML (see rarespot.serve.settings)."),
-    host: Optional[str] = typer.Option(None, help="Address to listen on (default 127.0.0.1, this machine only)."),
+    host: Optional[str] = typer.Option(
+        None, help="Address to listen on (default 127.0.0.1, this machine only). Beyond loopback a token is required."
+    ),
+    token_file: Optional[Path] = typer.Option(
+        None, "--token-file", help="File holding the access token (or set RARESPOT_SERVE_TOKEN); every request needs it."
+    ),
+    allowed_host: list[str] = typer.Option(
+        None, "--allowed-host", help="A host name operators use to reach the server (repeatable); others get 400."
+    ),
     port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
     max_upload_mb: Optional[float] = typer.Option(None, help="Largest accepted upload in MB (default 64)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds a detection may take before 504 (default 120)."),
@@ -37,10 +45,18 @@ def serve(
         "floor_conf": floor_conf,
         "tile": tile,
         "device": device,
+        "token_file": token_file,
+        "allowed_hosts": list(allowed_host) if allowed_host else None,
     }
     settings = ServeSettings(**{**settings.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
     if not settings.models:
         raise typer.BadParameter("give a model with --model PATH (or models: in --config)", param_hint="--model")
-    app = create_app(settings=settings)  # InputError for a missing model file -> one line, exit 2
-    typer.echo(f"rarespot review: http://{settings.host}:{settings.port}/  (API docs at /docs)")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # InputError (one line, exit 2) for a missing model file, or a bind beyond loopback without a token.
+    app = create_app(settings=settings)
+    from rarespot.serve.security import uvicorn_config
+
+    if app.state.exposure_warning:
+        typer.secho(app.state.exposure_warning, err=True, fg="yellow")
+    login = " (the browser asks for the token as its password)" if settings.resolved_token() else ""
+    typer.echo(f"rarespot review: http://{settings.host}:{settings.port}/{login}  (API docs at /docs)")
+    uvicorn.Server(uvicorn_config(app, settings, log_level="info")).run()

@@ -7,10 +7,12 @@ scans stay in memory.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from rarespot.errors import InputError
 
@@ -27,6 +29,21 @@ ALLOWED_SUFFIXES: dict[str, str] = {
 }
 
 
+TOKEN_ENV = "RARESPOT_SERVE_TOKEN"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ServeSettings(BaseModel):
     """Limits and inference parameters of the review app.
 
@@ -34,6 +51,13 @@ class ServeSettings(BaseModel):
         the first is the default. Empty when the app is built from predictor objects.
     floor_conf: the server returns every box at or above this confidence; the
         page's slider then filters live, without another round trip.
+
+    Access (see README, "Operator review app"): the server answers only to the
+    host names in ``allowed_hosts`` (plus this machine's loopback names), refuses
+    state-changing requests from other origins, and with a token (``token``,
+    ``token_file`` or the ``RARESPOT_SERVE_TOKEN`` environment variable) requires
+    it on every request (HTTP Basic password or ``Authorization: Bearer``). A
+    token is required when ``host`` is not a loopback address.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,7 +70,29 @@ class ServeSettings(BaseModel):
     cache_items: int = Field(8, ge=1, description="uploads kept in memory for re-rendering (LRU)")
     max_pending: int = Field(32, ge=1, description="detections queued or running; more get 503")
     workers: int = Field(1, ge=1, description="inference threads; each model is still used by one at a time")
-    max_pixels: int = Field(100_000_000, ge=1, description="refuse decoded images larger than this")
+    max_pixels: int = Field(
+        100_000_000, ge=1, description="refuse images larger than this (read from the file header, before decoding)"
+    )
+    cache_mb: float = Field(2048.0, gt=0, description="memory for cached scans, all clients together")
+    max_pending_per_client: int = Field(4, ge=1, description="detections one client may have queued or running; then 429")
+    render_workers: int = Field(2, ge=1, description="view-filter renders run at once; others wait")
+    # Access control.
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names or addresses clients use to reach the server ('*.example.org' allowed), "
+        "besides localhost/127.0.0.1/::1 and the --host address; a request for any other Host gets 400",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="other web origins (scheme://host:port) allowed to send uploads"
+    )
+    token: SecretStr | None = Field(None, description="access token; prefer token_file or RARESPOT_SERVE_TOKEN")
+    token_file: Path | None = Field(None, description="file holding the access token (first line)")
+    # Connection timeouts (seconds).
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
+    body_idle_timeout_s: float = Field(15.0, gt=0, description="longest pause while an upload is sent; then 408")
+    body_timeout_s: float = Field(120.0, gt=0, description="a whole upload must arrive within this; then 408")
+    keep_alive_s: float = Field(5.0, gt=0, description="an idle kept-alive connection is closed after this")
+    max_connections: int = Field(64, ge=1, description="open connections at once; more get 503")
     # Inference parameters passed to TiledPredictor.
     floor_conf: float = Field(0.05, ge=0.0, le=1.0)
     default_conf: float = Field(0.25, ge=0.0, le=1.0, description="initial slider position in the page")
@@ -68,6 +114,29 @@ class ServeSettings(BaseModel):
         if isinstance(value, (str, Path)):
             return [value]
         return value
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether ``host`` is reachable from this machine only."""
+        return is_loopback_host(self.host)
+
+    def resolved_token(self) -> str | None:
+        """The access token: ``token``, else the first line of ``token_file``, else $RARESPOT_SERVE_TOKEN."""
+        if self.token is not None and self.token.get_secret_value().strip():
+            return self.token.get_secret_value().strip()
+        if self.token_file is not None:
+            try:
+                lines = self.token_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise InputError(self.token_file, f"cannot read the token file: {exc.strerror or exc}") from None
+            token = lines[0].strip() if lines else ""
+            if len(token) < 16:
+                raise InputError(self.token_file, "the token file's first line must hold a token of 16 or more characters")
+            return token
+        env = os.environ.get(TOKEN_ENV, "").strip()
+        if env and len(env) < 16:
+            raise InputError(None, f"${TOKEN_ENV} must hold a token of 16 or more characters")
+        return env or None
 
     @property
     def max_upload_bytes(self) -> int:

@@ -96,6 +96,8 @@ async function detectFile(file) {
     }
     await renderView(true);
     document.body.dataset.state = "ready";
+    // What the operator should know about this result (e.g. an old model given an 8-bit scan).
+    if (scan.warnings && scan.warnings.length) showMessage(scan.warnings.join(" "), "info");
   } catch (err) {
     showMessage(`${file.name}: upload failed (${err.message})`);
   } finally {
