@@ -90,8 +90,8 @@ def test_cae_fit_returns_self_and_contract(fitted, normals):
     pred = det.predict(normals)
     assert set(np.unique(pred)) <= {-1, 1}
     assert np.array_equal(pred == -1, det.decision_function(normals) < 0)
-    # offset_ is the stored threshold of the chosen score, not a literal.
-    assert det.offset_ == -det.thresholds_.combined
+    # offset_ is the stored threshold of the chosen score (the error, by default), not a literal.
+    assert det.config_.score.combine == "error" and det.offset_ == -det.thresholds_.error
     assert det.transform(normals[:3]).shape == (3, 2 * 4 * 4)
 
 

@@ -48,8 +48,14 @@ class TrainConfig(_Strict):
 class ScoreConfig(_Strict):
     """How the per-pixel error map becomes one number per image, and the latent density."""
 
+    # Defaults chosen on the malaria validation split (held-out Uninfected + non-test Parasitized cells;
+    # never the test split): bench/bench_screen_select.py, docs/benchmarks/screen.md. Dark stains are the
+    # anomaly there; for bright anomalies use error_sign "brighter" (or "both").
     error_sign: Literal["both", "darker", "brighter"] = Field(
-        "both", description="which pixel errors count: |x - recon|, only pixels darker than the reconstruction, or brighter"
+        "darker", description="which pixel errors count: |x - recon|, only pixels darker than the reconstruction, or brighter"
+    )
+    error_smooth_sigma: float | None = Field(
+        1.0, gt=0, description="Gaussian sigma (pixels at model size) applied to the signed error before the sign rule; None = per-pixel errors"
     )
     # Default chosen on a validation split of the malaria benchmark (never its test split;
     # docs/benchmarks/screen.md): the mean squared error of the worst 5% of object pixels beat the
@@ -69,17 +75,48 @@ class ScoreConfig(_Strict):
     kde_max_points: int | None = Field(
         1024, ge=16, description="fast path: above this many training latents, the KDE is fitted on k-means centres weighted by cluster size"
     )
+    # "error": on the malaria validation split the latent density (AUROC ~0.7) only dilutes the error.
     combine: Literal["error", "density", "combined"] = Field(
-        "combined", description="which score the detector thresholds: reconstruction error, -log density, or their combination"
+        "error", description="which score the detector thresholds: reconstruction error, -log density, or their combination"
     )
 
 
+class PatchConfig(_Strict):
+    """The pretrained-feature detector (``detector: patch``; rarespot.screen.patch)."""
+
+    method: Literal["patchcore", "padim", "gaussian"] = Field(
+        "gaussian", description="nearest neighbour in a coreset memory bank, a Gaussian per patch position, or one Gaussian for all positions"
+    )
+    size: int = Field(96, ge=16, description="images are resized to size x size for the pretrained network; a multiple of the deepest stride")
+    stages: tuple[int, ...] = Field((1, 2), description="EfficientNet-Lite0 stages whose feature maps are used (1: stride 4, 2: stride 8, 3: stride 16)")
+    coreset_size: int = Field(2000, ge=1, description="patchcore: patches kept in the memory bank")
+    coreset_candidates: int = Field(100_000, ge=1, description="patchcore: random object patches the coreset is chosen from")
+    reg: float = Field(0.01, gt=0, description="padim / gaussian: added to the covariance diagonal")
+
+    @model_validator(mode="after")
+    def _stages_valid(self) -> "PatchConfig":
+        from rarespot.pretrained import STAGE_STRIDES
+
+        if not self.stages or min(self.stages) < 0 or max(self.stages) >= len(STAGE_STRIDES):
+            raise ValueError(f"patch.stages must be in 0..{len(STAGE_STRIDES) - 1}, got {self.stages}")
+        step = STAGE_STRIDES[max(self.stages)]
+        if self.size % step:
+            raise ValueError(f"patch.size {self.size} must be a multiple of {step} (stride of stage {max(self.stages)})")
+        return self
+
+
 class ScreenConfig(_Strict):
+    detector: Literal["cae", "patch"] = Field("cae", description="convolutional autoencoder (+ latent KDE), or pretrained patch features")
     data: DataConfig = DataConfig()
     model: AutoencoderConfig = AutoencoderConfig()
     train: TrainConfig = TrainConfig()
     score: ScoreConfig = ScoreConfig()
+    patch: PatchConfig = PatchConfig()
     far: float = Field(0.05, gt=0, lt=1, description="false-alarm rate on held-out normal images at which thresholds are set")
+    # Scoring only (training is torch): onnxruntime needs ~1.8x less CPU per image (docs/benchmarks/screen.md).
+    backend: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto", description="network back-end for scoring: onnxruntime when installed (auto), or torch"
+    )
 
     @model_validator(mode="after")
     def _size_fits_the_network(self) -> "ScreenConfig":

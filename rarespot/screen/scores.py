@@ -30,12 +30,28 @@ from rarespot.screen.config import ScoreConfig
 # maps is ~9x cheaper in CPU time than batched torch convolutions (measured).
 
 
-def error_map(x: np.ndarray, recon: np.ndarray, sign: str = "both") -> np.ndarray:
+def error_map(x: np.ndarray, recon: np.ndarray, sign: str = "both", smooth_sigma: float | None = None) -> np.ndarray:
     """Per-pixel error (N, H, W) from (N, C, H, W) input and reconstruction, averaged over channels.
 
     ``both``: |x - recon|; ``darker``: only where the input is darker than its
     reconstruction (stains, dense objects); ``brighter``: the reverse.
+
+    ``smooth_sigma``: first average the *signed* difference (over channels, then with a
+    Gaussian of this sigma in pixels, OpenCV's default reflect-101 border), then apply the sign
+    rule. A stain is a blob of several pixels while per-pixel reconstruction noise is not, and
+    the small +/- pairs an autoencoder leaves along edges cancel: on the malaria validation split
+    this lifted AUROC from 0.956 to 0.976 (docs/benchmarks/screen.md).
     """
+    if smooth_sigma:
+        diff = (recon - x).mean(axis=1).astype(np.float32)
+        diff = np.stack([cv2.GaussianBlur(d, (0, 0), float(smooth_sigma)) for d in diff]) if len(diff) else diff
+        if sign == "both":
+            return np.abs(diff)
+        if sign == "darker":
+            return np.clip(diff, 0, None)
+        if sign == "brighter":
+            return np.clip(-diff, 0, None)
+        raise ValueError(f"error sign must be both/darker/brighter, not {sign!r}")
     diff = recon - x  # > 0 where the input is darker than what the model expects
     if sign == "both":
         err = np.abs(diff)

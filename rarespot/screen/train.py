@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,47 @@ class TrainHistory:
     stopped_early: bool = False
     seconds: float = 0.0
     resumed_from_epoch: int | None = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
+
+
+class EpochLog:
+    """Plain progress lines for logs (stdout is not a terminal): one per epoch, and one a minute
+    inside an epoch that runs longer, each with the estimated time left. Flushed at once."""
+
+    def __init__(self, epochs: int, every_s: float = 60.0, print_fn=print, clock=time.perf_counter):
+        self.epochs, self.every_s, self.print, self.clock = epochs, every_s, print_fn, clock
+        self.epoch_times: list[float] = []
+        self.epoch_start = self.last_line = self.clock()
+
+    def _left(self, epoch: int, done_in_epoch: float) -> str:
+        per_epoch = (sum(self.epoch_times[-5:]) / len(self.epoch_times[-5:])) if self.epoch_times else None
+        elapsed = self.clock() - self.epoch_start
+        if per_epoch is None:
+            if done_in_epoch <= 0:
+                return "?"
+            per_epoch = elapsed / done_in_epoch
+        return _duration(per_epoch * (self.epochs - epoch - 1) + max(per_epoch - elapsed, 0.0))
+
+    def batch(self, epoch: int, done: int, total: int, loss: float) -> None:
+        now = self.clock()
+        if now - self.last_line >= self.every_s:
+            self.last_line = now
+            self.print(f"CAE epoch {epoch + 1}/{self.epochs}: batch {done}/{total}, train MSE {loss:.5f}, "
+                       f"~{self._left(epoch, done / total)} left (at most; early stopping may end sooner)", flush=True)
+
+    def epoch(self, epoch: int, train_loss: float, val_loss: float, best_epoch: int, stopped: bool) -> None:
+        now = self.clock()
+        self.epoch_times.append(now - self.epoch_start)
+        left = "stopping early" if stopped or epoch + 1 >= self.epochs else f"~{self._left(epoch, 1.0)} left"
+        self.print(f"CAE epoch {epoch + 1}/{self.epochs}: train MSE {train_loss:.5f}, val MSE {val_loss:.5f} "
+                   f"(best: epoch {best_epoch + 1}), {self.epoch_times[-1]:.1f} s, {left}", flush=True)
+        self.epoch_start = self.last_line = now
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
@@ -74,6 +116,10 @@ def train_autoencoder(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # On a terminal: a live bar. Otherwise (a log file, CI, nohup): one plain line per epoch, and one
+    # a minute inside an epoch that takes longer, each with the time left.
+    log = EpochLog(train_cfg.epochs) if progress and not sys.stdout.isatty() else None
+    progress = progress and log is None
     if len(train_x) == 0:
         raise ValueError("no training images")
     if len(val_x) == 0:
@@ -130,6 +176,8 @@ def train_autoencoder(
                 optimizer.step()
                 running += loss.item() * len(batch)
                 bar.update(task, advance=1, loss=f"{running / min(len(xt), i + len(batch)):.5f}")
+                if log is not None:
+                    log.batch(epoch, b + 1, n_batches, running / min(len(xt), i + len(batch)))
             history.train_loss.append(running / len(xt))
             val = _mean_loss(model, xv, 512)
             history.val_loss.append(val)
@@ -141,6 +189,8 @@ def train_autoencoder(
                 bad_epochs += 1
                 history.stopped_early = bad_epochs >= train_cfg.patience
             history.seconds = time.perf_counter() - started
+            if log is not None:
+                log.epoch(epoch, history.train_loss[-1], val, history.best_epoch, history.stopped_early)
             if checkpoint is not None:
                 atomic_torch_save(
                     {"run_key": run_key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
