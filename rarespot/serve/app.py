@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as Path_
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -334,6 +334,24 @@ def _load_models(model, settings: ServeSettings) -> list[_ModelEntry]:
     return entries
 
 
+def _no_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is a 422, not silently ignored (a typo such as
+    ``?cnf=0.5`` would otherwise return every box)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in dependant.query_params}
+    unknown = [k for k in request.query_params.keys() if k not in known]
+    if unknown:
+        from fastapi.exceptions import RequestValidationError
+
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": ("query", k[:40]), "msg": f"unknown query parameter {k[:40]!r}",
+              "input": None} for k in unknown[:5]]
+        )
+
+
 def _accepts_cancel(predictor) -> bool:
     try:
         return "cancel" in inspect.signature(predictor.predict).parameters
@@ -400,6 +418,7 @@ def create_app(model=None, settings: ServeSettings | None = None) -> FastAPI:
             "scans are kept per client. With a token, send it as the HTTP Basic password or a Bearer token."
         ),
         lifespan=lifespan,
+        dependencies=[Depends(_no_unknown_query)],
         docs_url=None,  # served below from local files: Swagger UI from a CDN would be blank offline
         redoc_url=None,
     )
