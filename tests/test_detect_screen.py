@@ -21,6 +21,15 @@ from rarespot.io.images import write_image
 from serve_fixtures import CLASS_NAMES, FakePredictor, FakeDetections, scan_16bit, tiny_yolo
 
 
+def corrupt_png() -> bytes:
+    """A complete PNG (end chunk and all) whose image data fails its checksum: libpng complains."""
+    import cv2
+
+    data = bytearray(cv2.imencode(".png", scan_16bit(40, 40))[1].tobytes())
+    data[data.index(b"IDAT") + 10] ^= 0xFF
+    return bytes(data)
+
+
 def make_folder(root: Path) -> Path:
     """Scans whose brightest value sets the fake predictor's top score (0.9 * peak / 65535)."""
     src = root / "scans"
@@ -28,7 +37,7 @@ def make_folder(root: Path) -> Path:
     write_image(src / "a_bright.png", scan_16bit(120, 100, peak=65535))  # top score 0.9
     write_image(src / "day2" / "b_mid.tif", scan_16bit(120, 100, peak=43690, seed=1))  # 0.6
     write_image(src / "c_dim.png", scan_16bit(120, 100, peak=21845, seed=2))  # 0.3
-    (src / "d_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 20)
+    (src / "d_broken.png").write_bytes(corrupt_png())
     (src / "notes.txt").write_text("not a scan")
     return src
 
@@ -59,6 +68,7 @@ def test_screen_writes_csv_sheet_and_thumbnails(tmp_path):
     assert by_file["c_dim.png"]["max_confidence"] == "0.30000" and by_file["c_dim.png"]["flagged"] == "0"
     broken = by_file["d_broken.png"]
     assert broken["n_detections"] == "0" and "corrupt or unreadable PNG" in broken["error"]
+    assert "libpng error" in broken["error"]  # what the decoder said, in the file's own row
     assert (result.n_scans, result.n_flagged, result.n_errors, result.n_skipped) == (4, 2, 1, 0)
 
     # Contact sheet: flagged scans only, most confident first; the bad file listed with its error.
@@ -251,9 +261,94 @@ def test_screen_real_opixray_scans_from_a_list_file(opixray_dir, tmp_path):
     assert all(r["error"] == "" and int(r["n_detections"]) > 0 for r in rows)
     assert result.n_flagged == 4 and len(list((tmp_path / "out" / "thumbs").iterdir())) == 4
 
-    client = TestClient(create_app(model, ServeSettings(floor_conf=1e-4, tile=416)))
+    client = TestClient(create_app(model, ServeSettings(floor_conf=1e-4, tile=416)), base_url="http://localhost")
     response = client.post("/api/detect", files={"file": (images[0].name, images[0].read_bytes())})
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["width"], body["height"], body["channels"], body["format"]) == (416, 416, 3, "JPEG")
     assert len(body["detections"]) > 0
+
+
+# ------------------------------------------------------------------ resume: retries, JSONL/CSV pair, interrupts
+
+
+def test_decoder_messages_go_into_the_row_not_onto_the_terminal(tmp_path, capfd):
+    src = make_folder(tmp_path)
+    screen_folder(src, brightness_predictor(), tmp_path / "out", progress=False)
+    captured = capfd.readouterr()
+    assert "libpng" not in captured.err and "libpng" not in captured.out
+    row = next(r for r in read_csv(tmp_path / "out" / "screen.csv") if r["file"] == "d_broken.png")
+    assert row["error"].startswith("corrupt or unreadable PNG file (libpng error: IDAT: ")
+
+
+def test_failed_rows_are_retried_only_when_asked(tmp_path):
+    src = make_folder(tmp_path)
+    whole = (src / "a_bright.png").read_bytes()
+    (src / "e_copying.png").write_bytes(whole[: len(whole) // 2])  # still being copied
+    out = tmp_path / "out"
+    screen_folder(src, brightness_predictor(), out, progress=False)
+    row = next(r for r in read_csv(out / "screen.csv") if r["file"] == "e_copying.png")
+    assert row["error"].startswith("truncated PNG") and "still being written" in row["error"]
+    sheet = (out / "contact_sheet.html").read_text()
+    assert "--retry-errors" in sheet and "e_copying.png" in sheet
+
+    (src / "e_copying.png").write_bytes(whole)  # the copy finished
+    plain = brightness_predictor()
+    screen_folder(src, plain, out, progress=False)
+    assert plain.calls == 0  # a plain resume keeps failed rows as they are
+
+    retry = brightness_predictor()
+    result = screen_folder(src, retry, out, retry_errors=True, progress=False)
+    assert retry.calls == 1  # e_copying now reads; d_broken is tried again and still fails
+    rows = {r["file"]: r for r in read_csv(out / "screen.csv")}
+    assert len(rows) == 5 and rows["e_copying.png"]["error"] == "" and rows["e_copying.png"]["flagged"] == "1"
+    assert "libpng error" in rows["d_broken.png"]["error"]
+    assert result.n_errors == 1 and "--retry-errors" in (out / "contact_sheet.html").read_text()
+
+
+def test_an_interrupt_between_the_jsonl_line_and_the_csv_row_leaves_no_duplicate(tmp_path):
+    src = make_folder(tmp_path)
+    out = tmp_path / "out"
+    screen_folder(src, brightness_predictor(), out, progress=False)
+    # The state such an interrupt leaves: day2/b_mid's JSONL line written, its CSV row not, a torn line after it.
+    lines = (out / "screen.csv").read_text().splitlines(keepends=True)
+    (out / "screen.csv").write_text("".join(line for line in lines if not line.startswith("day2/b_mid.tif")))
+    with (out / "detections.jsonl").open("a") as fh:
+        fh.write('{"file": "c_dim.png", "detec')
+    again = brightness_predictor()
+    screen_folder(src, again, out, progress=False)
+    assert again.calls == 1
+    files = [json.loads(x)["file"] for x in (out / "detections.jsonl").read_text().splitlines()]
+    assert sorted(files) == ["a_bright.png", "c_dim.png", "day2/b_mid.tif"]  # each once
+    assert len(read_csv(out / "screen.csv")) == 4
+
+
+def test_ctrl_c_saves_the_sheet_and_says_how_to_resume(tmp_path):
+    from rarespot.detect.screen_batch import ScreenInterrupted
+
+    src = make_folder(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(ScreenInterrupted) as stop:
+        screen_folder(src, StopAfter(2), out, progress=False)
+    assert (stop.value.done, stop.value.total, stop.value.n_errors) == (3, 4, 1)
+    message = stop.value.message("rarespot detect screen scans --model m.pt")
+    assert "interrupted after 3 of 4 scans" in message and "`rarespot detect screen scans --model m.pt` again to resume" in message
+    assert "--retry-errors" in message
+    assert "a_bright.png" in (out / "contact_sheet.html").read_text()  # the partial sheet is there
+
+
+def test_cli_interrupt_prints_the_resume_hint(tmp_path, monkeypatch):
+    from rarespot.cli import app
+    from rarespot.detect.predict import TiledPredictor
+
+    src = make_folder(tmp_path)
+    model = tiny_yolo(tmp_path / "tiny.pt")
+
+    def interrupted(self, image, conf=None, cancel=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TiledPredictor, "predict", interrupted)
+    result = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 130
+    assert "interrupted after 0 of 4 scans" in result.output and "again to resume" in result.output
+    assert "Traceback" not in result.output

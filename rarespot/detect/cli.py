@@ -249,16 +249,31 @@ def screen(
     overlap: float = typer.Option(0.2, help="Tile overlap fraction."),
     device: str = typer.Option("cpu", help="Inference device, e.g. cpu or 0."),
     restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an earlier run in --out."),
+    retry_errors: bool = typer.Option(
+        False, "--retry-errors", help="On resume, screen again the files that could not be read (e.g. still being copied)."
+    ),
 ) -> None:
     """Screen a folder of scans: CSV of detections per scan + HTML contact sheet of the flagged ones. Resumable."""
-    from rarespot.detect.screen_batch import screen_folder
+    import shlex
+    import sys
+
+    from rarespot.detect.screen_batch import ScreenInterrupted, screen_folder
 
     if flag_conf < conf:
         raise typer.BadParameter(f"--flag-conf ({flag_conf}) must be at least --conf ({conf})", param_hint="--flag-conf")
     out = out or Path(f"screen_{source.resolve().name or 'scans'}")
-    result = screen_folder(
-        source, model, out, conf=conf, flag_conf=flag_conf, restart=restart, tile=tile, overlap=overlap, device=device
-    )
+    try:
+        result = screen_folder(
+            source, model, out, conf=conf, flag_conf=flag_conf, restart=restart, retry_errors=retry_errors,
+            tile=tile, overlap=overlap, device=device,
+        )
+    except ScreenInterrupted as stop:
+        # The same command resumes (without --restart, which would throw the finished scans away).
+        argv = [a for a in sys.argv[1:] if a != "--restart"]
+        ran_from_shell = argv[:2] == ["detect", "screen"]
+        command = "rarespot " + " ".join(shlex.quote(a) for a in argv) if ran_from_shell else None
+        typer.echo(f"\n{stop.message(command)}\npartial contact sheet: {out / 'contact_sheet.html'}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(
         f"{result.n_scans} scans ({result.n_skipped} from an earlier run), {result.n_flagged} flagged, "
         f"{result.n_errors} unreadable in {result.seconds:.1f} s\n"

@@ -5,14 +5,20 @@
 
 - ``screen.csv``: one row per scan (file, n_detections, max_confidence,
   flagged, error), appended and flushed as each scan finishes, so an
-  interrupted run resumes where it stopped: scans already in the CSV are skipped;
-- ``detections.jsonl``: the boxes of every scan with detections (one JSON line per scan);
+  interrupted run resumes where it stopped: scans already in the CSV are skipped
+  (with ``retry_errors``, rows that failed, e.g. a file still being copied, are redone);
+- ``detections.jsonl``: the boxes of every scan with detections (one JSON line per scan).
+  The CSV row is a scan's commit mark: on resume, JSONL lines of scans without a
+  row (an interrupt between the two writes) are dropped, so no scan appears twice;
 - ``thumbs/``: a thumbnail with the boxes drawn for each flagged scan;
 - ``contact_sheet.html``: the flagged scans, most confident first, and the
   files that could not be read, with their error;
 - ``screen.json``: the settings of the run; a resume with different settings is refused.
 
-Bad files do not stop the run: they get a row with the error and are listed in the sheet.
+Bad files do not stop the run: they get a row with the error and are listed in the sheet;
+what the image decoders print about them (e.g. ``libpng error: IDAT: CRC error``) goes into
+that row's message, not onto the terminal. An interrupt (Ctrl-C) writes the contact sheet
+of the scans done so far and raises :class:`ScreenInterrupted`, which says how to resume.
 """
 
 from __future__ import annotations
@@ -41,6 +47,21 @@ CSV_FIELDS = ["file", "n_detections", "max_confidence", "flagged", "error"]
 CSV_NAME, JSONL_NAME, META_NAME, SHEET_NAME, THUMB_DIR = (
     "screen.csv", "detections.jsonl", "screen.json", "contact_sheet.html", "thumbs",
 )
+
+
+class ScreenInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a screening run; the finished scans are saved and the sheet written."""
+
+    def __init__(self, done: int, total: int, n_errors: int, out_dir: Path):
+        self.done, self.total, self.n_errors, self.out_dir = done, total, n_errors, out_dir
+        super().__init__(self.message())
+
+    def message(self, command: str | None = None) -> str:
+        again = f"`{command}`" if command else f"the same screening into {self.out_dir}"
+        retry = (
+            f"; add --retry-errors to try the {self.n_errors} scans that could not be read again" if self.n_errors else ""
+        )
+        return f"interrupted after {self.done} of {self.total} scans; run {again} again to resume{retry}"
 
 
 @dataclass
@@ -115,6 +136,42 @@ def _read_done_rows(csv_path: Path) -> list[dict]:
         return list(reader)
 
 
+def _drop_error_rows(csv_path: Path, rows: list[dict]) -> list[dict]:
+    """Rewrite the CSV without its failed rows (so those scans are screened again); returns the kept rows."""
+    kept = [r for r in rows if not r["error"]]
+    if len(kept) != len(rows):
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_bytes(csv_path, buf.getvalue().encode())
+    return kept
+
+
+def _reconcile_jsonl(jsonl_path: Path, committed: set[str]) -> None:
+    """Keep one JSONL line per scan that has its CSV row: lines of scans interrupted between
+    the two writes (or cut mid-line) go, since those scans are screened again."""
+    if not jsonl_path.exists():
+        return
+    raw = jsonl_path.read_bytes()
+    lines, seen = [], set()
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            continue  # half-written last line
+        try:
+            name = json.loads(line)["file"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if name in committed and name not in seen:
+            seen.add(name)
+            lines.append(line)
+    cleaned = b"".join(lines)
+    if cleaned != raw:
+        atomic_write_bytes(jsonl_path, cleaned)
+
+
 def _box(record: dict) -> list[float]:
     return [record["x1"], record["y1"], record["x2"], record["y2"]]
 
@@ -162,6 +219,7 @@ def screen_folder(
     conf: float = 0.25,
     flag_conf: float = 0.5,
     restart: bool = False,
+    retry_errors: bool = False,
     thumb_px: int = 384,
     progress: bool = True,
     **predictor_options,
@@ -174,6 +232,9 @@ def screen_folder(
     conf: boxes below this are dropped; a scan's ``n_detections`` counts the rest.
     flag_conf: a scan is flagged when its most confident box reaches this.
     restart: forget an earlier run in ``out_dir`` instead of resuming it.
+    retry_errors: on resume, screen again the scans whose rows hold an error (e.g. a
+        file that was still being copied), instead of keeping those rows.
+    Ctrl-C: raises :class:`ScreenInterrupted` after saving what is done.
     """
     if not 0.0 <= conf <= 1.0 or not 0.0 <= flag_conf <= 1.0:
         raise ValueError(f"conf ({conf}) and flag_conf ({flag_conf}) must lie in [0, 1]")
@@ -210,14 +271,22 @@ def screen_folder(
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
 
     done_rows = _read_done_rows(csv_path)
+    if retry_errors:
+        done_rows = _drop_error_rows(csv_path, done_rows)
     done = {row["file"] for row in done_rows}
+    _reconcile_jsonl(jsonl_path, {row["file"] for row in done_rows if row["n_detections"] not in ("", "0")})
     todo = [(f, _relative_name(f, root)) for f in files]
     todo = [(f, name) for f, name in todo if name not in done]
 
     if todo:
         predictor = _load_predictor(model, conf, predictor_options)
         class_names = list(predictor.class_names)
-        _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress)
+        try:
+            _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress)
+        except KeyboardInterrupt:
+            rows = _read_done_rows(csv_path)
+            write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag_conf=flag_conf)
+            raise ScreenInterrupted(len(rows), len(files), sum(bool(r["error"]) for r in rows), out_dir) from None
 
     rows = _read_done_rows(csv_path)
     sheet_path = write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag_conf=flag_conf)
@@ -235,7 +304,7 @@ def screen_folder(
 def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from rarespot.io.images import read_image
+    from rarespot.io.images import decoder_messages, read_image
     from rarespot.viz import render_overlay, save_png  # here, so a broken install fails once, not once per scan
 
     new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
@@ -251,7 +320,15 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
         for path, name in todo:
             row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": ""}
             try:
-                image = read_image(path)
+                failure = None
+                with decoder_messages() as decoder:  # libpng & co. print to stderr: into this row instead
+                    try:
+                        image = read_image(path)
+                    except InputError as exc:
+                        failure = exc
+                if failure is not None:
+                    said = decoder["text"]
+                    raise InputError(path, f"{failure.problem} ({said})" if said else failure.problem)
                 records = detections_to_records(predictor.predict(image), class_names, min_score=conf)
                 top = records[0]["score"] if records else 0.0
                 flagged = bool(records) and top >= flag_conf
@@ -311,6 +388,7 @@ td, th {{ border: 1px solid #444; padding: 3px 8px; text-align: left; }}
 <div class="grid">{''.join(cards) or '<p>No scan reached the flag threshold.</p>'}</div>
 <h2>Files that could not be screened</h2>
 {f'<table><tr><th>file</th><th>error</th></tr>{error_rows}</table>' if errors else '<p>None.</p>'}
+{f'<p class="muted">Files still being copied, or fixed since: run the screening again with <code>--retry-errors</code> to screen these {len(errors)} again.</p>' if errors else ''}
 </body></html>
 """
     path = out_dir / SHEET_NAME

@@ -14,6 +14,7 @@ JPEG, BMP. A missing, corrupt or unsupported file raises
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,33 @@ def _first_float(value) -> float | None:
         return float(value)
     except (TypeError, ValueError, IndexError):
         return None
+
+
+@contextmanager
+def decoder_messages():
+    """Collect what C decoders (libpng, libjpeg, libtiff) print to the process's stderr meanwhile.
+
+    Yields a dict whose ``"text"`` holds the collected lines after the block, so a batch
+    job can put them in the row of the file that caused them instead of on the terminal.
+    The redirection is process-wide: use it in single-threaded batch loops, not in a server.
+    """
+    import os
+    import sys
+    import tempfile
+
+    box = {"text": ""}
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield box
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            box["text"] = " ".join(sink.read().decode("utf-8", "replace").split())[:300]
 
 
 def read_image_with_meta(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
