@@ -65,6 +65,7 @@ def test_upload_16bit_scan_draw_boxes_and_filter_by_confidence(browser, tmp_path
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page_errors: list[str] = []
         page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+        page.on("console", lambda msg: "Content Security Policy" in msg.text and page_errors.append(msg.text))
         page.goto(url + "/")
         page.wait_for_selector("#model option[value=fake]", state="attached")
 
@@ -128,3 +129,89 @@ def test_upload_16bit_scan_draw_boxes_and_filter_by_confidence(browser, tmp_path
         assert page.locator("#message").inner_text() == "notes.png: content is not a PNG, TIFF, DICOM or JPEG image"
         assert page.evaluate("document.body.dataset.state") == "error"
         assert page_errors == []
+
+
+def _only_this_machine(page) -> list[str]:
+    """Abort every request that leaves the machine (as offline, or behind a firewall); returns them."""
+    blocked: list[str] = []
+
+    def route(r):
+        host = r.request.url.split("/")[2].split(":")[0] if "://" in r.request.url else ""
+        if host in ("127.0.0.1", "localhost") or r.request.url.startswith(("data:", "blob:")):
+            return r.continue_()
+        blocked.append(r.request.url)
+        return r.abort()
+
+    page.route("**/*", route)
+    return blocked
+
+
+def test_api_docs_render_offline_under_the_csp(browser):
+    with serve_in_background(create_app(FakePredictor(), ServeSettings(warmup=False))) as url:
+        page = browser.new_page()
+        blocked = _only_this_machine(page)
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda msg: "Content Security Policy" in msg.text and problems.append(msg.text))
+        page.goto(url + "/docs")
+        page.wait_for_selector(".opblock", timeout=20000)
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        assert "/api/detect" in operations and "/api/scans/{scan_id}/render" in operations
+        assert blocked == [] and problems == []
+
+
+def test_a_foreign_page_can_neither_post_scans_nor_frame_the_app(browser, tmp_path):
+    """A page on another origin (here another port of this machine) tries what a hostile site would."""
+    import functools
+    import http.server
+    import threading
+
+    predictor = FakePredictor()
+    app = create_app(predictor, ServeSettings(warmup=False))
+    scan_png = write_image(tmp_path / "scan.png", body_scan(64, 64)).read_bytes()
+    with serve_in_background(app) as url:
+        evil = tmp_path / "evil"
+        evil.mkdir()
+        (evil / "index.html").write_text(
+            f"""<!doctype html><body><iframe id="f" src="{url}/"></iframe><script>
+            window.result = "pending";
+            const bytes = new Uint8Array({list(scan_png)});
+            const form = new FormData();
+            form.append("file", new Blob([bytes], {{type: "image/png"}}), "pwn.png");
+            fetch("{url}/api/detect", {{method: "POST", body: form, mode: "no-cors"}})
+              .then(() => window.result = "sent", () => window.result = "failed");
+            </script></body>"""
+        )
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(evil))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            page.wait_for_function("window.result !== 'pending'", timeout=15000)
+            page.wait_for_timeout(300)
+            # The upload reached the server and was refused: the model never ran, nothing was cached.
+            assert predictor.calls == 0
+            assert app.state.cache.__len__() == 0
+            # The app refused to be framed: the frame holds no review page.
+            frame = page.frame_locator("#f")
+            assert frame.locator("#file").count() == 0
+        finally:
+            server.shutdown()
+
+
+def test_with_a_token_the_browser_signs_in_and_works(browser, tmp_path):
+    token = "browser-token-0123456789abcdef"
+    scan = write_image(tmp_path / "scan.png", body_scan(128, 112))
+    with serve_in_background(create_app(FakePredictor(), ServeSettings(token=token, warmup=False))) as url:
+        anonymous = browser.new_context()
+        assert anonymous.request.get(url + "/").status == 401  # (a page would show the browser's sign-in prompt)
+        anonymous.close()
+        context = browser.new_context(http_credentials={"username": "operator", "password": token})
+        page = context.new_page()
+        assert page.goto(url + "/").status == 200
+        page.wait_for_selector("#model option[value=fake]", state="attached")
+        page.set_input_files("#file", str(scan))
+        page.wait_for_selector("body[data-state=ready]")
+        assert page.locator("#box-count").get_attribute("data-count") == "2"
+        context.close()
