@@ -371,3 +371,27 @@ def test_unfinished_headers_and_slow_bodies_are_cut_off():
         # A well-behaved client is served, without a Server header.
         response = httpx.get(f"{url}/api/health")
         assert response.status_code == 200 and "server" not in response.headers
+
+
+def test_tls_serves_https_with_hsts(tmp_path):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found (needed to make a throwaway certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost"],
+        check=True, capture_output=True, timeout=60,
+    )
+    settings = ServeSettings(ssl_certfile=cert, ssl_keyfile=key, warmup=False)
+    app = create_app(FakePredictor(), settings)
+    with serve_in_background(app) as url:
+        assert url.startswith("https://")
+        response = httpx.get(f"{url}/", verify=False)
+        assert response.status_code == 200
+        assert response.headers["strict-transport-security"].startswith("max-age=")
+        assert "Secure" in response.headers["set-cookie"]
+    with pytest.raises(InputError, match="needs both"):
+        with serve_in_background(create_app(FakePredictor(), ServeSettings(ssl_certfile=cert, warmup=False))):
+            pass

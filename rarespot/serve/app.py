@@ -739,7 +739,7 @@ def serve_in_background(app: FastAPI, host: str | None = None, port: int = 0, lo
         time.sleep(0.02)
     bound_port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://{host}:{bound_port}"
+        yield f"{'https' if settings.tls else 'http'}://{host}:{bound_port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -19,6 +19,8 @@ def serve(
     token_file: Optional[Path] = typer.Option(
         None, "--token-file", help="File holding the access token (or set RARESPOT_SERVE_TOKEN); every request needs it."
     ),
+    ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="TLS certificate (PEM): serve HTTPS."),
+    ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM)."),
     allowed_host: list[str] = typer.Option(
         None, "--allowed-host", help="A host name operators use to reach the server (repeatable); others get 400."
     ),
@@ -46,6 +48,8 @@ def serve(
         "tile": tile,
         "device": device,
         "token_file": token_file,
+        "ssl_certfile": ssl_certfile,
+        "ssl_keyfile": ssl_keyfile,
         "allowed_hosts": list(allowed_host) if allowed_host else None,
     }
     settings = ServeSettings(**{**settings.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
@@ -58,5 +62,7 @@ def serve(
     if app.state.exposure_warning:
         typer.secho(app.state.exposure_warning, err=True, fg="yellow")
     login = " (the browser asks for the token as its password)" if settings.resolved_token() else ""
-    typer.echo(f"rarespot review: http://{settings.host}:{settings.port}/{login}  (API docs at /docs)")
-    uvicorn.Server(uvicorn_config(app, settings, log_level="info")).run()
+    config = uvicorn_config(app, settings, log_level="info")  # InputError for a missing TLS file
+    scheme = "https" if settings.tls else "http"
+    typer.echo(f"rarespot review: {scheme}://{settings.host}:{settings.port}/{login}  (API docs at /docs)")
+    uvicorn.Server(config).run()

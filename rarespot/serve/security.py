@@ -31,6 +31,7 @@ import binascii
 import re
 import secrets
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,6 +105,8 @@ class SecurityHeaders:
                     b"cross-origin-resource-policy": b"same-origin",
                     b"permissions-policy": b"camera=(), microphone=(), geolocation=(), usb=(), payment=()",
                 }
+                if scope.get("scheme") == "https":  # once on HTTPS, the browser never falls back to plain HTTP
+                    extra[b"strict-transport-security"] = b"max-age=31536000"
                 if api:  # scans are patient or passenger data: never kept in a browser or proxy cache
                     extra[b"cache-control"] = b"no-store"
                     headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
@@ -387,6 +390,15 @@ def uvicorn_config(app, settings: ServeSettings, host: str | None = None, port: 
     connection limit, no ``Server`` header."""
     import uvicorn
 
+    from rarespot.errors import InputError
+
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        raise InputError(settings.ssl_certfile or settings.ssl_keyfile, "TLS needs both ssl_certfile and ssl_keyfile")
+    for path in (settings.ssl_certfile, settings.ssl_keyfile):
+        if path is not None and not Path(path).is_file():
+            raise InputError(path, "TLS file not found")
+    if settings.tls:
+        kwargs.update(ssl_certfile=str(settings.ssl_certfile), ssl_keyfile=str(settings.ssl_keyfile))
     return uvicorn.Config(
         app,
         host=host if host is not None else settings.host,
@@ -412,10 +424,15 @@ def check_exposure(settings: ServeSettings, token: str | None) -> str | None:
             f"token: put one in a file and pass --token-file FILE (or set RARESPOT_SERVE_TOKEN); "
             f"`python -c \"import secrets; print(secrets.token_urlsafe(24))\" > token.txt` makes one",
         )
+    transport = (
+        "traffic is encrypted (TLS)" if settings.tls
+        else "traffic is plain HTTP: give --ssl-certfile/--ssl-keyfile, or put it behind a TLS proxy, on any "
+        "network you do not trust"
+    )
     return (
         f"warning: listening on {settings.host}: other machines can reach the review app. Every request needs the "
-        f"token; traffic is plain HTTP, so put it behind a TLS proxy on an untrusted network. Host names accepted: "
-        f"{', '.join(allowed_host_names(settings))} (add others with allowed_hosts)."
+        f"token; {transport}. Host names accepted: {', '.join(allowed_host_names(settings))} "
+        f"(add others with --allowed-host)."
     )
 
 

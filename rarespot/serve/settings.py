@@ -87,6 +87,8 @@ class ServeSettings(BaseModel):
     )
     token: SecretStr | None = Field(None, description="access token; prefer token_file or RARESPOT_SERVE_TOKEN")
     token_file: Path | None = Field(None, description="file holding the access token (first line)")
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM): serve HTTPS instead of plain HTTP")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) of ssl_certfile")
     # Connection timeouts (seconds).
     header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
     body_idle_timeout_s: float = Field(15.0, gt=0, description="longest pause while an upload is sent; then 408")
@@ -114,6 +116,10 @@ class ServeSettings(BaseModel):
         if isinstance(value, (str, Path)):
             return [value]
         return value
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
 
     @property
     def is_loopback(self) -> bool:
