@@ -79,6 +79,9 @@ class TrainConfig(BaseModel):
 
     # --- optimisation (seed 4) ----------------------------------------------------------
     epochs: int = Field(150, ge=1)
+    time_hours: float | None = Field(
+        None, gt=0, description="wall-clock budget in hours; when set, epochs are re-estimated to fill it (Ultralytics' time=)"
+    )
     batch: int = Field(8, ge=1)
     nbs: int = Field(64, ge=1, description="nominal batch: gradients accumulate to this many images per step")
     optimizer: str = "Adam"

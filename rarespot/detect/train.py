@@ -379,6 +379,7 @@ def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dic
         "model": model,
         "data": "rarespot",  # unused: TileTrainer.get_dataset supplies the data
         "epochs": config.epochs,
+        "time": config.time_hours,
         "batch": config.batch,
         "nbs": config.nbs,
         "imgsz": config.input_size,

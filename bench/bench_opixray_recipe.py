@@ -1,0 +1,171 @@
+"""The final comparison: rarespot's recipe for small X-ray datasets vs plain Ultralytics on OPIXray.
+
+One command, both arms, several seeds, the same data, the same wall-clock budget, one evaluator:
+
+- Data: ../shared/data/opixray (2,400 images). A fixed 20% holdout (480 images,
+  ``rarespot.io.split.carve_holdout`` share 0.2 seed 0, the same one the `opixray` study plan
+  never scores) is the test set; nobody tunes on it. The other 1,920 are split 90/10 into
+  training (1,728) and validation (192) images; both arms train on the same 1,728.
+- Peer: ``YOLO("yolo11n.yaml").train(data, imgsz=416, batch=16, workers=2, val=False, ...)``,
+  Ultralytics' defaults otherwise (``rarespot.detect.peer``), with Ultralytics' own
+  ``time=`` budget (epochs re-estimated to fill it).
+- Recipe: ``rarespot detect train --config RECIPE`` (default: the packaged ``xray-small``),
+  with the same ``time=`` budget.
+- Evaluation, the same for both (``rarespot.detect.evaluate``): whole-image inference at each
+  arm's input size, the operating confidence that maximises F1 on the 192 validation images,
+  P/R/F1 pooled over objects and averaged over classes, mAP50, and recall per class, on the
+  480 holdout images.
+
+Each (arm, seed) lands in ``OUT/results.json`` as it finishes; re-running skips finished runs
+and restarts an interrupted one from nothing.
+
+    python bench/bench_opixray_recipe.py --minutes 45 --seeds 0,1,2 --out bench/out/opixray_recipe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "opixray"
+
+
+def make_splits(data: Path):
+    from rarespot.io.annotations import load_dataset
+    from rarespot.io.split import carve_holdout, split_dataset
+
+    development, holdout = carve_holdout(load_dataset(data, fmt="yolo"), 0.2, 0)
+    parts = split_dataset(development, (0.9, 0.1, 0.0), seed=0)
+    return {"train": parts["train"], "val": parts["val"], "test": holdout}
+
+
+def train_peer(splits, run_dir: Path, seed: int, hours: float, args):
+    from rarespot.detect.peer import train_ultralytics_defaults
+
+    peer = train_ultralytics_defaults(
+        {"train": splits["train"], "val": splits["val"]}, run_dir, model="yolo11n", epochs=args.max_epochs,
+        imgsz=args.peer_imgsz, batch=16, seed=seed, device=args.device, time_hours=hours,
+    )
+    return peer.weights, args.peer_imgsz
+
+
+def train_recipe(splits, run_dir: Path, seed: int, hours: float, args):
+    from rarespot.detect.config import load_config
+    from rarespot.detect.train import remap_splits, train_on_splits
+
+    config = load_config(args.recipe, out=run_dir / "train", seed=seed, device=args.device, time_hours=hours,
+                         epochs=args.max_epochs, exist_ok=True)
+    if config.remap is not None:
+        raise SystemExit(f"{args.recipe}: the comparison needs the original 5 classes (the recipe remaps to {config.remap})")
+    run = train_on_splits(config, remap_splits({"train": splits["train"], "val": splits["val"]}, None), quiet=False)
+    return run.best, config
+
+
+def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile: int, args) -> dict:
+    from rarespot.detect.evaluate import evaluate, write_evaluation_report
+    from rarespot.detect.predict import TiledPredictor
+
+    side = max(max(r.width, r.height) for s in ("val", "test") for r in splits[s].records)
+    tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
+    predictor = TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
+    val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
+    test = evaluate(predictor, splits["test"], conf_for_prf=val.best_f1_conf, progress=True)
+    write_evaluation_report(test, run_dir / "test_eval")
+    present = [c for c in test.per_class if c.support > 0]
+    return {
+        "precision": test.precision, "recall": test.recall, "f1": test.f1,
+        "precision_mean_class": float(np.mean([c.precision for c in present])),
+        "recall_mean_class": float(np.mean([c.recall for c in present])),
+        "f1_mean_class": float(np.mean([c.f1 for c in present])),
+        "map50": test.map50, "map50_95": test.map50_95, "conf": val.best_f1_conf,
+        "recall_per_class": {c.name: c.recall for c in test.per_class},
+        "support_per_class": {c.name: c.support for c in test.per_class},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "opixray_recipe")
+    parser.add_argument("--recipe", default="xray-small", help="packaged config name or YAML path")
+    parser.add_argument("--minutes", type=float, default=45.0, help="training wall-clock budget per run")
+    parser.add_argument("--max-epochs", type=int, default=300, help="upper bound; the time budget decides")
+    parser.add_argument("--peer-imgsz", type=int, default=416)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--arms", default="peer,recipe")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--limit", type=int, default=None, help="smoke test: this many images per split")
+    args = parser.parse_args()
+    if not args.data.exists():
+        raise SystemExit(f"{args.data}: OPIXray not found (see ../shared/data/README.md)")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    splits = make_splits(args.data)
+    if args.limit:
+        splits = {k: v.subset(range(min(args.limit, len(v)))) for k, v in splits.items()}
+    print(f"OPIXray: train {len(splits['train'])}, val {len(splits['val'])}, holdout test {len(splits['test'])}; "
+          f"classes {splits['train'].class_names}", flush=True)
+    hours = args.minutes / 60.0
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
+            key = f"{arm}/seed{seed}"
+            if key in results:
+                print(f"{key}: done earlier, kept", flush=True)
+                continue
+            run_dir = args.out / arm / f"seed{seed}"
+            if run_dir.exists():  # interrupted earlier: start again from nothing
+                shutil.rmtree(run_dir)
+            t0, load = time.perf_counter(), os.getloadavg()[0]
+            if arm == "peer":
+                model, imgsz = train_peer(splits, run_dir, seed, hours, args)
+                metrics = score(model, run_dir, splits, imgsz, True, 0, args)
+            elif arm == "recipe":
+                model, config = train_recipe(splits, run_dir, seed, hours, args)
+                metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args)
+            else:
+                raise SystemExit(f"unknown arm {arm}")
+            metrics.update(train_and_eval_s=round(time.perf_counter() - t0, 1), load_before=round(load, 2),
+                           machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")
+            results[key] = metrics
+            tmp = results_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            tmp.replace(results_path)
+            print(f"{key}: F1 {metrics['f1']:.3f} (mean-class {metrics['f1_mean_class']:.3f}) mAP50 "
+                  f"{metrics['map50']:.3f} recall/class {json.dumps({k: round(v, 2) for k, v in metrics['recall_per_class'].items()})}",
+                  flush=True)
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    arms = sorted({k.split("/")[0] for k in results})
+    keys = ["precision", "recall", "f1", "f1_mean_class", "map50"]
+    print("\n| arm | seeds | " + " | ".join(keys) + " | min class recall (any seed) |")
+    print("|---|---|" + "---|" * (len(keys) + 1))
+    means = {}
+    for arm in arms:
+        runs = [v for k, v in results.items() if k.startswith(arm + "/")]
+        cells = []
+        for key in keys:
+            vals = np.array([r[key] for r in runs], dtype=float)
+            means[(arm, key)] = vals.mean()
+            cells.append(f"{vals.mean():.3f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.3f}")
+        worst = min(min(v for v in r["recall_per_class"].values() if v is not None) for r in runs)
+        print(f"| {arm} | {len(runs)} | " + " | ".join(cells) + f" | {worst:.3f} |")
+    if ("recipe", "f1") in means and ("peer", "f1") in means:
+        print(f"\nrecipe - peer: F1 pooled {means[('recipe', 'f1')] - means[('peer', 'f1')]:+.3f}, "
+              f"F1 mean over classes {means[('recipe', 'f1_mean_class')] - means[('peer', 'f1_mean_class')]:+.3f}, "
+              f"mAP50 {means[('recipe', 'map50')] - means[('peer', 'map50')]:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
