@@ -1,9 +1,12 @@
 """Benchmark: unsupervised screening on NIH malaria cells (train on Uninfected only).
 
-Split: a seeded 20% of BOTH classes is the test set; the CAE and every baseline
-are fitted on the remaining Uninfected cells only (the CAE holds 10% of those
-out for early stopping and thresholds). All detectors are evaluated in one run
-on the same split. Prints a markdown table and writes a JSON of all numbers.
+Split: a seeded 20% of BOTH classes is the test set; the CAE, the pretrained
+patch-feature detector and every baseline are fitted on the remaining Uninfected
+cells only (10% of those held out for early stopping and thresholds). All
+detectors are evaluated in one run on the same split. Prints a markdown table and
+writes a JSON of all numbers, with scoring throughput of the default detector and
+the patch detector (wall images/s and images per CPU-second from getrusage, with
+the load average: the CPU figure is the one a shared machine inflates least).
 
     python bench/bench_screen.py --out-json /tmp/screen_bench.json
 
@@ -83,7 +86,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--patience", type=int, default=5, help="CAE early-stopping patience (epochs)")
-    ap.add_argument("--error-sign", default="darker", help="the library-default row's error sign (chosen by bench_screen_select.py)")
+    ap.add_argument("--patch-methods", nargs="*", default=["gaussian", "padim", "patchcore"], help="PatchDetector rows (none: skip)")
+    ap.add_argument("--patch-size", type=int, default=None, help="PatchDetector input size (default: the library's)")
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--limit", type=int, default=None, help="smoke test: use only this many fit and test images")
     ap.add_argument("--work", type=Path, default=Path("/tmp/rarespot_screen_bench"))
@@ -132,13 +136,14 @@ def main() -> None:
     # Rows: the seed's score, then pooling/sign variants. Which one is the library default was decided on a
     # validation split by bench_screen_select.py, never on this test split.
     score_variants = {
-        "seed: MSE, whole image": {"error_pooling": "mean_squared", "error_sign": "both", "foreground_threshold": None},
-        "MSE of |err| in cell": {"error_pooling": "mean_squared", "error_sign": "both"},
-        "smoothed max of darker err in cell": {"error_pooling": "smoothed_max", "error_sign": "darker"},
-        "top 5% of |err| in cell": {"error_pooling": "top_fraction", "error_sign": "both"},
-        "top 5% of darker err in cell": {"error_pooling": "top_fraction", "error_sign": "darker"},
+        "seed: MSE, whole image": {"error_pooling": "mean_squared", "error_sign": "both", "foreground_threshold": None, "error_smooth_sigma": None},
+        "MSE of |err| in cell": {"error_pooling": "mean_squared", "error_sign": "both", "error_smooth_sigma": None},
+        "smoothed max of darker err in cell": {"error_pooling": "smoothed_max", "error_sign": "darker", "error_smooth_sigma": None},
+        "top 5% of |err| in cell (old library default)": {"error_pooling": "top_fraction", "error_sign": "both", "error_smooth_sigma": None},
+        "top 5% of darker err in cell (issue 6's choice)": {"error_pooling": "top_fraction", "error_sign": "darker", "error_smooth_sigma": None},
+        "top 5% of smoothed |err| in cell": {"error_sign": "both"},
+        "library default: top 5% of smoothed darker err in cell": {},
     }
-    chosen = {"error_sign": args.error_sign}  # everything else: the library's ScoreConfig defaults
     base_score = ScreenConfig().score
     for label, overrides in score_variants.items():
         score_cfg = base_score.model_copy(update=overrides)
@@ -181,21 +186,44 @@ def main() -> None:
 
     # Throughput of the full CAE scoring path (uint8 50x50 -> resize -> CAE -> error + KDE), best of 3,
     # as wall time (depends on the load of the shared machine) and as process CPU time.
-    best_config = base_score.model_copy(update=chosen)
-    det.refit_scores(fit_imgs, score=best_config)
+    det.refit_scores(fit_imgs, score=base_score)  # the library defaults
     results["throughput"] = {}
-    for threads in (1, 2):
-        det.config_.train.threads = threads
-        runs = []
-        for _ in range(3):
-            wall = timed(det.analyze, test_imgs)[1]
-            runs.append((wall, timed.cpu))
-        wall, cpu = min(runs)
-        results["throughput"][f"threads_{threads}"] = {
-            "images": int(len(y)), "wall_s": wall, "cpu_s": cpu, "img_per_wall_s": len(y) / wall, "img_per_cpu_s": len(y) / cpu,
-            "loadavg": os.getloadavg(), "runs": runs}
-        print(f"CAE scoring, {threads} thread(s): {len(y) / wall:.0f} img/s wall, {len(y) / cpu:.0f} img per CPU-second "
-              f"(loadavg {os.getloadavg()[0]:.1f})", flush=True)
+    for backend in ("onnxruntime", "torch"):
+        for threads in (1, 2):
+            det.config_ = det.config_.model_copy(update={"backend": backend})
+            det.config_.train.threads = threads
+            runs = []
+            for _ in range(3):
+                wall = timed(det.analyze, test_imgs)[1]
+                runs.append((wall, timed.cpu))
+            wall, cpu = min(runs)
+            results["throughput"][f"cae_{backend}_threads_{threads}"] = {
+                "images": int(len(y)), "wall_s": wall, "cpu_s": cpu, "img_per_wall_s": len(y) / wall, "img_per_cpu_s": len(y) / cpu,
+                "loadavg": os.getloadavg(), "runs": runs, "backend_used": det.backend_}
+            print(f"CAE scoring ({det.backend_}), {threads} thread(s): {len(y) / wall:.0f} img/s wall, {len(y) / cpu:.0f} img per "
+                  f"CPU-second (loadavg {os.getloadavg()[0]:.1f})", flush=True)
+    det.config_ = det.config_.model_copy(update={"backend": "auto"})
+    det.config_.train.threads = args.threads
+
+    # ------------------------------------------------------------ pretrained patch features (EfficientNet-Lite0)
+    if args.patch_methods:
+        from rarespot.screen.patch import PatchDetector
+
+        for method in args.patch_methods:
+            patch_cfg = {"method": method} if args.patch_size is None else {"method": method, "size": args.patch_size}
+            pd_cfg = {"detector": "patch", "patch": patch_cfg, "far": args.far,
+                      "train": {"val_fraction": 0.1, "max_train_images": args.max_train, "threads": args.threads, "seed": args.seed}}
+            pdet, fit_s = timed(PatchDetector(pd_cfg).fit, fit_imgs)
+            ps, score_s = timed(pdet.analyze, test_imgs)
+            score_cpu = timed.cpu
+            size = pdet.config_.patch.size
+            add(f"Pretrained patch features: {method} (EfficientNet-Lite0, {size}px, stages {pdet.config_.patch.stages})",
+                "ImageNet features", ps.patch, pdet.threshold_, fit_s, score_s)
+            results["throughput"][f"patch_{method}_threads_{args.threads}"] = {
+                "images": int(len(y)), "wall_s": score_s, "cpu_s": score_cpu, "img_per_wall_s": len(y) / score_s,
+                "img_per_cpu_s": len(y) / score_cpu, "loadavg": os.getloadavg()}
+            print(f"patch {method} scoring, {args.threads} thread(s): {len(y) / score_s:.0f} img/s wall, {len(y) / score_cpu:.0f} img per "
+                  f"CPU-second (loadavg {os.getloadavg()[0]:.1f})", flush=True)
 
     # ------------------------------------------------------------ baselines on raw / PCA-64 pixels
     if not args.skip_baselines:

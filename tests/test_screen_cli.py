@@ -86,12 +86,13 @@ def test_folder_with_corrupt_and_mixed_images(tmp_path, workdir):
     assert result.exit_code == 0, result.output
     assert "skipped 1 unreadable file(s)" in result.output and "broken.png" in result.output
     assert result.output.count("2 different sizes (20x20: 12, 40x40: 1) resized to 16x16") == 1
+    assert "first of each other size: 40x40: normal/big.png" in result.output  # names the odd file
     assert len(pd.read_csv(tmp_path / "s.csv")) == 13
     result = runner.invoke(app, ["screen", "score", str(workdir / "model"), str(tmp_path), "--out", str(tmp_path / "s.csv"), "--strict"])
     assert isinstance(result.exception, InputError) and "broken.png" in str(result.exception)
     # Fitting on mixed sizes says so once.
     result = runner.invoke(app, ["screen", "fit", str(tmp_path), "--out", str(tmp_path / "m"), "-c", str(workdir / "tiny.yaml"),
-                                 "--normal-label", "normal", "--epochs", "1"])
+                                 "--normal-label", "normal", "--epochs", "1", "--far", "0.2"])
     assert result.exit_code == 0, result.output
     assert result.output.count("different sizes") == 1
 

@@ -192,3 +192,105 @@ def test_early_stopping_stops(tmp_path):
     _, h = train_autoencoder(x[:15], x[15:], cfg.model, cfg.train.model_copy(update={"epochs": 30, "patience": 1, "lr": 5.0}), progress=False)
     assert h.stopped_early and len(h.val_loss) < 30
     assert h.best_epoch == int(np.argmin(h.val_loss))
+
+
+# ---------------------------------------------------------------- pretrained patch features: the same contract by hand
+
+PATCH_TINY = {"detector": "patch", "patch": {"size": 32, "coreset_size": 200}, "train": {"threads": 1}}
+
+
+@pytest.fixture(scope="module")
+def patch_fitted(normals):
+    pytest.importorskip("efficientnet_lite_pytorch", reason="rarespot[pretrained] not installed")
+    from rarespot.screen.patch import PatchDetector
+
+    torch.set_num_threads(1)
+    return PatchDetector(PATCH_TINY, random_state=0).fit(normals)
+
+
+def test_patch_init_does_no_work_and_params_round_trip():
+    from rarespot.screen.patch import PatchDetector
+
+    det = PatchDetector(PATCH_TINY, random_state=3)
+    assert det.get_params() == {"config": PATCH_TINY, "random_state": 3}
+    assert not hasattr(det, "offset_")
+    twin = clone(det.set_params(random_state=5))
+    assert twin is not det and twin.random_state == 5 and twin.config == PATCH_TINY
+    with pytest.raises(NotFittedError):
+        PatchDetector(PATCH_TINY).score_samples(make_cells(3, 0))
+
+
+def test_patch_fit_returns_self_and_contract(patch_fitted, normals):
+    det = patch_fitted
+    assert det.n_features_in_ == 20 * 20 and det.n_train_ == 48 and det.n_calibration_ == 12
+    s = det.score_samples(normals)
+    assert s.shape == (60,) and np.isfinite(s).all()
+    assert np.allclose(det.decision_function(normals), s - det.offset_)
+    pred = det.predict(normals)
+    assert set(np.unique(pred)) <= {-1, 1} and np.array_equal(pred == -1, det.decision_function(normals) < 0)
+    # The threshold is the (1 - far) quantile of the held-out normals' scores, not a literal.
+    assert det.threshold_ == pytest.approx(np.quantile(det.calibration_scores_, 0.95)) and det.offset_ == -det.threshold_
+    flat = normals[:4].reshape(4, -1)  # rows of 400 pixels: the feature count it was fitted with, but not the model size
+    with pytest.raises(ValueError, match="features"):
+        det.score_samples(flat)
+    with pytest.raises(ValueError, match="1D"):
+        det.score_samples(flat[0])
+
+
+@pytest.mark.parametrize("method", ["gaussian", "padim", "patchcore"])
+def test_patch_methods_find_spots(normals, method):
+    pytest.importorskip("efficientnet_lite_pytorch", reason="rarespot[pretrained] not installed")
+    from sklearn.metrics import roc_auc_score
+
+    from rarespot.screen.patch import PatchDetector
+
+    torch.set_num_threads(1)
+    cfg = {**PATCH_TINY, "patch": {**PATCH_TINY["patch"], "method": method}}
+    det = PatchDetector(cfg, random_state=0).fit(normals)
+    test = np.concatenate([make_cells(30, 1), make_cells(30, 2, spots=True)])
+    s = det.analyze(test, keep_maps=True)
+    assert roc_auc_score(np.r_[np.zeros(30), np.ones(30)], s.patch) > 0.9
+    # The anomaly map lights up where the dark blob is (the middle of the cell) on spotted cells only.
+    assert s.error_maps.shape == (60, 32, 32)
+    centre = s.error_maps[:, 12:21, 12:21].mean(axis=(1, 2))
+    assert np.median(centre[30:]) > 1.5 * np.median(centre[:30])
+
+
+def test_greedy_coreset_spreads_out():
+    from rarespot.screen.patch import greedy_coreset
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(0, 0.01, (500, 2)), [[5.0, 5.0]], [[-5.0, 5.0]]])
+    idx = greedy_coreset(pts, 3, seed=0)
+    assert {500, 501} <= set(idx.tolist())  # both far points are chosen, however rare
+    assert len(greedy_coreset(pts, 1000)) == len(pts)
+
+
+def test_patch_save_load_round_trip_and_load_detector(patch_fitted, fitted, normals, tmp_path):
+    from rarespot.screen.detectors import load_detector
+    from rarespot.screen.patch import PatchDetector
+
+    path = patch_fitted.save(tmp_path / "p")
+    loaded = load_detector(tmp_path / "p")
+    assert isinstance(loaded, PatchDetector)
+    assert np.array_equal(loaded.score_samples(normals), patch_fitted.score_samples(normals))
+    assert loaded.threshold_ == patch_fitted.threshold_ and loaded.config_ == patch_fitted.config_
+    assert isinstance(load_detector(fitted.save(tmp_path / "c")), CAEDetector)
+    state = torch.load(path, weights_only=False)
+    state["format_version"] = 99
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"model\.pt.*version 99"):
+        load_detector(path)
+
+
+def test_cae_onnxruntime_and_torch_backends_agree(fitted, normals):
+    pytest.importorskip("onnxruntime")
+    ort_scores = fitted.analyze(normals)
+    assert fitted.backend_ == "onnxruntime"  # the default back-end when onnxruntime is installed
+    twin = clone(fitted)
+    twin.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_") and not k.startswith("_")})
+    twin.config_ = fitted.config_.model_copy(update={"backend": "torch"})
+    torch_scores = twin.analyze(normals)
+    assert twin.backend_ == "torch"
+    np.testing.assert_allclose(ort_scores.error, torch_scores.error, rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(ort_scores.neg_log_density, torch_scores.neg_log_density, rtol=1e-3, atol=1e-3)

@@ -200,13 +200,48 @@ def prepare(images: Sequence[np.ndarray] | np.ndarray, size: int, color: str = "
             interp = cv2.INTER_AREA if img.shape[0] >= size and img.shape[1] >= size else cv2.INTER_LINEAR
             img = cv2.resize(img, (size, size), interpolation=interp)
         out[i] = img[None] if channels_out == 1 else img.transpose(2, 0, 1)
+    note = _mixed_note(n, shapes, channel_counts, size, color)
+    if note:
+        warnings.warn(note, MixedInputWarning, stacklevel=2)
+    return out
+
+
+def _shape_and_channels(image) -> tuple[tuple[int, int], int]:
+    shape = np.shape(image)
+    ch = 1 if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1) else min(shape[2], 3) if len(shape) == 3 else 0
+    return tuple(shape[:2]), ch
+
+
+def _mixed_note(n: int, shapes: dict, channel_counts: dict, size: int, color: str, examples: dict | None = None) -> str | None:
+    """One line on mixed sizes / channel counts (``examples``: a file name per size or channel count)."""
+    ex = examples or {}
     notes = []
     if len(shapes) > 1:
         notes.append(f"{len(shapes)} different sizes ({', '.join(f'{h}x{w}: {c}' for (h, w), c in sorted(shapes.items())[:5])}) resized to {size}x{size}")
+        common = max(shapes, key=shapes.get)
+        odd = [f"{h}x{w}: {ex[('s', (h, w))]}" for (h, w) in sorted(shapes) if (h, w) != common and ('s', (h, w)) in ex][:3]
+        if odd:
+            notes[-1] += f" (first of each other size: {', '.join(odd)})"
     if len(channel_counts) > 1:
         notes.append(
             f"mixed channel counts ({', '.join(f'{c} ch: {k}' for c, k in sorted(channel_counts.items()))}) converted to {color}"
         )
-    if notes:
-        warnings.warn(f"{n} images: " + "; ".join(notes), MixedInputWarning, stacklevel=2)
-    return out
+        common = max(channel_counts, key=channel_counts.get)
+        odd = [f"{c} ch: {ex[('c', c)]}" for c in sorted(channel_counts) if c != common and ('c', c) in ex]
+        if odd:
+            notes[-1] += f" (first of each other count: {', '.join(odd)})"
+    return f"{n} images: " + "; ".join(notes) if notes else None
+
+
+def mixed_input_note(images, names: Sequence[str], size: int, color: str) -> str | None:
+    """The mixed-size/channel note :func:`prepare` would give, naming the first file of each minority size/count."""
+    shapes: dict = {}
+    channels: dict = {}
+    examples: dict = {}
+    for image, name in zip(images, names):
+        shape, ch = _shape_and_channels(image)
+        shapes[shape] = shapes.get(shape, 0) + 1
+        channels[ch] = channels.get(ch, 0) + 1
+        examples.setdefault(("s", shape), name)
+        examples.setdefault(("c", ch), name)
+    return _mixed_note(len(names), shapes, channels, size, color, examples)

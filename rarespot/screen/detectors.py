@@ -136,6 +136,24 @@ class FeatureDetector(OutlierMixin, BaseEstimator):
         return self
 
 
+def load_detector(path: str | Path):
+    """A saved screening detector of either kind (CAEDetector or PatchDetector), by the format in its file."""
+    from rarespot.screen.patch import PATCH_MODEL_FORMAT, PatchDetector
+
+    path = Path(path)
+    resolved = path / MODEL_FILE if path.is_dir() else path
+    if resolved.is_file():
+        import torch
+
+        try:
+            fmt = torch.load(resolved, map_location="cpu", weights_only=False).get("format")
+        except Exception:
+            fmt = None  # CAEDetector.load names the file and the problem
+        if fmt == PATCH_MODEL_FORMAT:
+            return PatchDetector.load(resolved)
+    return CAEDetector.load(path)
+
+
 def _onnx_runner(model, size: int, threads: int, required: bool):
     """Run ``model`` (input (N, C, size, size) -> (recon, latent)) on onnxruntime; None if it cannot be had
     and not ``required``. The export happens in memory (nothing written)."""
@@ -323,6 +341,29 @@ class CAEDetector(OutlierMixin, BaseEstimator):
         t = self.thresholds_
         return {"error": t.error, "density": t.neg_log_density, "combined": t.combined}[name]
 
+    # -- the interface the screen pipeline uses for every detector (PatchDetector has the same)
+    score_names = ("error", "density", "combined")
+
+    @property
+    def main_score(self) -> str:
+        """The score ``predict`` thresholds (``config.score.combine``)."""
+        return self.config_.score.combine
+
+    def threshold_of(self, name: str) -> float:
+        """Stored threshold of score ``name`` (anomalous above it)."""
+        return self._threshold_of(name)
+
+    @property
+    def far_(self) -> float:
+        return self.thresholds_.far
+
+    def summary(self) -> dict:
+        h = self.history_
+        return {"detector": "cae", "n_train": self.n_train_, "n_calibration": self.thresholds_.n_calibration,
+                "epochs_run": len(h.val_loss), "best_epoch": h.best_epoch + 1, "stopped_early": h.stopped_early,
+                "train_seconds": round(h.seconds, 1), "best_val_mse": min(h.val_loss) if h.val_loss else None,
+                "thresholds": self.thresholds_.to_dict(), "config": self.config_.model_dump(mode="json")}
+
     def _forward(self, x: np.ndarray, cfg, keep_maps: bool = False, batch_size: int = 256) -> dict:
         """Latents, pooled errors (and error maps) for prepared input, in batches."""
         import torch
@@ -330,24 +371,33 @@ class CAEDetector(OutlierMixin, BaseEstimator):
         from rarespot.screen.scores import error_map, foreground_mask, pool_error
 
         sc = cfg.score
-        lat, err, maps = [], [], []
-        run = self._network_runner(cfg)
-        with torch.inference_mode():
-            for i in range(0, len(x), batch_size):
-                xb = x[i : i + batch_size]
+        workers = max(1, min(int(cfg.train.threads), (len(x) + batch_size - 1) // batch_size))
+        run = self._network_runner(cfg, parallel_batches=workers > 1)
+
+        def one_batch(i: int):
+            xb = x[i : i + batch_size]
+            with torch.inference_mode():
                 recon, z = run(xb)
-                emap = error_map(xb, recon, sc.error_sign, sc.error_smooth_sigma)
-                mask = foreground_mask(xb, sc.foreground_threshold, erode_px=sc.erode_px)
-                err.append(pool_error(emap, mask, sc))
-                lat.append(z.reshape(len(z), -1))
-                if keep_maps:
-                    maps.append(emap * mask)
-        out = {"latent": np.concatenate(lat), "error": np.concatenate(err).astype(np.float64)}
+            emap = error_map(xb, recon, sc.error_sign, sc.error_smooth_sigma)
+            mask = foreground_mask(xb, sc.foreground_threshold, erode_px=sc.erode_px)
+            return pool_error(emap, mask, sc), z.reshape(len(z), -1), (emap * mask if keep_maps else None)
+
+        starts = range(0, len(x), batch_size)
+        if workers > 1:
+            # One batch per thread end to end (network, error map, pooling): onnxruntime, torch, OpenCV and most
+            # numpy release the GIL, so the serial post-processing no longer leaves a core idle.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(one_batch, starts))
+        else:
+            parts = [one_batch(i) for i in starts]
+        out = {"latent": np.concatenate([p[1] for p in parts]), "error": np.concatenate([p[0] for p in parts]).astype(np.float64)}
         if keep_maps:
-            out["error_maps"] = np.concatenate(maps)
+            out["error_maps"] = np.concatenate([p[2] for p in parts])
         return out
 
-    def _network_runner(self, cfg):
+    def _network_runner(self, cfg, parallel_batches: bool = False):
         """A function (N, C, S, S) float32 numpy -> (reconstruction, latent) numpy, on the configured back-end.
 
         ``backend: onnxruntime`` (or ``auto`` when onnxruntime is installed) exports the network to ONNX in
@@ -357,16 +407,20 @@ class CAEDetector(OutlierMixin, BaseEstimator):
         """
         import torch
 
-        key = (cfg.backend, cfg.train.threads, id(self.model_))
+        # Batches in parallel threads: each network call then uses one thread.
+        net_threads = 1 if parallel_batches else cfg.train.threads
+        key = (cfg.backend, net_threads, id(self.model_))
         if getattr(self, "_runner_key", None) == key:
+            torch.set_num_threads(net_threads)
             return self._runner
         self.model_.eval()
         runner = None
         if cfg.backend in ("auto", "onnxruntime"):
-            runner = _onnx_runner(self.model_, cfg.data.size, cfg.train.threads, required=cfg.backend == "onnxruntime")
+            runner = _onnx_runner(self.model_, cfg.data.size, net_threads, required=cfg.backend == "onnxruntime")
         if runner is None:
             # channels_last: ~2x less CPU time for these small convolutions (measured).
             model = self.model_.to(memory_format=torch.channels_last)
+            torch.set_num_threads(net_threads)
 
             def runner(xb):
                 with torch.inference_mode():
@@ -377,8 +431,13 @@ class CAEDetector(OutlierMixin, BaseEstimator):
         self.backend_ = "onnxruntime" if getattr(runner, "onnx", False) else "torch"
         return runner
 
-    def analyze(self, X, keep_maps: bool = False, batch_size: int = 256) -> ScreenScores:
-        """Every score for each image (higher = more anomalous), plus error maps if asked."""
+    def analyze(self, X, keep_maps: bool = False, batch_size: int = 256, density: bool = True) -> ScreenScores:
+        """Every score for each image (higher = more anomalous), plus error maps if asked.
+
+        ``density=False`` skips the latent KDE when only the error is needed (``score_samples`` /
+        ``predict`` with ``combine: error``, the default): then ``neg_log_density``, ``combined``
+        and ``or_rule`` are None.
+        """
         import torch
 
         check_is_fitted(self, "offset_")
@@ -386,11 +445,14 @@ class CAEDetector(OutlierMixin, BaseEstimator):
         torch.set_num_threads(cfg.train.threads)
         x = self._prepare(X, cfg, reset=False)
         out = self._forward(x, cfg, keep_maps=keep_maps, batch_size=batch_size)
+        maps, inputs = out.get("error_maps"), (x if keep_maps else None)
+        if not density:
+            return ScreenScores(error=out["error"], neg_log_density=None, combined=None, or_rule=None, error_maps=maps, inputs=inputs)
         nld = -self.density_.score_samples(out["latent"])
         t = self.thresholds_
         return ScreenScores(
             error=out["error"], neg_log_density=nld, combined=t.combined_score(out["error"], nld),
-            or_rule=t.or_rule(out["error"], nld), error_maps=out.get("error_maps"), inputs=x if keep_maps else None,
+            or_rule=t.or_rule(out["error"], nld), error_maps=maps, inputs=inputs,
         )
 
     def transform(self, X) -> np.ndarray:
@@ -399,7 +461,9 @@ class CAEDetector(OutlierMixin, BaseEstimator):
         return self._forward(self._prepare(X, self.config_, reset=False), self.config_)["latent"]
 
     def score_samples(self, X):
-        return -self.analyze(X).get(self.config_.score.combine)
+        check_is_fitted(self, "offset_")
+        main = self.config_.score.combine
+        return -self.analyze(X, density=main != "error").get(main)
 
     def decision_function(self, X):
         return self.score_samples(X) - self.offset_

@@ -1,10 +1,11 @@
 """Score a labelled set with a fitted detector: metrics at the stored thresholds, and plots.
 
 Writes to ``out_dir``: ``metrics.json`` (AUROC, AUPRC and P/R/F1/false-alarm
-rate at the stored threshold, for the error, the density, the combined score and
-the seed's OR rule), ``scores.csv``, ``histograms.png`` (normal vs anomalous,
-with thresholds), ``roc.png`` and ``top_anomalies.png`` (the highest-scoring
-images next to their per-pixel reconstruction-error heatmaps).
+rate at the stored threshold, for every score of the detector: the autoencoder's
+error, density, combined score and the seed's OR rule, or the patch detector's
+patch score), ``scores.csv``, ``histograms.png`` (normal vs anomalous, with
+thresholds), ``roc.png`` and ``top_anomalies.png`` (the highest-scoring images
+next to their pixel-level anomaly maps: reconstruction error, or patch scores).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from rarespot.screen.data import ImageSet
 from rarespot.screen.detectors import CAEDetector, ScreenScores
 from rarespot.io.atomic import atomic_path, atomic_write_text
 
-SCORE_NAMES = ("error", "density", "combined")
+SCORE_NAMES = ("error", "density", "combined")  # the autoencoder's; a detector lists its own in .score_names
+TITLES = {"error": "reconstruction error", "density": "-log latent density", "combined": "combined score",
+          "patch": "patch score (pretrained features)"}
 
 
 def _atomic_savefig(fig, path: Path) -> None:
@@ -28,22 +31,25 @@ def _atomic_savefig(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def score_table(detector: CAEDetector, images: ImageSet, scores: ScreenScores | None = None):
+def score_table(detector, images: ImageSet, scores=None):
     """One row per image: name, label (if known), every score and the decisions at the stored thresholds."""
     import pandas as pd
 
     s = scores if scores is not None else detector.analyze(images.images)
-    t = detector.thresholds_
-    main = detector.config_.score.combine
+    main = detector.main_score
     table = pd.DataFrame({"name": images.names})
     if images.labels is not None:
         table["label"] = images.labels
-    table["error"] = s.error
-    table["neg_log_density"] = s.neg_log_density
-    table["combined"] = s.combined
-    table["anomalous"] = s.get(main) > detector._threshold_of(main)
-    table["anomalous_or_rule"] = s.or_rule
-    table.attrs["thresholds"] = t.to_dict()
+    if isinstance(detector, CAEDetector):
+        table["error"] = s.error
+        table["neg_log_density"] = s.neg_log_density
+        table["combined"] = s.combined
+    else:
+        for name in detector.score_names:
+            table[name] = s.get(name)
+    table["anomalous"] = s.get(main) > detector.threshold_of(main)
+    if s.or_rule is not None:
+        table["anomalous_or_rule"] = s.or_rule
     return table
 
 
@@ -64,25 +70,26 @@ def anomaly_truth(images: ImageSet, normal_label: str | int) -> np.ndarray:
     return (images.labels != normal_id).astype(int)
 
 
-def evaluate(detector: CAEDetector, images: ImageSet, normal_label: str | int, out_dir: str | Path, top_k: int = 24) -> dict:
+def evaluate(detector, images: ImageSet, normal_label: str | int, out_dir: str | Path, top_k: int = 24) -> dict:
     """Metrics + plots for a labelled ImageSet; returns the metrics dict (also written as metrics.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     y = anomaly_truth(images, normal_label)
     scores = detector.analyze(images.images)
-    t = detector.thresholds_
     metrics = {
         "n_images": int(len(y)), "n_anomaly": int(y.sum()), "n_normal": int((1 - y).sum()),
-        "far_target": t.far, "main_score": detector.config_.score.combine, "source": str(images.source),
+        "far_target": detector.far_, "main_score": detector.main_score, "detector": detector.config_.detector,
+        "source": str(images.source),
     }
-    for name in SCORE_NAMES:
-        metrics[name] = anomaly_metrics(y, scores.get(name), detector._threshold_of(name))
-    metrics["or_rule"] = flagged_metrics(y, scores.or_rule)
+    for name in detector.score_names:
+        metrics[name] = anomaly_metrics(y, scores.get(name), detector.threshold_of(name))
+    if scores.or_rule is not None:
+        metrics["or_rule"] = flagged_metrics(y, scores.or_rule)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     write_scores_csv(score_table(detector, images, scores), out_dir / "scores.csv")
     plot_histograms(y, scores, detector, out_dir / "histograms.png")
-    plot_roc(y, scores, out_dir / "roc.png")
-    plot_top_anomalies(detector, images, scores.get(detector.config_.score.combine), y, out_dir / "top_anomalies.png", top_k)
+    plot_roc(y, scores, detector, out_dir / "roc.png")
+    plot_top_anomalies(detector, images, scores.get(detector.main_score), y, out_dir / "top_anomalies.png", top_k)
     return metrics
 
 
@@ -98,34 +105,35 @@ def _pyplot():
     return plt
 
 
-def plot_histograms(y: np.ndarray, scores: ScreenScores, detector: CAEDetector, path: Path) -> None:
+def plot_histograms(y: np.ndarray, scores, detector, path: Path) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    titles = {"error": "reconstruction error", "density": "-log latent density", "combined": "combined score"}
-    for ax, name in zip(axes, SCORE_NAMES):
+    names = detector.score_names
+    fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
         values = scores.get(name)
         finite = values[np.isfinite(values)]
         bins = np.linspace(*np.percentile(finite, [0.5, 99.5]), 50) if len(finite) else 10
         ax.hist(values[y == 0], bins=bins, alpha=0.6, label=f"normal ({(y == 0).sum()})", density=True)
         ax.hist(values[y == 1], bins=bins, alpha=0.6, label=f"anomalous ({(y == 1).sum()})", density=True)
-        ax.axvline(detector._threshold_of(name), color="k", ls="--", lw=1, label=f"threshold (FAR {detector.thresholds_.far:g})")
-        ax.set_title(titles[name])
+        ax.axvline(detector.threshold_of(name), color="k", ls="--", lw=1, label=f"threshold (FAR {detector.far_:g})")
+        ax.set_title(TITLES.get(name, name) + (" (thresholded)" if name == detector.main_score else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
     _atomic_savefig(fig, path)
     plt.close(fig)
 
 
-def plot_roc(y: np.ndarray, scores: ScreenScores, path: Path) -> None:
+def plot_roc(y: np.ndarray, scores, detector, path: Path) -> None:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
-    for name in SCORE_NAMES:
+    for name in detector.score_names:
         fpr, tpr, _ = roc_curve(y, scores.get(name))
         ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(y, scores.get(name)):.3f})")
     flags = scores.or_rule
-    ax.plot(flags[y == 0].mean(), flags[y == 1].mean(), "ko", label="OR rule (stored thresholds)")
+    if flags is not None:
+        ax.plot(flags[y == 0].mean(), flags[y == 1].mean(), "ko", label="OR rule (stored thresholds)")
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8)
     ax.set_xlabel("false-alarm rate")
     ax.set_ylabel("recall")
@@ -135,8 +143,8 @@ def plot_roc(y: np.ndarray, scores: ScreenScores, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_top_anomalies(detector: CAEDetector, images: ImageSet, main_scores: np.ndarray, y: np.ndarray | None, path: Path, top_k: int = 24) -> None:
-    """Contact sheet: the ``top_k`` highest-scoring images, each beside its error heatmap."""
+def plot_top_anomalies(detector, images: ImageSet, main_scores: np.ndarray, y: np.ndarray | None, path: Path, top_k: int = 24) -> None:
+    """Contact sheet: the ``top_k`` highest-scoring images, each beside its pixel-level anomaly map."""
     plt = _pyplot()
     top = np.argsort(-main_scores)[:top_k]
     if len(top) == 0:
@@ -155,7 +163,8 @@ def plot_top_anomalies(detector: CAEDetector, images: ImageSet, main_scores: np.
         tag = "" if y is None else (" A" if y[idx] else " N")
         axes[r, 2 * c].set_title(f"#{k + 1}{tag} {main_scores[idx]:.2f}", fontsize=6)
         axes[r, 2 * c + 1].imshow(detail.error_maps[k], cmap="inferno", vmin=0, vmax=vmax)
-    fig.suptitle("top-scoring images | per-pixel reconstruction error (A = labelled anomaly, N = normal)", fontsize=8)
+    what = "per-pixel reconstruction error" if isinstance(detector, CAEDetector) else "patch anomaly score (pretrained features)"
+    fig.suptitle(f"top-scoring images | {what} (A = labelled anomaly, N = normal)", fontsize=8)
     fig.tight_layout()
     _atomic_savefig(fig, path)
     plt.close(fig)

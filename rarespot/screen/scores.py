@@ -181,8 +181,6 @@ class LatentDensity:
         walk: with <= a few thousand fitted points in <= 32 dimensions that is ~25x faster (0.8 s vs
         0.03 s for 4,410 queries on 1,024 points), and scoring speed is a target of this module.
         """
-        from scipy.special import logsumexp
-
         q = self._project(np.asarray(z, dtype=np.float64))
         if not hasattr(self, "points_"):  # a model saved before the brute-force path held a fitted sklearn KDE
             return self.kde_.score_samples(q)
@@ -193,7 +191,9 @@ class LatentDensity:
         for i in range(0, len(q), chunk):
             block = q[i : i + chunk]
             d2 = np.maximum(np.einsum("ij,ij->i", block, block)[:, None] + p_sq[None, :] - 2.0 * block @ self.points_.T, 0.0)
-            out[i : i + chunk] = logsumexp(self.log_weights_[None, :] - d2 / (2.0 * h2), axis=1) + norm
+            a = self.log_weights_[None, :] - d2 / (2.0 * h2)
+            top = a.max(axis=1, keepdims=True)  # log-sum-exp by hand: scipy's array-API wrapper cost 4x more here
+            out[i : i + chunk] = np.log(np.exp(a - top).sum(axis=1)) + top[:, 0] + norm
         return out
 
 
