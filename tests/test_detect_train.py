@@ -337,7 +337,7 @@ def test_ultralytics_augmentations_on_request(tmp_path):
 
 
 def test_repeat_factor_sampler_repeats_images_with_rare_classes(tmp_path):
-    from rarespot.detect.train import imbalance_hooks
+    from rarespot.detect.trainer import imbalance_hooks
 
     ds = make_scans(tmp_path, 4, objects=(1, 1))
     labels = [0, 0, 0, 1]  # class 1 is in 1 of 4 images
@@ -355,7 +355,7 @@ def test_repeat_factor_sampler_repeats_images_with_rare_classes(tmp_path):
 
 
 def test_copy_paste_and_class_aware_hooks_run_on_tiles(tmp_path):
-    from rarespot.detect.train import imbalance_hooks
+    from rarespot.detect.trainer import imbalance_hooks
 
     ds = make_scans(tmp_path, 4, size=(200, 240), objects=(2, 3))
     cfg = TrainConfig(tile_object_choice="class_aware", copy_paste={"p": 1.0}, tiles=2, tile_size=96)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,3 +211,44 @@ def test_progress_lines_in_a_log_file(tmp_path, splits, capsys):
     assert len(lines) == 2, out
     assert "img/s" in lines[0] and "left" in lines[0] and "img/s" in lines[1]
     assert out.count("recall by class:") == 2
+
+
+def test_ultralytics_ddp_script_rebuilds_the_rarespot_trainer(tmp_path, splits, monkeypatch):
+    """Multi-GPU training (``--device 0,1``): Ultralytics writes a script that unpickles the trainer
+    class and rebuilds it from (cfg, overrides) in each worker. Run that script, as generated, in a
+    fresh interpreter up to the launch itself (which needs GPUs): it must construct a TileTrainer
+    with the run's own config and splits."""
+    import subprocess
+    import sys
+
+    from ultralytics.utils import dist
+
+    from rarespot.detect.train import save_splits, ultralytics_overrides
+    from rarespot.detect.trainer import TileTrainer
+
+    monkeypatch.setattr(dist, "USER_CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(dist, "check_requirements", lambda *a, **k: None, raising=False)
+    import ultralytics.utils.checks as checks
+
+    monkeypatch.setattr(checks, "check_requirements", lambda *a, **k: True)
+    config = tiny_config(tmp_path / "run", cls_loss="focal")
+    run_dir = config.out
+    run_dir.mkdir(parents=True)
+    config.dump_yaml(run_dir / "config.yaml")
+    save_splits(splits, run_dir / "split.json")
+    trainer = TileTrainer(overrides=ultralytics_overrides(config, run_dir, "yolo11n.yaml"), config=config, splits=splits)
+    trainer.model = trainer.get_model(cfg="yolo11n.yaml", verbose=False)
+    script = Path(dist.generate_ddp_file(trainer))
+    text = script.read_text()
+    assert "trainer.train()" in text
+    probe = text.replace(
+        "trainer.train()",
+        "ds = trainer.build_dataset('', 'train'); "
+        "print('BUILT', type(trainer).__module__, type(trainer).__name__, trainer.rs_config.cls_loss, "
+        "len(trainer.splits['train']), type(trainer.get_model(cfg='yolo11n.yaml', verbose=False)).__name__, len(ds) > 0)",
+    )
+    probe_path = tmp_path / "probe_ddp.py"
+    probe_path.write_text(probe)
+    proc = subprocess.run([sys.executable, str(probe_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"BUILT rarespot.detect.trainer TileTrainer focal {len(splits['train'])} RarespotDetectionModel True" in proc.stdout

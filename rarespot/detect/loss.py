@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
+from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
 from rarespot.detect.config import CLS_LOSSES
@@ -117,3 +118,21 @@ def build_detection_loss(
         class_weights=class_weights,
     )
     return E2ELoss(model, loss_cls) if end2end else loss_cls(model)
+
+
+class RarespotDetectionModel(DetectionModel):
+    """Ultralytics' DetectionModel whose classification loss is chosen by ``cls_loss_options``
+    (focal, class-balanced; see :func:`build_detection_loss`).
+
+    Only runs that ask for a non-default loss use it, so plain-BCE checkpoints stay plain
+    Ultralytics models that load without rarespot. Checkpoints pickle it by this module path;
+    older ones name ``rarespot.detect.model.RarespotDetectionModel``, which still resolves here.
+    """
+
+    cls_loss_options: dict | None = None
+
+    def init_criterion(self):
+        opts = self.cls_loss_options or {}
+        if not opts or opts.get("cls_loss", "bce") == "bce":
+            return super().init_criterion()
+        return build_detection_loss(self, **opts)

@@ -84,38 +84,10 @@ def check_checkpoint(path: str | Path) -> None:
         raise InputError(path, f"checkpoint is a {task!r} model; rarespot trains detection models")
 
 
-def detection_model_class():
-    """A DetectionModel whose loss comes from rarespot's imbalance losses (focal, class-balanced).
-
-    Built lazily so importing this module does not import torch. Only used when
-    the config asks for a non-default loss: checkpoints of plain-BCE runs stay
-    plain Ultralytics models that load without rarespot installed.
-    """
-    if "RarespotDetectionModel" in globals():
-        return globals()["RarespotDetectionModel"]
-    from ultralytics.nn.tasks import DetectionModel
-
-    class RarespotDetectionModel(DetectionModel):
-        """Ultralytics' DetectionModel with the classification loss chosen by ``cls_loss_options``."""
-
-        cls_loss_options: dict | None = None
-
-        def init_criterion(self):
-            opts = self.cls_loss_options or {}
-            if not opts or opts.get("cls_loss", "bce") == "bce":
-                return super().init_criterion()
-            from rarespot.detect.loss import build_detection_loss
-
-            return build_detection_loss(self, **opts)
-
-    RarespotDetectionModel.__module__ = __name__
-    RarespotDetectionModel.__qualname__ = "RarespotDetectionModel"
-    globals()["RarespotDetectionModel"] = RarespotDetectionModel  # one class object, so pickle finds it again
-    return RarespotDetectionModel
-
-
 def __getattr__(name: str):
-    # Checkpoints pickle the class by module + name; unpickling looks it up here.
+    # Checkpoints written before the class had a module of its own pickled it under this module.
     if name == "RarespotDetectionModel":
-        return detection_model_class()
+        from rarespot.detect.loss import RarespotDetectionModel
+
+        return RarespotDetectionModel
     raise AttributeError(name)

@@ -8,10 +8,12 @@ validation loss.
     >>> result.best, result.best_epoch, result.best_val_loss
 
 Ultralytics does the optimisation; rarespot plugs in through its public classes
-only: :class:`TileTrainer` (a ``DetectionTrainer``) builds
+only: :class:`rarespot.detect.trainer.TileTrainer` (a ``DetectionTrainer``) builds
 :class:`~rarespot.detect.data.ScanTileDataset` instead of reading label files,
 validates every ``val_every`` epochs, ranks checkpoints by validation loss
-instead of mAP, writes checkpoints atomically and reports progress with rich.
+instead of mAP and writes checkpoints atomically. This module prepares the run
+folder, reports progress (rich on a terminal, a line per epoch in a log) and
+collects the result.
 
 Run folder (``config.out``):
   config.yaml   the resolved TrainConfig (what ``--resume`` reuses)
@@ -19,6 +21,7 @@ Run folder (``config.out``):
   weights/      last.pt (every epoch), best.pt (lowest validation loss)
   metrics.csv   one row per epoch; validation columns empty on skipped epochs
   loss.png      train and validation loss per epoch, best epoch marked
+  val_per_class.csv  instances, precision, recall and AP50 per class per validation round
   results.csv   Ultralytics' own log (kept for its tools)
 """
 
@@ -28,7 +31,6 @@ import csv
 import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from rarespot.detect.config import TrainConfig
-from rarespot.detect.preprocess import stamp_input_mapping
 from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
 from rarespot.io.atomic import atomic_path, atomic_write_text
 from rarespot.errors import InputError
@@ -206,169 +207,6 @@ def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
     return out
 
 
-# --- the trainer -------------------------------------------------------------------------------
-def _trainer_class():
-    """Built on first use so importing rarespot.detect.train does not import torch/ultralytics."""
-    from ultralytics.models.yolo.detect import DetectionTrainer
-    from ultralytics.nn.tasks import DetectionModel
-    from ultralytics.utils import RANK
-    from ultralytics.utils.torch_utils import strip_optimizer, unwrap_model
-
-    from rarespot.detect.augment import build_augmentation
-    from rarespot.detect.data import ScanTileDataset
-    from rarespot.detect.model import detection_model_class
-
-    class TileTrainer(DetectionTrainer):
-        """DetectionTrainer fed by ScanTileDataset; validates every k epochs; best = lowest val loss."""
-
-        def __init__(self, config: TrainConfig, splits: dict[str, DetectionDataset], overrides: dict, _callbacks=None):
-            self.rs_config = config
-            self.splits = splits
-            super().__init__(overrides=overrides, _callbacks=_callbacks)
-            self.thread_tuner = None
-            if self.device.type == "cpu":
-                # Ultralytics' select_device just set cores - 1 threads (one on a 2-core machine). A
-                # pinned count is used as given; otherwise the tuner times both counts every epoch.
-                import torch
-
-                from rarespot.cpu import ThreadTuner, available_cores
-
-                if config.threads:
-                    torch.set_num_threads(config.threads)
-                else:
-                    self.thread_tuner = ThreadTuner(available_cores())
-                    self.add_callback("on_train_epoch_start", lambda t: t.thread_tuner.epoch_started(time.perf_counter()))
-                    self.add_callback("on_train_batch_end", lambda t: t.thread_tuner.step_done(time.perf_counter()))
-
-        def get_dataset(self) -> dict:
-            names = self.splits["train"].class_names
-            return {
-                "train": "rarespot:train",
-                "val": "rarespot:val",
-                "names": dict(enumerate(names)),
-                "nc": len(names),
-                "channels": 3,
-            }
-
-        def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None):
-            cfg = self.rs_config
-            split = self.splits["train" if mode == "train" else "val"]
-            gs = max(int(unwrap_model(self.model).stride.max()), 32) if self.model is not None else 32
-            repeat, weights, copy_paste = None, None, None
-            if mode == "train":
-                repeat, weights, copy_paste = imbalance_hooks(cfg, split)
-            return ScanTileDataset(
-                split,
-                mode=mode,
-                imgsz=self.args.imgsz,
-                hyp=self.args,
-                batch_size=batch or cfg.batch,
-                stride=gs,
-                tiles=cfg.tiles,
-                tile_size=cfg.tile_size,
-                min_visible=cfg.min_visible,
-                negative_tiles=cfg.negative_tiles,
-                full_image=cfg.full_image,
-                val_overlap=cfg.val_overlap,
-                augmentation=build_augmentation(cfg.aug, cfg.aug_p, seed=cfg.seed) if mode == "train" else None,
-                repeat_factors=repeat,
-                object_weights=weights,
-                copy_paste=copy_paste,
-                ultralytics_augment=cfg.ultralytics_augment,
-                cache_images=cfg.cache_images,
-            )
-
-        def get_model(self, cfg=None, weights=None, verbose: bool = True):
-            rs = self.rs_config
-            custom_loss = rs.cls_loss != "bce"
-            model_cls = detection_model_class() if custom_loss else DetectionModel
-            model = model_cls(cfg, nc=self.data["nc"], ch=3, verbose=verbose and RANK == -1)
-            if custom_loss:
-                model.cls_loss_options = {
-                    "cls_loss": rs.cls_loss,
-                    "alpha": rs.focal_alpha,
-                    "gamma": rs.focal_gamma,
-                    "beta": rs.cb_beta,
-                    "class_counts": [int(c) for c in self.splits["train"].class_counts()],
-                }
-            model = self.set_model_names_for_load(model)
-            stamp_input_mapping(model)  # preprocess.py: the scan -> 8-bit mapping training uses, saved with the weights
-            if weights:
-                model.load(weights)
-            return model
-
-        def plot_training_labels(self):
-            """Off: Ultralytics' label plots need a font download; rarespot draws its own plots."""
-
-        # Validation every k epochs; fitness = -validation loss (seed 3.3: keep the lowest-loss model).
-        def _skip_validation(self) -> bool:
-            k = self.rs_config.val_every
-            epoch = self.epoch + 1
-            final = epoch >= self.epochs
-            return not (final or epoch % k == 0 or self.stopper.possible_stop or self.stop)
-
-        def validate(self):
-            if self._skip_validation():
-                return {key: float("nan") for key in self.metrics}, None
-            metrics = self.validator(self)
-            if metrics is None:
-                return None, None
-            metrics.pop("fitness", None)
-            val_loss = sum(v for k, v in metrics.items() if k.startswith("val/"))
-            fitness = -float(val_loss)
-            if self.best_fitness is None or fitness > self.best_fitness:
-                self.best_fitness = fitness
-            return metrics, fitness
-
-        def save_model(self):
-            """Ultralytics' checkpoint, written to temp files and renamed: a crash never leaves a torn last.pt."""
-            last, best = self.last, self.best
-            tmp_last, tmp_best = last.with_name(".last.pt.tmp"), best.with_name(".best.pt.tmp")
-            self.last, self.best = tmp_last, tmp_best
-            try:
-                saved = super().save_model()
-            finally:
-                self.last, self.best = last, best
-            if tmp_last.exists():
-                os.replace(tmp_last, last)
-            if tmp_best.exists():
-                if self.fitness is not None:  # an epoch without validation is never "best"
-                    os.replace(tmp_best, best)
-                else:
-                    tmp_best.unlink()
-            return saved
-
-        def final_eval(self):
-            """Strip optimiser state from the final checkpoints. best.pt's validation metrics are
-            already in metrics.csv (its epoch's row), so Ultralytics' re-validation is skipped."""
-            for ckpt in (self.last, self.best):
-                if ckpt.exists():
-                    strip_optimizer(ckpt)
-
-    return TileTrainer
-
-
-def imbalance_hooks(config: TrainConfig, train: DetectionDataset):
-    """(repeat factors, object-choice class weights, copy-paste transform) from the config; None where off."""
-    repeat = weights = copy_paste = None
-    labels_per_image = [r.labels for r in train.records]
-    if config.sampler == "repeat_factor":
-        from rarespot.imbalance.sampling import repeat_factors
-
-        repeat = np.asarray(repeat_factors(labels_per_image, train.num_classes, config.repeat_threshold))
-    if config.tile_object_choice == "class_aware":
-        from rarespot.imbalance.sampling import class_aware_object_weights
-
-        weights = np.asarray(class_aware_object_weights(train.class_counts(), power=config.object_weight_power))
-    if config.copy_paste is not None:
-        from rarespot.detect.preprocess import to_model_input
-        from rarespot.imbalance.copy_paste import XrayCopyPaste
-
-        # Pasting happens on the 8-bit model-input tile, so donors are put in that space too.
-        copy_paste = XrayCopyPaste(train, donor_transform=to_model_input, **config.copy_paste.model_dump())
-    return repeat, weights, copy_paste
-
-
 def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dict[str, Any]:
     """Ultralytics settings for a controlled study: its own augmentations off unless asked for,
     nothing that would reach the network (AMP check, font download for plots)."""
@@ -377,7 +215,7 @@ def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dic
         "task": "detect",
         "mode": "train",
         "model": model,
-        "data": "rarespot",  # unused: TileTrainer.get_dataset supplies the data
+        "data": str(run_dir / "split.json"),  # TileTrainer reads its splits from memory, or from here in a DDP worker
         "epochs": config.epochs,
         "time": config.time_hours,
         "batch": config.batch,
@@ -737,7 +575,9 @@ def train_on_splits(
     if _resume_from is not None:
         overrides["resume"] = str(_resume_from)
     started = time.perf_counter()
-    trainer = _trainer_class()(config, splits, overrides)
+    from rarespot.detect.trainer import TileTrainer
+
+    trainer = TileTrainer(overrides=overrides, config=config, splits=splits)
     reporter = _RunReporter(run_dir, quiet=quiet)
     reporter.register(trainer)
     try:
