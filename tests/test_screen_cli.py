@@ -121,3 +121,92 @@ def test_root_cli_prints_one_line_and_exits_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "missing.pt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_constant_images_are_named_and_left_out(tmp_path, workdir):
+    images = make_cells(60, 0)
+    images[3] = 0  # all black
+    images[7] = 200  # constant grey
+    np.savez(tmp_path / "with_blank.npz", images=images, labels=np.zeros(60, np.uint8), names=np.array([f"cell_{i}.png" for i in range(60)]))
+    result = runner.invoke(app, ["screen", "fit", str(tmp_path / "with_blank.npz"), "--out", str(tmp_path / "m"), "-c", str(workdir / "tiny.yaml"),
+                                 "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "left out 2 constant image(s)" in result.output and "cell_3.png, cell_7.png" in result.output
+    assert "training on 58 normal images" in result.output
+    result = runner.invoke(app, ["screen", "score", str(workdir / "model"), str(tmp_path / "with_blank.npz"), "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0 and "2 constant image(s)" in result.output and "cell_3.png" in result.output
+
+
+def test_too_few_normals_for_the_far_fails_before_writing(tmp_path, workdir):
+    np.savez(tmp_path / "few.npz", images=make_cells(30, 0), labels=np.zeros(30, np.uint8))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.pt").write_bytes(b"an earlier model")
+    result = runner.invoke(app, ["screen", "fit", str(tmp_path / "few.npz"), "--out", str(tmp_path / "m"), "-c", str(workdir / "tiny.yaml")])
+    assert isinstance(result.exception, InputError), result.output
+    msg = str(result.exception)
+    # 30 normals, 6 held out; FAR 0.05 needs 10 held-out normals (about 50 images).
+    assert "few.npz" in msg and "too few normal images" in msg and "needs at least 10" in msg and "normal class '0'" in msg
+    assert (tmp_path / "m" / "model.pt").read_bytes() == b"an earlier model"  # nothing already written lost
+    result = runner.invoke(app, ["screen", "fit", str(tmp_path / "few.npz"), "--out", str(tmp_path / "m2"), "-c", str(workdir / "tiny.yaml"),
+                                 "--epochs", "1", "--far", "0.1"])
+    assert result.exit_code == 0, result.output  # a looser false-alarm rate needs only 5
+
+
+def test_label_file_without_the_normal_class_names_it(tmp_path, workdir):
+    for name in ("sick_a", "sick_b"):
+        (tmp_path / "cells" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "cells" / name / "0.png"), make_cells(1, 0)[0])
+    result = runner.invoke(app, ["screen", "fit", str(tmp_path / "cells"), "--out", str(tmp_path / "m"), "--normal-label", "normal"])
+    assert isinstance(result.exception, InputError)
+    assert "cells" in str(result.exception) and "'normal' is not a class here" in str(result.exception) and "sick_a" in str(result.exception)
+
+
+def test_mixed_channel_counts_name_a_file(tmp_path, workdir):
+    (tmp_path / "normal").mkdir()
+    for i, img in enumerate(make_cells(12, 5)):
+        cv2.imwrite(str(tmp_path / "normal" / f"{i:02d}.png"), img)
+    cv2.imwrite(str(tmp_path / "normal" / "colour.png"), np.dstack([make_cells(1, 6)[0]] * 3) + np.array([0, 0, 30], np.uint8))
+    result = runner.invoke(app, ["screen", "score", str(workdir / "model"), str(tmp_path), "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("mixed channel counts (1 ch: 12, 3 ch: 1) converted to gray") == 1
+    assert "3 ch: normal/colour.png" in result.output
+
+
+def test_fit_patch_detector_and_evaluate(tmp_path, workdir):
+    pytest.importorskip("efficientnet_lite_pytorch", reason="rarespot[pretrained] not installed")
+    cfg = {"detector": "patch", "patch": {"size": 32, "method": "patchcore", "coreset_size": 100}, "train": {"threads": 1}}
+    (tmp_path / "patch.yaml").write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["screen", "fit", str(workdir / "cells.npz"), "--out", str(tmp_path / "pm"), "-c", str(tmp_path / "patch.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "patch features, patchcore" in result.output
+    summary = json.loads((tmp_path / "pm" / "summary.json").read_text())
+    assert summary["detector"] == "patch (patchcore)" and summary["n_calibration"] == 12
+    result = runner.invoke(app, ["screen", "evaluate", str(tmp_path / "pm"), str(workdir / "cells.npz"), "--out", str(tmp_path / "ev"), "--top-k", "6"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["main_score"] == "patch" and m["patch"]["auroc"] > 0.85 and "or_rule" not in m
+    table = pd.read_csv(tmp_path / "ev" / "scores.csv")
+    assert list(table.columns) == ["name", "label", "patch", "anomalous"]
+    assert (table["anomalous"] == (table["patch"] > summary["thresholds"]["patch"])).all()
+    for png in ("histograms.png", "roc.png", "top_anomalies.png"):
+        assert cv2.imread(str(tmp_path / "ev" / png)) is not None, png
+
+
+def test_epoch_log_lines_with_time_left():
+    from rarespot.screen.train import EpochLog
+
+    lines, now = [], [0.0]
+    log = EpochLog(4, every_s=60, print_fn=lambda s, flush=True: lines.append(s), clock=lambda: now[0])
+    now[0] = 30.0
+    log.batch(0, 5, 10, 0.5)  # under a minute since the last line: quiet
+    now[0] = 61.0
+    log.batch(0, 5, 10, 0.5)  # a minute: a line; half an epoch in 61 s -> ~61 s to finish it + 3 x 122 s
+    now[0] = 120.0
+    log.epoch(0, 0.4, 0.3, 0, False)
+    now[0] = 240.0
+    log.epoch(1, 0.3, 0.2, 1, False)
+    now[0] = 360.0
+    log.epoch(2, 0.3, 0.25, 1, True)
+    assert lines[0].startswith("CAE epoch 1/4: batch 5/10") and "~7 min 07 s left" in lines[0]
+    assert lines[1] == "CAE epoch 1/4: train MSE 0.40000, val MSE 0.30000 (best: epoch 1), 120.0 s, ~6 min 00 s left"
+    assert lines[2].endswith("~4 min 00 s left") and lines[3].endswith("stopping early")

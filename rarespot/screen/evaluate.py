@@ -154,6 +154,10 @@ def plot_top_anomalies(detector, images: ImageSet, main_scores: np.ndarray, y: n
     rows = int(np.ceil(len(top) / cols))
     fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.3, rows * 1.5), squeeze=False)
     vmax = float(np.percentile(detail.error_maps, 99.5)) or 1.0
+    # Patch scores are distances that are never near 0 on the object: start the colour scale at the typical
+    # object patch so the hot spots stand out (reconstruction errors start at 0).
+    on_object = detail.error_maps[detail.error_maps > 0]
+    vmin = 0.0 if isinstance(detector, CAEDetector) or not len(on_object) else float(np.percentile(on_object, 25))
     for ax in axes.ravel():
         ax.axis("off")
     for k, idx in enumerate(top):
@@ -162,7 +166,7 @@ def plot_top_anomalies(detector, images: ImageSet, main_scores: np.ndarray, y: n
         axes[r, 2 * c].imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
         tag = "" if y is None else (" A" if y[idx] else " N")
         axes[r, 2 * c].set_title(f"#{k + 1}{tag} {main_scores[idx]:.2f}", fontsize=6)
-        axes[r, 2 * c + 1].imshow(detail.error_maps[k], cmap="inferno", vmin=0, vmax=vmax)
+        axes[r, 2 * c + 1].imshow(detail.error_maps[k], cmap="inferno", vmin=vmin, vmax=max(vmax, vmin + 1e-12))
     what = "per-pixel reconstruction error" if isinstance(detector, CAEDetector) else "patch anomaly score (pretrained features)"
     fig.suptitle(f"top-scoring images | {what} (A = labelled anomaly, N = normal)", fontsize=8)
     fig.tight_layout()

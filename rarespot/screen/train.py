@@ -70,7 +70,7 @@ class EpochLog:
     def epoch(self, epoch: int, train_loss: float, val_loss: float, best_epoch: int, stopped: bool) -> None:
         now = self.clock()
         self.epoch_times.append(now - self.epoch_start)
-        left = "stopping early" if stopped or epoch + 1 >= self.epochs else f"~{self._left(epoch, 1.0)} left"
+        left = "done" if epoch + 1 >= self.epochs else ("stopping early" if stopped else f"~{self._left(epoch, 1.0)} left")
         self.print(f"CAE epoch {epoch + 1}/{self.epochs}: train MSE {train_loss:.5f}, val MSE {val_loss:.5f} "
                    f"(best: epoch {best_epoch + 1}), {self.epoch_times[-1]:.1f} s, {left}", flush=True)
         self.epoch_start = self.last_line = now
