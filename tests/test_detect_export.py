@@ -1,4 +1,5 @@
-"""ONNX export and the onnxruntime path: same boxes as torch, bad input named."""
+"""ONNX export, the onnxruntime and OpenVINO paths (same boxes as torch), the reduced-precision
+gate, and bad input named."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from rarespot.detect.predict import TiledPredictor
 from rarespot.errors import InputError
 
 NAMES = ["knife", "gun"]
+
+
+@pytest.fixture(autouse=True)
+def _private_model_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RARESPOT_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +39,25 @@ def test_export_writes_onnx_with_names_and_nothing_else(models):
     assert onnx.is_file() and onnx.stat().st_size > 1_000_000
     assert sorted(p.name for p in onnx.parent.iterdir()) == ["lively.onnx"]  # no temp folders left behind
     predictor = TiledPredictor(onnx, tile=128)
-    assert type(predictor.backend).__name__ == "OnnxBackend"
+    assert type(predictor.backend).__name__ == "OpenVinoBackend"  # auto: the fastest installed runtime
     assert predictor.class_names == NAMES
     assert predictor.backend.fixed_batch is None  # dynamic batch
+    assert predictor.backend.precision == "fp32"
+    ort = TiledPredictor(onnx, tile=128, backend="onnxruntime")
+    assert type(ort.backend).__name__ == "OnnxBackend" and ort.class_names == NAMES
 
 
-def test_onnxruntime_path_gives_the_torch_boxes(models):
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnx_paths_give_the_torch_boxes(models, backend):
     """The same boxes and scores up to float noise. Not asserted box for box: with random
     weights many boxes sit within 1e-6 of the conf or NMS threshold, and torch and
-    onnxruntime (thread counts, kernels) may round such a tie either way."""
+    onnxruntime/OpenVINO (thread counts, kernels) may round such a tie either way."""
     from rarespot.metrics.detection import match_detections
 
     pt, onnx = models
     kw = dict(tile=128, overlap=0.25, conf=0.05, iou=0.5, batch=4)
     torch_dets = TiledPredictor(pt, **kw).predict(_scan())
-    onnx_dets = TiledPredictor(onnx, **kw).predict(_scan())
+    onnx_dets = TiledPredictor(onnx, backend=backend, **kw).predict(_scan())
     assert len(torch_dets) > 20
     assert abs(len(onnx_dets) - len(torch_dets)) <= max(1, len(torch_dets) // 20)
     pairs = match_detections(
@@ -66,7 +76,7 @@ def test_onnxruntime_wbf_agrees_with_torch(models):
     pt, onnx = models
     kw = dict(tile=128, overlap=0.25, conf=0.05, iou=0.5, batch=4, merge="wbf")
     a = TiledPredictor(pt, **kw).predict(_scan())
-    b = TiledPredictor(onnx, **kw).predict(_scan())
+    b = TiledPredictor(onnx, backend="onnxruntime", **kw).predict(_scan())
     assert abs(len(a) - len(b)) <= max(1, len(a) // 20)
     agree = (box_iou(a.boxes, b.boxes).max(axis=1) >= 0.9).mean()
     assert agree >= 0.9
@@ -76,11 +86,13 @@ def test_onnxruntime_wbf_agrees_with_torch(models):
 def test_fixed_batch_export_pads_the_last_chunk(models, tmp_path):
     pt, onnx = models
     fixed = export_onnx(pt, tmp_path / "fixed.onnx", imgsz=128, dynamic=False, batch=4)
-    predictor = TiledPredictor(fixed, tile=128, overlap=0.25, conf=0.05, batch=8)  # 6 tiles: chunks of 4 + 2 padded
-    assert predictor.backend.fixed_batch == 4
-    reference = TiledPredictor(onnx, tile=128, overlap=0.25, conf=0.05).predict(_scan())
-    dets = predictor.predict(_scan())
-    np.testing.assert_allclose(dets.boxes, reference.boxes, atol=0.05)
+    reference = TiledPredictor(onnx, tile=128, overlap=0.25, conf=0.05, backend="onnxruntime").predict(_scan())
+    for backend in ("onnxruntime", "openvino"):
+        # 6 tiles: chunks of 4 + 2 padded
+        predictor = TiledPredictor(fixed, tile=128, overlap=0.25, conf=0.05, batch=8, backend=backend)
+        assert predictor.backend.fixed_batch == 4
+        dets = predictor.predict(_scan())
+        np.testing.assert_allclose(dets.boxes, reference.boxes, atol=0.05)
 
 
 def test_export_bad_input_is_named(models, tmp_path):
@@ -116,25 +128,108 @@ def test_onnx_without_names_metadata_is_refused(tmp_path):
         TiledPredictor(path)
 
 
+def _check_set(folder, n=3):
+    """A few annotated 16-bit scans (VOC) for the accuracy check."""
+    from rarespot.io.annotations import save_dataset
+    from rarespot.io.dataset import DetectionDataset, ImageRecord
+    from rarespot.io.images import write_image
+
+    records = []
+    for i in range(n):
+        write_image(folder / "images" / f"c{i}.png", _scan(seed=20 + i))
+        records.append(ImageRecord(path=folder / "images" / f"c{i}.png", width=300, height=200,
+                                   boxes=np.array([[40.0, 40.0, 90.0, 100.0]]), labels=np.array([i % 2])))
+    return DetectionDataset(NAMES, records, folder)
+
+
 @pytest.mark.slow
 def test_int8_export_runs_and_stays_close_to_fp32(models, tmp_path):
-    """INT8 on a random-weight model: the same class names, and most boxes still found (a
-    random net is a harsh case for quantization; a trained one is checked with evaluate)."""
+    """INT8 on a random-weight model, checked on annotated scans: the same class names, the check's
+    outcome stored, and most boxes still found (a random net is a harsh case for quantization)."""
+    from rarespot.detect.precision import onnx_metadata, read_stamp
     from rarespot.io.images import write_image
     from rarespot.metrics.detection import box_iou
 
     pt, onnx = models
     for i in range(2):
         write_image(tmp_path / "calib" / f"c{i}.png", _scan(seed=10 + i))
-    q8 = export_onnx(pt, tmp_path / "q8.onnx", imgsz=128, int8=True, calibration=[tmp_path / "calib"], calibration_tiles=8)
+    q8 = export_onnx(pt, tmp_path / "q8.onnx", imgsz=128, int8=True, calibration=[tmp_path / "calib"],
+                     calibration_tiles=8, check=_check_set(tmp_path / "check"), conf=0.05, force=True)
+    stamp = read_stamp(onnx_metadata(q8)[0])
+    assert stamp["precision"] == "int8" and stamp["scans"] == 3 and stamp["f1"] is not None
+    assert stamp["status"] in ("passed", "forced")
     kw = dict(tile=128, overlap=0.25, conf=0.05)
     fp32 = TiledPredictor(onnx, **kw).predict(_scan())
-    int8 = TiledPredictor(q8, **kw)
-    assert int8.class_names == NAMES
-    dets = int8.predict(_scan())
-    assert len(dets) > 0
-    found = (box_iou(fp32.boxes, dets.boxes).max(axis=1) >= 0.5).mean()
-    assert found >= 0.5
+    for backend in ("openvino", "onnxruntime"):
+        int8 = TiledPredictor(q8, backend=backend, **kw)
+        assert int8.class_names == NAMES and int8.backend.precision == "int8"
+        dets = int8.predict(_scan())
+        assert len(dets) > 0
+        found = (box_iou(fp32.boxes, dets.boxes).max(axis=1) >= 0.5).mean()
+        assert found >= 0.5
+
+
+def _cpu_has(precision: str) -> bool:
+    import openvino as ov
+
+    return precision.upper() in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.skipif(not _cpu_has("bf16"), reason="this CPU has no BF16 arithmetic")
+def test_reduced_precision_that_loses_f1_keeps_fp32_and_the_rejected_file_is_refused(models, tmp_path, monkeypatch):
+    """The gate itself: an F1 drop of 0.02 (> 0.01) writes fp32 to the output and the BF16 model aside,
+    which every back-end then refuses, naming the file and what to do; --force keeps it."""
+    import rarespot.detect.export as export
+    from rarespot.detect.precision import onnx_metadata, read_stamp
+
+    pt, _ = models
+    scores = iter([0.80, 0.78, 0.80, 0.78, 0.80, 0.795])  # fp32, reduced: failed; forced; passed (0.005 drop)
+    monkeypatch.setattr(export, "_f1_on", lambda *a, **k: next(scores))
+    check = _check_set(tmp_path / "check")
+    with pytest.warns(UserWarning, match=r"lowered F1 from 0.800 \(fp32\) to 0.780"):
+        out = export_onnx(pt, tmp_path / "m.onnx", imgsz=128, precision="bf16", check=check)
+    assert read_stamp(onnx_metadata(out)[0])["precision"] == "fp32"
+    assert TiledPredictor(out, tile=128).backend.precision == "fp32"
+    rejected = tmp_path / "m.bf16-rejected.onnx"
+    assert read_stamp(onnx_metadata(rejected)[0])["status"] == "failed"
+    for backend in ("openvino", "onnxruntime"):
+        with pytest.raises(InputError, match=r"m.bf16-rejected.onnx: its BF16 accuracy check failed .* use m.onnx"):
+            TiledPredictor(rejected, tile=128, backend=backend)
+
+    forced = export_onnx(pt, tmp_path / "f.onnx", imgsz=128, precision="bf16", check=check, force=True)
+    assert read_stamp(onnx_metadata(forced)[0])["status"] == "forced"
+    with pytest.warns(UserWarning, match="accepted with --force"):
+        assert TiledPredictor(forced, tile=128).backend.precision == "bf16"
+    passed = export_onnx(pt, tmp_path / "p.onnx", imgsz=128, precision="bf16", check=check)
+    assert read_stamp(onnx_metadata(passed)[0])["status"] == "passed"
+    assert TiledPredictor(passed, tile=128).backend.precision == "bf16"
+    assert TiledPredictor(passed, tile=128, backend="onnxruntime").backend.precision == "fp32"  # 16 bits: OpenVINO only
+
+
+def test_unchecked_int8_and_another_input_size_are_refused(models, tmp_path):
+    from rarespot.detect.export import quantize_int8
+
+    pt, onnx = models
+    legacy = quantize_int8(onnx, tmp_path / "legacy_int8.onnx", np.zeros((2, 128, 128, 3), np.uint8))
+    for backend in ("openvino", "onnxruntime"):
+        with pytest.raises(InputError, match="legacy_int8.onnx: an INT8 model without an accuracy check.*--precision int8"):
+            TiledPredictor(legacy, tile=128, backend=backend)
+        with pytest.raises(InputError, match=r"lively.onnx: exported for a 128-px network input, but tiles of 256 px "
+                                              r"need 256 px: export it again .*--imgsz 256.*or predict with --tile 128"):
+            TiledPredictor(onnx, tile=256, backend=backend)
+    with pytest.raises(InputError, match="needs held-out annotated scans"):
+        export_onnx(pt, tmp_path / "q.onnx", imgsz=128, precision="int8", calibration=[tmp_path])
+
+
+def test_a_pt_on_openvino_is_exported_once_into_the_cache(models, tmp_path):
+    pt, _ = models
+    first = TiledPredictor(pt, tile=128, backend="openvino")
+    cached = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(cached) == 1 and cached[0].name.endswith("-128.onnx")
+    stamp = cached[0].stat().st_mtime_ns
+    second = TiledPredictor(pt, tile=128, backend="openvino")
+    assert cached[0].stat().st_mtime_ns == stamp  # reused, not exported again
+    assert type(first.backend).__name__ == type(second.backend).__name__ == "OpenVinoBackend"
 
 
 def test_int8_needs_calibration(models, tmp_path):
@@ -142,4 +237,4 @@ def test_int8_needs_calibration(models, tmp_path):
     with pytest.raises(InputError, match="calibration"):
         export_onnx(pt, tmp_path / "q8.onnx", imgsz=128, int8=True)
     with pytest.raises(InputError, match="nothing_here: image file not found"):
-        export_onnx(pt, tmp_path / "q8.onnx", imgsz=128, int8=True, calibration=[tmp_path / "nothing_here"])
+        export_onnx(pt, tmp_path / "q8.onnx", imgsz=128, int8=True, calibration=[tmp_path / "nothing_here"], force=True)

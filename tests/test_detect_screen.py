@@ -21,6 +21,12 @@ from rarespot.io.images import write_image
 from serve_fixtures import CLASS_NAMES, FakePredictor, FakeDetections, scan_16bit, tiny_yolo
 
 
+@pytest.fixture(autouse=True)
+def _private_model_cache(tmp_path, monkeypatch):
+    """A .pt screened on OpenVINO is exported once into the cache: a test's own, not the user's."""
+    monkeypatch.setenv("RARESPOT_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def corrupt_png() -> bytes:
     """A complete PNG (end chunk and all) whose image data fails its checksum: libpng complains."""
     import cv2
@@ -63,6 +69,7 @@ def test_screen_writes_csv_sheet_and_thumbnails(tmp_path):
     assert sorted(by_file) == ["a_bright.png", "c_dim.png", "d_broken.png", "day2/b_mid.tif"]
     assert by_file["a_bright.png"] == {
         "file": "a_bright.png", "n_detections": "1", "max_confidence": "0.90000", "flagged": "1", "error": "",
+        "tiles": "", "tiles_inspected": "", "note": "",  # a predictor object without tiles says nothing of them
     }
     assert by_file["day2/b_mid.tif"]["max_confidence"] == "0.60000" and by_file["day2/b_mid.tif"]["flagged"] == "1"
     assert by_file["c_dim.png"]["max_confidence"] == "0.30000" and by_file["c_dim.png"]["flagged"] == "0"
@@ -211,7 +218,8 @@ def test_records_are_sorted_and_floored():
 
 
 def test_cli_screen_with_a_real_untrained_yolo(tmp_path):
-    """End to end: `rarespot detect screen` on real TiledPredictor output (a tiny untrained yolo11n)."""
+    """End to end: `rarespot detect screen` on real TiledPredictor output (a tiny untrained yolo11n),
+    by default on OpenVINO: the .pt is exported to ONNX once, into the cache."""
     import torch
 
     from rarespot.cli import app
@@ -233,6 +241,9 @@ def test_cli_screen_with_a_real_untrained_yolo(tmp_path):
     assert [r["file"] for r in rows] == ["s0.png", "s1.png"]
     assert all(int(r["n_detections"]) > 0 and float(r["max_confidence"]) >= 1e-4 for r in rows)
     assert len(list((out / "thumbs").iterdir())) == 2
+    assert all(r["tiles"] == "1" and r["tiles_inspected"] == "1" for r in rows)
+    assert "scans/s" in result.output
+    assert len(list((tmp_path / "cache" / "onnx").glob("tiny-*-256.onnx"))) == 1
 
     bad = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--conf", "0.5",
                                    "--flag-conf", "0.2"])
@@ -344,7 +355,7 @@ def test_cli_interrupt_prints_the_resume_hint(tmp_path, monkeypatch):
     src = make_folder(tmp_path)
     model = tiny_yolo(tmp_path / "tiny.pt")
 
-    def interrupted(self, image, conf=None, cancel=None):
+    def interrupted(self, image, conf=None, cancel=None, prepared=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TiledPredictor, "predict", interrupted)

@@ -11,23 +11,39 @@ returns, per tile, boxes in tile pixels with scores and labels. The tiler in
   network size, so none of that is needed.
 - :class:`OnnxBackend`: an ONNX file exported by ``rarespot detect export``
   (Ultralytics' exporter), run by onnxruntime.
+- :class:`OpenVinoBackend`: the same ONNX file run by OpenVINO, the fastest of the three
+  on a CPU (docs/benchmarks/detect_inference.md): one single-threaded inference stream per
+  core, the tiles of a batch shared out between them. Streams do not wait for each other,
+  so a core taken by another job slows the run by that core's share, not by a barrier.
 
-Both decode with Ultralytics' ``non_max_suppression``, so the two paths give
-the same boxes for the same weights.
+All decode with Ultralytics' ``non_max_suppression``, so the paths give the same boxes for
+the same weights (up to float rounding).
+
+Threads under contention: OpenMP (torch) and onnxruntime's pool busy-wait for each other at
+every layer; on a 2-core machine shared with another job two such threads ran up to 6x slower
+than one. The torch back-end therefore times all cores against one fewer as it goes
+(:class:`rarespot.cpu.ThreadTuner`, unless ``threads`` is given) and onnxruntime's threads do not spin.
+
+A model exported for another input size than the tiles it is given is refused (naming the
+file and what to do), and so is a reduced-precision model (INT8, BF16, FP16) whose accuracy
+check at export failed or is missing (:mod:`rarespot.detect.precision`).
 """
 
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from rarespot.cpu import channels_last_helps
+from rarespot.cpu import ThreadTuner, available_cores, channels_last_helps
+from rarespot.detect.precision import check_precision, onnx_metadata
 from rarespot.detect.preprocess import LEGACY_INPUT_MAPPING, MAPPING_KEY, InputMapping, input_mapping_of
 from rarespot.errors import InputError
+
+#: The torch back-end re-times its thread counts every this many batches.
+TUNE_EVERY = 64
 
 #: Per-tile result: (boxes (n, 4) float xyxy in tile pixels, scores (n,), labels (n,) int).
 TileDetections = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -48,11 +64,21 @@ class DetectionBackend(Protocol):
 
 
 def available_threads() -> int:
-    """CPU cores this process may use (respects taskset/cgroup affinity)."""
+    """CPU cores this process may use (respects taskset/cgroup affinity): :func:`rarespot.cpu.available_cores`."""
+    return max(1, available_cores())
+
+
+#: Back-ends by name; ``auto`` takes the first that can run the file (fastest first, measured
+#: in docs/benchmarks/detect_inference.md).
+BACKENDS = ("auto", "openvino", "onnxruntime", "torch")
+
+
+def openvino_available() -> bool:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _names_list(names) -> list[str]:
@@ -136,6 +162,9 @@ class UltralyticsBackend(_UltralyticsDecoding):
         self.path = Path(path)
         self.imgsz = imgsz
         self.threads = threads or available_threads()
+        # Given threads are kept; otherwise all cores and one fewer are timed as tiles run (ThreadTuner).
+        self.tuner = ThreadTuner(self.threads) if threads is None and self.threads > 1 else None
+        self._clock, self._batches, self._full = 0.0, 0, 0
         _check_model_file(self.path)
         try:
             from ultralytics.nn.tasks import load_checkpoint
@@ -167,17 +196,40 @@ class UltralyticsBackend(_UltralyticsDecoding):
 
         # Ultralytics lowers torch's CPU threads behind our back: importing it first sets
         # OMP_NUM_THREADS=1, and each YOLO predictor sets cores - 1 (1 of 2). Inference wants them all.
-        if self.device.type == "cpu" and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
+        if self.device.type != "cpu":
+            with torch.inference_mode():
+                out = self.model(torch.from_numpy(batch).to(self.device))
+            return out[0] if isinstance(out, (list, tuple)) else out
+        tuner = self.tuner
+        if tuner is not None and self._batches % TUNE_EVERY == 0:
+            tuner.epoch_started(self._clock)  # probe both counts again: another job may have come or gone
+        self._batches += 1
+        wanted = tuner.current if tuner is not None else self.threads
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+        import time
+
+        started = time.perf_counter()
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(batch).to(self.device))
+            out = self.model(torch.from_numpy(batch))
+        elapsed = time.perf_counter() - started
+        if tuner is not None:
+            # The tuner's clock is the forward time of comparable batches only (a scan's last,
+            # smaller batch would favour whichever count it fell to).
+            self._full = max(self._full, len(batch))
+            if len(batch) == self._full:
+                self._clock += elapsed
+                tuner.step_done(self._clock)
         return out[0] if isinstance(out, (list, tuple)) else out
 
 
 class OnnxBackend(_UltralyticsDecoding):
     """An Ultralytics ONNX export run by onnxruntime (class names from its metadata)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, imgsz: int | None = None):
+    def __init__(
+        self, path: str | Path, device: str = "cpu", threads: int | None = None, imgsz: int | None = None,
+        tile: int | None = None,
+    ):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -185,6 +237,9 @@ class OnnxBackend(_UltralyticsDecoding):
         _check_model_file(self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or available_threads()
+        # Idle threads sleep instead of spinning: on a shared machine a spinning pool fights the other
+        # jobs for the cores it waits on (measured: 2 spinning threads slower than 1 under load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -198,19 +253,21 @@ class OnnxBackend(_UltralyticsDecoding):
         self.input_name = inp.name
         if len(inp.shape) != 4:
             raise InputError(self.path, f"expected an image model with a 4-d input, got input shape {inp.shape}")
-        if "names" in meta:
-            self.class_names = _names_list(ast.literal_eval(meta["names"]))
-        else:
-            raise InputError(self.path, "ONNX file has no 'names' metadata; export it with `rarespot detect export`")
-        self.end2end = meta.get("end2end", "False") == "True"
-        try:
-            stored = meta.get(MAPPING_KEY)
-            self.input_mapping = InputMapping.from_dict(stored) if stored else LEGACY_INPUT_MAPPING
-        except ValueError as exc:
-            raise InputError(self.path, f"stored input mapping is not readable ({exc})") from None
+        _read_export_metadata(self, meta)
         # A fixed (static) batch or size shows as ints in the input shape; dynamic ones as strings.
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.fixed_imgsz = inp.shape[2] if isinstance(inp.shape[2], int) else None
+        self.precision = check_precision(self.path, meta, self.session_ops(), runtime="onnxruntime")
+        check_input_size(self, tile)
+
+    def session_ops(self) -> set[str]:
+        import onnx
+
+        try:
+            graph = onnx.load(str(self.path), load_external_data=False).graph
+        except Exception:  # onnxruntime read it; a model onnx cannot parse has no QDQ nodes we know of
+            return set()
+        return {n.op_type for n in graph.node}
 
     def _raw(self, batch: np.ndarray) -> np.ndarray:
         if self.fixed_batch is None or len(batch) == self.fixed_batch:
@@ -224,6 +281,109 @@ class OnnxBackend(_UltralyticsDecoding):
                 chunk = np.concatenate([chunk, np.zeros((self.fixed_batch - n,) + chunk.shape[1:], chunk.dtype)])
             outs.append(self.session.run(None, {self.input_name: chunk})[0][:n])
         return np.concatenate(outs)
+
+
+def _read_export_metadata(backend, meta: dict) -> None:
+    """Class names, head type and input mapping from an Ultralytics/rarespot ONNX export's metadata."""
+    path = backend.path
+    if "names" in meta:
+        backend.class_names = _names_list(ast.literal_eval(meta["names"]))
+    else:
+        raise InputError(path, "ONNX file has no 'names' metadata; export it with `rarespot detect export`")
+    backend.end2end = meta.get("end2end", "False") == "True"
+    try:
+        stored = meta.get(MAPPING_KEY)
+        backend.input_mapping = InputMapping.from_dict(stored) if stored else LEGACY_INPUT_MAPPING
+    except ValueError as exc:
+        raise InputError(path, f"stored input mapping is not readable ({exc})") from None
+    try:
+        size = ast.literal_eval(meta["imgsz"]) if "imgsz" in meta else None
+        backend.export_imgsz = int(size[0] if isinstance(size, (list, tuple)) else size) if size else None
+    except (ValueError, SyntaxError, TypeError):
+        backend.export_imgsz = None
+
+
+def check_input_size(backend, tile: int | None) -> None:
+    """Refuse an export made for another network input than these tiles need (it would see
+    objects at another scale than in training, or not run at all)."""
+    exported = backend.fixed_imgsz or getattr(backend, "export_imgsz", None)
+    if tile is None or exported is None:
+        return
+    wanted = _network_size(backend.imgsz or tile)
+    if wanted != exported:
+        how = f"tiles of {tile} px" + (f" at --imgsz {backend.imgsz}" if backend.imgsz else "")
+        raise InputError(
+            backend.path,
+            f"exported for a {exported}-px network input, but {how} need {wanted} px: export it again "
+            f"for these tiles (`rarespot detect export MODEL.pt --imgsz {wanted}`), or predict with --tile {exported}",
+        )
+
+
+class OpenVinoBackend(_UltralyticsDecoding):
+    """An Ultralytics ONNX export (fp32, or INT8 from ``rarespot detect export``) run by OpenVINO.
+
+    One inference stream per thread, each single-threaded (OpenVINO's THROUGHPUT mode); a batch
+    of tiles is split across the streams and run at once. BF16/FP16 only when the file's
+    precision record says its accuracy check passed (:mod:`rarespot.detect.precision`).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, imgsz: int | None = None, tile: int | None = None):
+        import threading
+
+        import openvino as ov
+
+        self.path = Path(path)
+        self.imgsz = imgsz
+        _check_model_file(self.path)
+        meta, ops, shape = onnx_metadata(self.path)
+        _read_export_metadata(self, meta)
+        if len(shape) != 4:
+            raise InputError(self.path, f"expected an image model with a 4-d input, got input shape {shape}")
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        self.fixed_imgsz = shape[2] if isinstance(shape[2], int) and shape[2] > 0 else None
+        check_input_size(self, tile)
+        self.precision = check_precision(self.path, meta, ops, runtime="openvino")
+        size = self.fixed_imgsz or _network_size(self.imgsz or tile or self.export_imgsz or 640)
+        self.fixed_imgsz = size  # compiled for one input size: tiles of another size are resized to it
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+            model.reshape([self.fixed_batch or -1, 3, size, size])
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise InputError(self.path, f"OpenVINO cannot read it ({_reason(exc, self.path)})") from None
+        self.threads = threads or available_threads()
+        hint = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}[self.precision]
+        config = {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "NUM_STREAMS": str(self.threads),
+            "INFERENCE_NUM_THREADS": self.threads,
+            "INFERENCE_PRECISION_HINT": hint,  # f32 by default: never a silent BF16 on CPUs that have it
+        }
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
+        self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
+        self._lock = threading.Lock()  # one batch at a time per model (the review app calls from threads)
+
+    def _raw(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is not None:
+            chunks = [batch[i : i + self.fixed_batch] for i in range(0, len(batch), self.fixed_batch)]
+        else:
+            chunks = [c for c in np.array_split(batch, min(self.streams, len(batch))) if len(c)]
+        sizes = [len(c) for c in chunks]
+        if self.fixed_batch is not None and sizes[-1] < self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - sizes[-1],) + batch.shape[1:], batch.dtype)
+            chunks[-1] = np.concatenate([chunks[-1], pad])
+        outputs: list = [None] * len(chunks)
+        with self._lock:
+
+            def done(request, index):
+                outputs[index] = request.get_output_tensor(0).data.copy()
+
+            self.queue.set_callback(done)
+            for i, chunk in enumerate(chunks):
+                self.queue.start_async({0: np.ascontiguousarray(chunk)}, i)
+            self.queue.wait_all()
+        return np.concatenate([out[:n] for out, n in zip(outputs, sizes)])
 
 
 def _reason(exc: Exception, path: Path) -> str:
@@ -245,17 +405,52 @@ def _check_model_file(path: Path) -> None:
         raise InputError(path, "model file is empty")
 
 
+def resolve_backend(model: str | Path, backend: str = "auto") -> str:
+    """The back-end that will run ``model``: ``auto`` takes the fastest available, OpenVINO for an
+    ``.onnx`` file (onnxruntime without it), torch for a ``.pt`` checkpoint."""
+    if backend not in BACKENDS and backend not in ("onnx", "ultralytics"):
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    backend = {"onnx": "onnxruntime", "ultralytics": "torch"}.get(backend, backend)
+    if backend != "auto":
+        return backend
+    if Path(model).suffix.lower() == ".onnx":
+        return "openvino" if openvino_available() else "onnxruntime"
+    return "torch"
+
+
 def load_backend(
-    model: str | Path, backend: str = "auto", device: str = "cpu", imgsz: int | None = None, threads: int | None = None
+    model: str | Path,
+    backend: str = "auto",
+    device: str = "cpu",
+    imgsz: int | None = None,
+    threads: int | None = None,
+    tile: int | None = None,
 ):
-    """Open a model file: ``auto`` picks onnxruntime for ``.onnx``, torch otherwise."""
+    """Open a model file on ``backend`` (see :func:`resolve_backend`).
+
+    ``openvino`` (or ``onnxruntime``) with a ``.pt`` checkpoint exports it to ONNX first, once:
+    the export is cached by content (:func:`rarespot.detect.export.cached_onnx`).
+    ``tile``: the tile size it will be given (an export for another input size is refused).
+    """
     path = Path(model)
-    if backend == "auto":
-        backend = "onnxruntime" if path.suffix.lower() == ".onnx" else "torch"
-    if backend in ("onnxruntime", "onnx"):
-        return OnnxBackend(path, device=device, threads=threads, imgsz=imgsz)
-    if backend in ("torch", "ultralytics"):
+    name = resolve_backend(path, backend)
+    is_onnx = path.suffix.lower() == ".onnx"
+    if name in ("onnxruntime", "openvino") and not is_onnx:
         if path.suffix.lower() in (".yaml", ".yml"):
             raise InputError(path, "a model config, not trained weights; train it first (`rarespot detect train`)")
-        return UltralyticsBackend(path, device=device, imgsz=imgsz, threads=threads)
-    raise ValueError(f"backend must be 'auto', 'torch' or 'onnxruntime', got {backend!r}")
+        from rarespot.detect.export import cached_onnx
+
+        path = cached_onnx(path, _network_size(imgsz or tile or 640))
+    if name == "openvino":
+        if device != "cpu" and not device.startswith("cpu"):
+            raise InputError(path, f"the OpenVINO back-end runs on the CPU; for --device {device} use --backend torch")
+        if not openvino_available():
+            raise InputError(path, "the OpenVINO back-end needs the openvino package (pip install 'rarespot[detect]')")
+        return OpenVinoBackend(path, threads=threads, imgsz=imgsz, tile=tile)
+    if name == "onnxruntime":
+        return OnnxBackend(path, device=device, threads=threads, imgsz=imgsz, tile=tile)
+    if is_onnx:
+        raise InputError(path, "an ONNX export: run it with --backend openvino or onnxruntime, or give the .pt to torch")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise InputError(path, "a model config, not trained weights; train it first (`rarespot detect train`)")
+    return UltralyticsBackend(path, device=device, imgsz=imgsz, threads=threads)

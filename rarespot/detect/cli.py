@@ -68,13 +68,13 @@ def train(
 
 
 def _tiled_predictor(model, tile, overlap, conf, iou, merge, agnostic, full_pass, batch, imgsz, device, backend, match,
-                     threads=None):
+                     threads=None, skip=True):
     from rarespot.detect.predict import TiledPredictor
 
     return TiledPredictor(
         model, tile=tile, overlap=overlap, conf=conf, iou=iou, merge=merge, class_agnostic=agnostic,
         full_image_pass=full_pass, batch=batch, imgsz=imgsz, device=device, backend=backend, match_metric=match,
-        threads=threads,
+        threads=threads, skip_background=skip,
     )
 
 
@@ -88,7 +88,15 @@ _FULL = typer.Option(False, "--full-pass", help="Also run the whole scan shrunk 
 _BATCH = typer.Option(8, "--batch", help="Tiles per forward pass.")
 _IMGSZ = typer.Option(None, "--imgsz", help="Network input size (default: the tile size).")
 _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda:0 ...")
-_BACKEND = typer.Option("auto", "--backend", help="auto (.onnx -> onnxruntime, else torch), torch or onnxruntime.")
+_BACKEND = typer.Option(
+    "auto", "--backend",
+    help="auto (.onnx -> openvino, else onnxruntime; .pt -> torch), openvino, onnxruntime or torch (openvino/onnxruntime "
+         "with a .pt export it once, cached).",
+)
+_SKIP = typer.Option(
+    True, "--skip-background/--no-skip",
+    help="Run only tiles that hold foreground (a test on the scan, once per scan); --no-skip runs every tile, as SAHI.",
+)
 _THREADS = typer.Option(None, "--threads", help="CPU threads (default: all cores; fewer on a machine busy with other jobs).")
 
 
@@ -100,7 +108,7 @@ def predict(
     conf: float = typer.Option(0.25, "--conf", help="Keep boxes scoring at least this."),
     tile: int = _TILE, overlap: float = _OVERLAP, iou: float = _IOU, merge: str = _MERGE, match: str = _MATCH,
     agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
-    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS,
+    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS, skip: bool = _SKIP,
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write a PNG of each scan with its boxes."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable scan (default: skip it and list it in skipped.csv)."),
 ) -> None:
@@ -109,7 +117,7 @@ def predict(
 
     paths = collect_images(images)  # a missing input fails before the model loads
     predictor = _tiled_predictor(model, tile, overlap, conf, iou, merge, agnostic, full_pass, batch, imgsz, device,
-                                 backend, match, threads)
+                                 backend, match, threads, skip)
     results, skipped = predict_files(predictor, paths, out, overlays=overlays, strict=strict)
     n_boxes = sum(len(d) for _, d in results)
     flagged = sum(1 for _, d in results if len(d))
@@ -137,7 +145,7 @@ def evaluate(
     overlays: int = typer.Option(12, "--overlays", help="Overlay PNGs of the scans with the most errors (0: none)."),
     tile: int = _TILE, overlap: float = _OVERLAP, iou: float = _IOU, merge: str = _MERGE, match: str = _MATCH,
     agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
-    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS,
+    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS, skip: bool = _SKIP,
 ) -> None:
     """The seed's test protocol: tiled inference on whole held-out scans; P/R/F1 (IoU >= 0.5), mAP50, mAP50-95."""
     from rarespot.detect.evaluate import (
@@ -148,7 +156,7 @@ def evaluate(
     ensure_writable_dir(out)  # fail before the long part
     dataset = load_eval_data(data, split, data_format, seed)
     predictor = _tiled_predictor(model, tile, overlap, conf if conf is not None else 0.25, iou, merge, agnostic,
-                                 full_pass, batch, imgsz, device, backend, match, threads)
+                                 full_pass, batch, imgsz, device, backend, match, threads, skip)
     class_aware = not class_agnostic_eval
     if class_agnostic_eval is None:
         class_aware = not (len(predictor.class_names) == 1 and dataset.num_classes > 1)
@@ -180,17 +188,53 @@ def export(
     batch: int = typer.Option(None, "--batch", help="Fix the batch size (default: dynamic, any number of tiles)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default: Ultralytics' choice)."),
-    int8: bool = typer.Option(False, "--int8", help="Quantize to INT8 for CPU (needs --calibration; check accuracy with evaluate)."),
-    calibration: list[Path] = typer.Option(None, "--calibration", help="Scans or folders to calibrate INT8 on (repeatable)."),
+    int8: bool = typer.Option(False, "--int8", help="The same as --precision int8."),
+    precision: str = typer.Option(
+        "fp32", "--precision",
+        help="fp32, int8 (calibrated on training scans), bf16 or fp16 (OpenVINO, CPUs that have them). Reduced precision "
+             "is checked against fp32 on held-out scans: F1 lower by more than 0.01 keeps fp32 unless --force.",
+    ),
+    data: Path = typer.Option(
+        None, "--data", help="Training run folder: calibrate on its training scans, check on its validation scans."
+    ),
+    calibration: list[Path] = typer.Option(None, "--calibration", help="Scans or folders to calibrate INT8 on (repeatable; default: --data's training split)."),
+    check: Path = typer.Option(None, "--check", help="Held-out annotated scans to check reduced precision on (default: --data's validation split)."),
+    conf: float = typer.Option(0.25, "--conf", help="Operating confidence at which the check compares F1."),
+    force: bool = typer.Option(False, "--force", help="Keep reduced precision even when the check fails (or without one)."),
 ) -> None:
-    """Export to ONNX (class names and input size in its metadata) for `rarespot detect predict model.onnx`."""
-    from rarespot.detect.export import export_onnx
+    """Export to ONNX (class names, input size, input mapping and precision check in its metadata), for
+    `rarespot detect predict model.onnx` on OpenVINO or onnxruntime."""
+    import warnings
 
-    out = out or model.with_suffix(".onnx")
-    path = export_onnx(model, out, imgsz=imgsz, dynamic=batch is None, batch=batch or 1, simplify=simplify,
-                       opset=opset, int8=int8, calibration=calibration or None)
-    kind = ", int8" if int8 else ""
-    typer.echo(f"wrote {path} ({'dynamic batch' if batch is None else f'batch {batch}'}, {imgsz}x{imgsz}{kind})")
+    from rarespot.detect.export import export_onnx
+    from rarespot.detect.precision import onnx_metadata, read_stamp
+
+    if int8:
+        precision = "int8"
+    out = out or model.with_suffix(".onnx" if precision == "fp32" else f".{precision}.onnx")
+    if precision == "int8" and not calibration and data is not None:
+        from rarespot.detect.evaluate import load_eval_data
+
+        calibration = load_eval_data(data, "train")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_onnx(model, out, imgsz=imgsz, dynamic=batch is None, batch=batch or 1, simplify=simplify,
+                           opset=opset, precision=precision, calibration=calibration or None,
+                           check=check or data, conf=conf, force=force)
+    for w in caught:
+        if "F1" in str(w.message):
+            typer.echo(str(w.message), err=True)
+    stamp = read_stamp(onnx_metadata(path)[0]) or {"precision": "fp32"}
+    check_text = ""
+    if stamp.get("rejected"):
+        check_text = f"; {stamp['rejected']['precision']} rejected"
+    elif stamp.get("f1") is not None:
+        check_text = (f"; check: F1 {stamp['f1']:.3f} vs fp32 {stamp['f1_fp32']:.3f} on {stamp['scans']} held-out "
+                      f"scans, {stamp['status']}")
+    elif stamp.get("status") == "forced":
+        check_text = "; unchecked (--force)"
+    typer.echo(f"wrote {path} ({'dynamic batch' if batch is None else f'batch {batch}'}, {imgsz}x{imgsz}, "
+               f"{stamp['precision']}{check_text})")
 
 
 @app.command("input-mapping")
@@ -241,13 +285,19 @@ def demo(
 @app.command("screen")
 def screen(
     source: Path = typer.Argument(..., help="Folder of scans (searched recursively) or a text file listing scans."),
-    model: Path = typer.Option(..., "--model", "-m", help="Trained model file (.pt)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Trained model file (.pt or exported .onnx)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default ./screen_SOURCENAME)."),
     conf: float = typer.Option(0.25, help="Drop boxes below this confidence."),
     flag_conf: float = typer.Option(0.5, help="Flag a scan when its most confident box reaches this."),
     tile: int = typer.Option(512, help="Tile size for tiled inference."),
     overlap: float = typer.Option(0.2, help="Tile overlap fraction."),
     device: str = typer.Option("cpu", help="Inference device, e.g. cpu or 0."),
+    backend: str = typer.Option(
+        "auto", "--backend",
+        help="auto: OpenVINO when installed (a .pt is exported to ONNX once, cached), else onnxruntime/torch; or name one.",
+    ),
+    threads: int = _THREADS,
+    skip: bool = _SKIP,
     restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an earlier run in --out."),
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="On resume, screen again the files that could not be read (e.g. still being copied)."
@@ -265,7 +315,7 @@ def screen(
     try:
         result = screen_folder(
             source, model, out, conf=conf, flag_conf=flag_conf, restart=restart, retry_errors=retry_errors,
-            tile=tile, overlap=overlap, device=device,
+            tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip,
         )
     except ScreenInterrupted as stop:
         # The same command resumes (without --restart, which would throw the finished scans away).
@@ -276,6 +326,7 @@ def screen(
         raise typer.Exit(130) from None
     typer.echo(
         f"{result.n_scans} scans ({result.n_skipped} from an earlier run), {result.n_flagged} flagged, "
-        f"{result.n_errors} unreadable in {result.seconds:.1f} s\n"
+        f"{result.n_errors} unreadable in {result.seconds:.1f} s"
+        + (f" ({result.scans_per_second:.2f} scans/s)" if result.n_screened else "") + "\n"
         f"CSV: {result.csv_path}\ncontact sheet: {result.sheet_path}"
     )

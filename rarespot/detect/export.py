@@ -8,13 +8,14 @@ size used in training and inference, the file lands where asked (written
 next to it first, then renamed: no half-written model), bad input is
 reported naming the file, and optional INT8 quantization for CPUs.
 
-INT8 (``int8=True``): onnxruntime's static quantization (QDQ, per-channel
-weights) calibrated on tiles cut from a few of the user's own scans with the
-same fixed grid and 8-bit mapping as inference. The box/score decoding at the
-end of the head stays fp32, where a rounding error would move boxes or scores
-directly. On CPUs with VNNI it needs ~40% less CPU time per scan (see
-docs/benchmarks/detect_inference.md); check what it costs in accuracy with
-``rarespot detect evaluate model_int8.onnx DATA`` before relying on it.
+Reduced precision (``precision="int8" | "bf16" | "fp16"``) only behind an accuracy gate
+(:mod:`rarespot.detect.precision`): INT8 is onnxruntime's static quantization (QDQ, per-channel
+weights; OpenVINO and onnxruntime both run it) calibrated on tiles cut from training scans with
+the same fixed grid and 8-bit mapping as inference; the box/score decoding at the end of the
+head stays fp32. BF16/FP16 are OpenVINO's 16-bit arithmetic on CPUs that have it (the file is
+the fp32 graph). Then the reduced and the fp32 model run over held-out annotated scans, and
+their F1 at the operating confidence is compared: a drop above 0.01 is reported and the fp32
+model is written instead (the reduced one aside, marked as failed) unless ``force``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def export_onnx(
     int8: bool = False,
     calibration=None,
     calibration_tiles: int = 32,
+    *,
+    precision: str | None = None,
+    check=None,
+    conf: float = 0.25,
+    force: bool = False,
+    max_drop: float | None = None,
+    progress: bool = False,
 ) -> Path:
     """Export ``model`` (a YOLO detection ``.pt``) to ``out`` (an ``.onnx`` path).
 
@@ -46,10 +54,29 @@ def export_onnx(
     dynamic: any batch size (and size) at run time. With ``dynamic=False`` the
       batch is fixed to ``batch``; the ONNX back-end pads the last chunk.
     half: fp16 weights (GPU only; CPU onnxruntime runs fp32 faster).
-    int8: quantize for CPU inference; needs ``calibration``: scan paths, a
-      folder of scans, or a DetectionDataset (a few dozen tiles are enough).
+    precision: fp32 (default), int8, bf16 or fp16 (``int8=True`` is ``precision="int8"``).
+    calibration: INT8's calibration scans: paths, a folder, or a DetectionDataset (the
+      training split; a few dozen tiles are enough).
+    check: held-out annotated scans (a DetectionDataset, a run folder's val split, a dataset
+      folder) on which the reduced model's F1 at ``conf`` is compared with fp32's; required
+      for reduced precision unless ``force``. The outcome is stored in the file (see
+      :mod:`rarespot.detect.precision`); when F1 drops by more than ``max_drop`` (0.01) the fp32
+      model is written to ``out``, the reduced one to ``OUT.<precision>-rejected.onnx``, and a
+      warning says so, unless ``force``.
     """
+    import warnings
+
     from rarespot.detect.backends import UltralyticsBackend
+    from rarespot.detect.precision import MAX_F1_DROP, PRECISIONS, REDUCED, stamp_precision
+
+    if precision is None:
+        precision = "int8" if int8 else "fp32"
+    if precision not in PRECISIONS:
+        raise InputError(None, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if int8 and precision != "int8":
+        raise InputError(None, f"int8=True contradicts precision={precision!r}")
+    int8 = precision == "int8"
+    max_drop = MAX_F1_DROP if max_drop is None else float(max_drop)
 
     src = Path(model)
     out = Path(out)
@@ -61,10 +88,19 @@ def export_onnx(
         raise InputError(None, f"batch must be at least 1, got {batch}")
     if int8 and calibration is None:
         raise InputError(None, "int8 quantization needs calibration scans (a few of your own images)")
-    if int8 and half:
-        raise InputError(None, "choose int8 or half, not both")
+    if precision != "fp32" and half:
+        raise InputError(None, f"choose {precision} or half, not both")
+    if precision in REDUCED and check is None and not force:
+        raise InputError(
+            None,
+            f"{precision} needs held-out annotated scans to check its F1 against fp32 (--data RUN_FOLDER, or "
+            "--check DATA), or --force to export it unchecked",
+        )
+    if precision in ("bf16", "fp16"):
+        _require_cpu_support(precision)
     mapping = UltralyticsBackend(src).input_mapping  # refuses a missing file, a non-checkpoint or a non-detection model
     tiles = calibration_tile_batch(calibration, imgsz, calibration_tiles, mapping) if int8 else None  # bad scans fail early
+    check_data = _check_dataset(check) if check is not None else None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.stem}.export-"))
@@ -80,17 +116,111 @@ def export_onnx(
             format="onnx", imgsz=imgsz, dynamic=dynamic, batch=batch, simplify=simplify, opset=opset,
             half=half, device="cpu" if not half else None, verbose=False,
         )
-        if int8:
-            quantized = work / f"{out.stem}.int8.onnx"
-            quantize_int8(Path(exported), quantized, tiles)
-            exported = quantized
         from rarespot.detect.preprocess import add_onnx_mapping
 
-        add_onnx_mapping(exported, mapping)  # the ONNX back-end feeds scans the way the model was trained
-        os.replace(exported, out)
+        fp32 = Path(exported)
+        add_onnx_mapping(fp32, mapping)  # the ONNX back-ends feed scans the way the model was trained
+        if precision == "fp32":
+            os.replace(fp32, out)
+            return out
+        reduced = work / f"{out.stem}.{precision}.onnx"
+        if int8:
+            quantize_int8(fp32, reduced, tiles)
+            add_onnx_mapping(reduced, mapping)
+        else:
+            shutil.copyfile(fp32, reduced)  # 16-bit arithmetic is OpenVINO's choice at run time, not the file's
+        record = {"precision": precision, "status": "forced", "max_drop": max_drop, "conf": conf, "fp32_model": out.name}
+        if check_data is not None:
+            stamp_precision(reduced, {**record, "status": "passed"})  # provisional: lets the back-end load it
+            f1_fp32, f1 = (_f1_on(path, check_data, imgsz, conf, progress) for path in (fp32, reduced))
+            passed = f1 >= f1_fp32 - max_drop - 1e-12
+            record.update(f1=round(f1, 4), f1_fp32=round(f1_fp32, 4), scans=len(check_data),
+                          status="passed" if passed else ("forced" if force else "failed"))
+        if record["status"] == "failed":
+            rejected = out.with_name(f"{out.stem}.{precision}-rejected.onnx")
+            stamp_precision(reduced, record)
+            stamp_precision(fp32, {"precision": "fp32", "status": "passed", "rejected": record})
+            os.replace(reduced, rejected)
+            os.replace(fp32, out)
+            warnings.warn(
+                f"{precision.upper()} lowered F1 from {record['f1_fp32']:.3f} (fp32) to {record['f1']:.3f} on "
+                f"{record['scans']} held-out scans, more than {max_drop}: wrote the fp32 model to {out} and the "
+                f"{precision.upper()} one to {rejected} (refused when loaded); --force keeps {precision.upper()}",
+                stacklevel=2,
+            )
+            return out
+        stamp_precision(reduced, record)
+        os.replace(reduced, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _require_cpu_support(precision: str) -> None:
+    """BF16/FP16 need the CPU's own 16-bit arithmetic (OpenVINO's list of what this CPU does)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise InputError(None, f"{precision} runs on OpenVINO; install it (pip install 'rarespot[detect]')") from None
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if precision.upper() not in capabilities:
+        raise InputError(
+            None, f"this CPU has no {precision.upper()} arithmetic (OpenVINO reports {', '.join(capabilities)}): use int8 or fp32"
+        )
+
+
+def _check_dataset(check):
+    """Held-out annotated scans for the accuracy check: a DetectionDataset, a run folder (its
+    validation split) or a dataset folder."""
+    from rarespot.io.dataset import DetectionDataset
+
+    if isinstance(check, DetectionDataset):
+        data = check
+    else:
+        from rarespot.detect.evaluate import load_eval_data
+
+        path = Path(check)
+        data = load_eval_data(path, "val" if (path / "split.json").is_file() else None)
+    if len(data) == 0:
+        raise InputError(getattr(data, "root", None), "no held-out scans to check the reduced precision on")
+    return data
+
+
+def _f1_on(model: Path, data, tile: int, conf: float, progress: bool) -> float:
+    """F1 of ``model`` at ``conf`` on ``data`` with the seed's protocol (tiles of the network size, IoU 0.5)."""
+    from rarespot.detect.evaluate import evaluate
+    from rarespot.detect.predict import TiledPredictor
+
+    predictor = TiledPredictor(model, tile=tile, overlap=0.2, conf=conf)
+    aware = not (len(predictor.class_names) == 1 and data.num_classes > 1)
+    result = evaluate(predictor, data, conf_for_prf=conf, progress=progress, class_aware=aware, keep_predictions=False)
+    return float(result.f1)
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$RARESPOT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rarespot``."""
+    root = os.environ.get("RARESPOT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rarespot"
+    )
+    return Path(root)
+
+
+def cached_onnx(model: str | Path, imgsz: int) -> Path:
+    """The fp32 ONNX export of a ``.pt`` checkpoint at ``imgsz``, made once and kept in
+    :func:`cache_dir` under the checkpoint's content hash (a retrained ``best.pt`` gets a new one)."""
+    import hashlib
+
+    src = Path(model)
+    if not src.is_file():
+        raise InputError(src, "model file not found")
+    digest = hashlib.sha1()
+    with src.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    target = cache_dir() / "onnx" / f"{src.stem}-{digest.hexdigest()[:16]}-{imgsz}.onnx"
+    if not target.is_file():
+        export_onnx(src, target, imgsz=imgsz)
+    return target
 
 
 def calibration_tile_batch(calibration, tile: int, limit: int = 32, mapping=None):

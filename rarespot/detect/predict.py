@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from rarespot.detect.backends import DetectionBackend, load_backend
+from rarespot.detect.foreground import ALL_BACKGROUND, ForegroundSettings, find_foreground
 from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS, merge_detections
 from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
 from rarespot.errors import InputError, RarespotError
@@ -33,6 +34,18 @@ from rarespot.tiling import crop_tile, grid_tiles
 
 #: Pixel types a scan may have (what rarespot.io.images.read_image returns, plus DICOM's signed 16-bit).
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+
+
+@dataclass
+class PreparedScan:
+    """What :meth:`TiledPredictor.prepare` makes of a scan before the network runs (a batch job
+    prepares the next scans in another thread while the current one runs)."""
+
+    windows: np.ndarray  # (k, 4) xyxy of the tiles to run
+    n_tiles: int  # tiles in the full grid
+    note: str  # the foreground test's remark (e.g. all background), "" when none
+    bgr: np.ndarray | None  # the network's 8-bit input; None when no tile (and no full pass) runs
+    shape: tuple[int, int]  # (height, width)
 
 
 class DetectionCancelled(RarespotError):
@@ -125,7 +138,10 @@ class TiledPredictor:
       partial box cut by a tile edge into the whole one).
     max_det: cap per tile and per scan. pad_value: fill for tiles past the edge
       of a scan smaller than a tile (0, as the training tiles are padded).
-    threads: CPU threads for torch / onnxruntime (default: all cores this process may use).
+    threads: CPU threads for the back-end (default: all cores this process may use).
+    skip_background: run only the tiles that hold foreground (:mod:`rarespot.detect.foreground`:
+      a test on the scan as read, once per scan; a scan without a uniform background at its
+      border runs every tile). ``False`` runs every tile, as SAHI does. ``foreground``: its settings.
     input_mapping: how scans become the network's 8-bit input; default: the one stored
       with the model (:mod:`rarespot.detect.preprocess`), so inference maps scans as training did.
     """
@@ -150,6 +166,8 @@ class TiledPredictor:
         pad_value: int = 0,
         threads: int | None = None,
         input_mapping: InputMapping | None = None,
+        skip_background: bool = True,
+        foreground: ForegroundSettings | None = None,
     ):
         if merge not in MERGE_METHODS:
             raise ValueError(f"merge must be one of {MERGE_METHODS}, got {merge!r}")
@@ -162,7 +180,9 @@ class TiledPredictor:
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
             raise ValueError(f"conf and iou must be in [0, 1], got conf={conf}, iou={iou}")
         if isinstance(model, (str, Path)):
-            self.backend = load_backend(model, backend=backend, device=device, imgsz=imgsz, threads=threads)
+            self.backend = load_backend(
+                model, backend=backend, device=device, imgsz=imgsz, threads=threads, tile=tile
+            )
             self.model_path: Path | None = Path(model)
         else:
             self.backend = model
@@ -171,6 +191,8 @@ class TiledPredictor:
         self.merge, self.class_agnostic, self.full_image_pass = merge, bool(class_agnostic), bool(full_image_pass)
         self.batch, self.match_metric, self.max_det = int(batch), match_metric, int(max_det)
         self.pad_value = pad_value
+        self.skip_background = bool(skip_background)
+        self.foreground = foreground or ForegroundSettings()
         self.input_mapping: InputMapping = (
             input_mapping or getattr(self.backend, "input_mapping", None) or CURRENT_INPUT_MAPPING
         )
@@ -200,11 +222,30 @@ class TiledPredictor:
         check_image(image, path)
         return self.predict(image, conf=conf)
 
-    def predict(self, image: np.ndarray, conf: float | None = None, cancel=None) -> Detections:
+    def prepare(self, image: np.ndarray) -> PreparedScan:
+        """The tiles of ``image`` to run and the network's 8-bit input (no model call)."""
+        check_image(image)
+        height, width = image.shape[:2]
+        windows = grid_tiles(height, width, self.tile, self.overlap)
+        note = ""
+        if self.skip_background:
+            fg = find_foreground(image, self.foreground)  # on the scan as read: 16 bits stay 16 bits
+            run = fg.tiles_to_run(windows)
+            note = fg.reason
+        else:
+            run = np.ones(len(windows), dtype=bool)
+        full = self.full_image_pass and (height > self.tile or width > self.tile) and note != ALL_BACKGROUND
+        bgr = to_model_input(image, self.input_mapping) if run.any() or full else None
+        return PreparedScan(windows[run], len(windows), note, bgr, (height, width))
+
+    def predict(
+        self, image: np.ndarray, conf: float | None = None, cancel=None, prepared: PreparedScan | None = None
+    ) -> Detections:
         """Detections in a scan as read by ``read_image`` (HxW or HxWx3 RGB, 8/16-bit).
 
         ``conf`` overrides the predictor's threshold for this call (evaluation
-        uses a low one to get the whole precision-recall curve).
+        uses a low one to get the whole precision-recall curve). ``prepared``: this scan's
+        :meth:`prepare`, when a caller made it ahead.
         ``cancel``: a ``threading.Event`` (or anything with ``is_set()``); once it is
         set, the prediction stops before the next batch of tiles with
         :class:`DetectionCancelled`, so a caller that gave up frees the CPU.
@@ -224,9 +265,12 @@ class TiledPredictor:
                 raise DetectionCancelled("detection cancelled")
 
         check_cancelled()
-        bgr = to_model_input(image, self.input_mapping)
-        height, width = bgr.shape[:2]
-        windows = grid_tiles(height, width, self.tile, self.overlap)
+        if prepared is None:
+            prepared = self.prepare(image)
+        elif prepared.shape != image.shape[:2]:
+            raise ValueError(f"prepared for a {prepared.shape} scan, given one of {image.shape[:2]}")
+        height, width = prepared.shape
+        windows, n_tiles, note, bgr = prepared.windows, prepared.n_tiles, prepared.note, prepared.bgr
 
         parts_boxes, parts_scores, parts_labels = [], [], []
         for start in range(0, len(windows), self.batch):
@@ -242,7 +286,7 @@ class TiledPredictor:
                 parts_scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
                 parts_labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
 
-        if self.full_image_pass and (height > self.tile or width > self.tile):
+        if self.full_image_pass and (height > self.tile or width > self.tile) and bgr is not None:
             check_cancelled()
             boxes, scores, labels = self._full_image(bgr, conf)
             parts_boxes.append(boxes)
@@ -261,7 +305,10 @@ class TiledPredictor:
             boxes, scores, labels, self.merge, self.iou, self.class_agnostic, self.match_metric
         )
         boxes, scores, labels = boxes[: self.max_det], scores[: self.max_det], labels[: self.max_det]
-        info = {"tiles": int(len(windows)), "raw_boxes": int(n_raw), "seconds": time.perf_counter() - started}
+        info = {
+            "tiles": int(n_tiles), "tiles_run": int(len(windows)), "note": note, "raw_boxes": int(n_raw),
+            "seconds": time.perf_counter() - started,
+        }
         return Detections(boxes, scores, labels, self.class_names, (height, width), info)
 
     def _full_image(self, bgr: np.ndarray, conf: float):
@@ -418,7 +465,11 @@ def write_predictions(
     for path, dets in results:
         records = dets.to_records()
         height, width = dets.image_size or (None, None)
-        entries.append({"image": str(path), "width": width, "height": height, "detections": records})
+        entry = {"image": str(path), "width": width, "height": height, "detections": records}
+        info = dets.info or {}
+        if "tiles" in info:  # how much of the scan the network saw, and why not all of it
+            entry.update(tiles=info["tiles"], tiles_inspected=info.get("tiles_run", info["tiles"]), note=info.get("note", ""))
+        entries.append(entry)
         for rec in records:
             writer.writerow({"image": str(path), **rec})
     json_path = atomic_write_text(out / "predictions.json", json.dumps(entries, indent=1) + "\n")

@@ -4,7 +4,7 @@
 :func:`screen_folder`. Outputs in ``out_dir``:
 
 - ``screen.csv``: one row per scan (file, n_detections, max_confidence,
-  flagged, error), appended and flushed as each scan finishes, so an
+  flagged, error, tiles, tiles_inspected, note), appended and flushed as each scan finishes, so an
   interrupted run resumes where it stopped: scans already in the CSV are skipped
   (with ``retry_errors``, rows that failed, e.g. a file still being copied, are redone);
 - ``detections.jsonl``: the boxes of every scan with detections (one JSON line per scan).
@@ -14,6 +14,14 @@
 - ``contact_sheet.html``: the flagged scans, most confident first, and the
   files that could not be read, with their error;
 - ``screen.json``: the settings of the run; a resume with different settings is refused.
+
+A scan with nothing to inspect (all background, :mod:`rarespot.detect.foreground`) gets a row
+with no detections and ``note`` saying so; it is not an error. ``tiles_inspected`` of ``tiles``
+went to the network.
+
+The next scans are read and prepared (decoded, windowed to 8 bits, foreground found) in a
+background thread while the current one runs; rows come out in the same order and with the
+same content as one file at a time. The run reports scans per second.
 
 Bad files do not stop the run: they get a row with the error and are listed in the sheet;
 what the image decoders print about them (e.g. ``libpng error: IDAT: CRC error``) goes into
@@ -43,7 +51,10 @@ from rarespot.io.images import IMAGE_SUFFIXES
 from rarespot.io.atomic import atomic_write_bytes
 
 SCAN_SUFFIXES = tuple(sorted(IMAGE_SUFFIXES))  # what rarespot.io.images reads
-CSV_FIELDS = ["file", "n_detections", "max_confidence", "flagged", "error"]
+CSV_FIELDS = ["file", "n_detections", "max_confidence", "flagged", "error", "tiles", "tiles_inspected", "note"]
+_OLD_CSV_FIELDS = CSV_FIELDS[:5]  # before issue 14: upgraded in place on resume
+#: Scans read and prepared ahead of the one being screened.
+PREFETCH = 2
 CSV_NAME, JSONL_NAME, META_NAME, SHEET_NAME, THUMB_DIR = (
     "screen.csv", "detections.jsonl", "screen.json", "contact_sheet.html", "thumbs",
 )
@@ -75,6 +86,12 @@ class ScreenResult:
     n_errors: int
     n_skipped: int  # already in the CSV from an earlier run
     seconds: float
+    n_screened: int = 0  # scans screened by this run
+    screen_seconds: float = 0.0  # time from the first scan started to the last row written
+
+    @property
+    def scans_per_second(self) -> float:
+        return self.n_screened / self.screen_seconds if self.screen_seconds > 0 else 0.0
 
 
 def list_scans(source: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
@@ -131,9 +148,20 @@ def _read_done_rows(csv_path: Path) -> list[dict]:
         atomic_write_bytes(csv_path, raw)
     with csv_path.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames and list(reader.fieldnames) != CSV_FIELDS:
-            raise InputError(csv_path, f"not a rarespot screening CSV (columns {reader.fieldnames}); use another --out")
-        return list(reader)
+        rows = list(reader)
+        fields = list(reader.fieldnames or [])
+    if fields and fields == _OLD_CSV_FIELDS:  # a run of an earlier version: add the new columns, empty
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(csv_path, buf.getvalue().encode())
+        rows = [{**{k: "" for k in CSV_FIELDS}, **r} for r in rows]
+    elif fields and fields != CSV_FIELDS:
+        raise InputError(csv_path, f"not a rarespot screening CSV (columns {fields}); use another --out")
+    return rows
 
 
 def _drop_error_rows(csv_path: Path, rows: list[dict]) -> list[dict]:
@@ -206,9 +234,14 @@ def _load_predictor(model, conf: float, predictor_options: dict):
     path = Path(model)
     if not path.is_file():
         raise InputError(path, "model file not found")
+    from rarespot.detect.backends import openvino_available
     from rarespot.detect.predict import TiledPredictor
 
-    return TiledPredictor(path, conf=conf, **predictor_options)
+    options = dict(predictor_options)
+    if options.get("backend", "auto") == "auto" and path.suffix.lower() != ".onnx" and openvino_available():
+        # Batch work: a .pt is exported to ONNX once (cached) and run on OpenVINO, the fastest CPU path.
+        options["backend"] = "openvino"
+    return TiledPredictor(path, conf=conf, **options)
 
 
 def screen_folder(
@@ -281,6 +314,7 @@ def screen_folder(
     if todo:
         predictor = _load_predictor(model, conf, predictor_options)
         class_names = list(predictor.class_names)
+        started = time.perf_counter()
         try:
             _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress)
         except KeyboardInterrupt:
@@ -298,60 +332,94 @@ def screen_folder(
         n_errors=sum(bool(r["error"]) for r in rows),
         n_skipped=len(files) - len(todo),
         seconds=time.perf_counter() - start,
+        n_screened=len(todo),
+        screen_seconds=time.perf_counter() - started if todo else 0.0,
     )
 
 
+def _load_scan(path: Path, prepare, read_image, decoder_messages):
+    """Read (and prepare, when the predictor can) one scan; runs in the prefetch thread."""
+    failure = None
+    with decoder_messages() as decoder:  # libpng & co. print to stderr: into this row instead
+        try:
+            image = read_image(path)
+        except InputError as exc:
+            failure = exc
+    if failure is not None:
+        said = decoder["text"]
+        raise InputError(path, f"{failure.problem} ({said})" if said else failure.problem)
+    return image, (prepare(image) if prepare is not None else None)
+
+
 def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress) -> None:
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rarespot.io.images import decoder_messages, read_image
     from rarespot.viz import render_overlay, save_png  # here, so a broken install fails once, not once per scan
 
+    prepare = getattr(predictor, "prepare", None)  # TiledPredictor: decode, window and find the foreground ahead
     new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
-    with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, Progress(
-        TextColumn("[bold]screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[flagged]} flagged"), disable=not progress,
-    ) as bar:
-        writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
-        if new_csv:
-            writer.writeheader()
-        task = bar.add_task("screen", total=len(todo), flagged=0)
-        n_flagged = 0
-        for path, name in todo:
-            row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": ""}
-            try:
-                failure = None
-                with decoder_messages() as decoder:  # libpng & co. print to stderr: into this row instead
-                    try:
-                        image = read_image(path)
-                    except InputError as exc:
-                        failure = exc
-                if failure is not None:
-                    said = decoder["text"]
-                    raise InputError(path, f"{failure.problem} ({said})" if said else failure.problem)
-                records = detections_to_records(predictor.predict(image), class_names, min_score=conf)
-                top = records[0]["score"] if records else 0.0
-                flagged = bool(records) and top >= flag_conf
-                if flagged:
-                    # The thumbnail is written before the CSV row: a row always has its thumbnail.
-                    thumb = _thumbnail(image, records, class_names, thumb_px, render_overlay)
-                    save_png(out_dir / THUMB_DIR / _thumb_name(name), thumb)
-                if records:
-                    jsonl_fh.write(json.dumps({"file": name, "detections": records}) + "\n")
-                    jsonl_fh.flush()
-                row.update(
-                    n_detections=len(records), max_confidence=f"{top:.5f}" if records else "", flagged=int(flagged)
-                )
-                n_flagged += flagged
-            except InputError as exc:
-                row["error"] = exc.problem
-            except Exception as exc:  # one bad scan must not end a night's batch; it is reported instead
-                row["error"] = f"{type(exc).__name__}: {exc}"
-            # The CSV row is the commit mark of a scan: flushed and synced before the next one starts.
-            writer.writerow(row)
-            csv_fh.flush()
-            os.fsync(csv_fh.fileno())
-            bar.update(task, advance=1, flagged=n_flagged)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rarespot-prefetch")
+    pending: deque = deque()
+    upcoming = iter(todo)
+
+    def queue_next() -> None:
+        item = next(upcoming, None)
+        if item is not None:
+            pending.append((item, pool.submit(_load_scan, item[0], prepare, read_image, decoder_messages)))
+
+    try:
+        with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, Progress(
+            TextColumn("[bold]screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[flagged]} flagged, {task.fields[rate]} scans/s"), disable=not progress,
+        ) as bar:
+            writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
+            if new_csv:
+                writer.writeheader()
+            task = bar.add_task("screen", total=len(todo), flagged=0, rate="-")
+            n_flagged, n_done, started = 0, 0, time.perf_counter()
+            for _ in range(PREFETCH):
+                queue_next()
+            while pending:
+                (path, name), future = pending.popleft()
+                queue_next()
+                row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": "",
+                       "tiles": "", "tiles_inspected": "", "note": ""}
+                try:
+                    image, prepared = future.result()
+                    dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
+                    info = getattr(dets, "info", None) or {}
+                    records = detections_to_records(dets, class_names, min_score=conf)
+                    top = records[0]["score"] if records else 0.0
+                    flagged = bool(records) and top >= flag_conf
+                    if flagged:
+                        # The thumbnail is written before the CSV row: a row always has its thumbnail.
+                        thumb = _thumbnail(image, records, class_names, thumb_px, render_overlay)
+                        save_png(out_dir / THUMB_DIR / _thumb_name(name), thumb)
+                    if records:
+                        jsonl_fh.write(json.dumps({"file": name, "detections": records}) + "\n")
+                        jsonl_fh.flush()
+                    row.update(
+                        n_detections=len(records), max_confidence=f"{top:.5f}" if records else "", flagged=int(flagged),
+                        tiles=info.get("tiles", ""), tiles_inspected=info.get("tiles_run", ""), note=info.get("note", ""),
+                    )
+                    n_flagged += flagged
+                except InputError as exc:
+                    row["error"] = exc.problem
+                except Exception as exc:  # one bad scan must not end a night's batch; it is reported instead
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                # The CSV row is the commit mark of a scan: flushed and synced before the next one starts.
+                writer.writerow(row)
+                csv_fh.flush()
+                os.fsync(csv_fh.fileno())
+                n_done += 1
+                rate = n_done / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, advance=1, flagged=n_flagged, rate=f"{rate:.2f}")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def write_contact_sheet(out_dir: Path, rows: Iterable[dict], source: Path, conf: float, flag_conf: float) -> Path:
