@@ -252,3 +252,32 @@ def test_ultralytics_ddp_script_rebuilds_the_rarespot_trainer(tmp_path, splits, 
     proc = subprocess.run([sys.executable, str(probe_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"BUILT rarespot.detect.trainer TileTrainer focal {len(splits['train'])} RarespotDetectionModel True" in proc.stdout
+
+
+def test_pretrained_backbone_trains_saves_and_predicts(tmp_path, splits):
+    """backbone: efficientnet-lite0 starts from the ImageNet weights (layer 0 = the folded pretrained stem),
+    trains channels-last, and its checkpoint loads and predicts through the tiled predictor."""
+    pytest.importorskip("efficientnet_lite_pytorch", reason="rarespot[pretrained] is not installed")
+    from ultralytics.nn.tasks import DetectionModel
+
+    from rarespot.detect.backbone import attach_efficientnet_lite0
+    from rarespot.detect.predict import TiledPredictor
+    from rarespot.pretrained import _fold_bn, load_efficientnet_lite0
+
+    full = load_efficientnet_lite0(256)
+    stem = _fold_bn(full._conv_stem, full._bn0).weight
+    fresh = attach_efficientnet_lite0(DetectionModel("yolo11n.yaml", nc=2, verbose=False))
+    assert torch.equal(fresh.model[0].stem.weight, stem)
+    assert [int(s) for s in fresh.stride] == [8, 16, 32]
+    result = train_on_splits(tiny_config(tmp_path / "run", backbone="efficientnet-lite0", channels_last=True,
+                                         imgsz=64, tile_size=64), splits, quiet=True)
+    from ultralytics import YOLO
+
+    model = YOLO(str(result.best)).model
+    assert type(model.model[0]).__name__ == "EfficientNetStem"
+    assert not torch.equal(model.model[0].stem.weight.float(), stem)  # fine-tuned, not frozen
+    predictor = TiledPredictor(result.best, tile=96, overlap=0.2, conf=0.001, imgsz=64, device="cpu")
+    from rarespot.io.images import read_image
+
+    dets = predictor.predict(read_image(splits["test"].image_path(splits["test"].records[0])))
+    assert dets.boxes.ndim == 2 and dets.boxes.shape[1] == 4 and len(dets.scores) == len(dets.boxes)

@@ -46,6 +46,11 @@ class TrainConfig(BaseModel):
 
     # --- model --------------------------------------------------------------------------
     model: str = Field("yolo11n", description="yolo11n, yolov8n, yolov5nu, ... (built from its yaml), or a local .pt/.yaml")
+    backbone: Literal["yolo", "efficientnet-lite0"] = Field(
+        "yolo",
+        description="yolo: the model's own backbone, random init; efficientnet-lite0: ImageNet-pretrained "
+        "EfficientNet-Lite0 stages under the model's neck and head (yolo11 / yolov8 layouts; rarespot[pretrained])",
+    )
 
     # --- tiling (seed 3.5) --------------------------------------------------------------
     full_image: bool = Field(False, description="train on whole images resized to imgsz (the seed's baseline)")
@@ -98,6 +103,9 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(
         None, ge=1,
         description="torch threads on the CPU; default: timed every epoch, every core vs one fewer (pin it for bit-identical reruns)",
+    )
+    channels_last: bool | None = Field(
+        None, description="NHWC tensors in training (default: on for a CPU where oneDNN runs them faster)"
     )
     seed: int = 0
     cache_images: bool = Field(True, description="keep each image's model input in RAM after the first read")
