@@ -1,39 +1,36 @@
-"""Tiled-inference latency on one 1500x1216 16-bit scan: rarespot (torch, onnxruntime) against SAHI.
+"""Tiled inference on a trained detector: rarespot's paths against SAHI, one run, many scans (issue 14).
 
-    python bench/bench_tiled_inference.py            # prints a markdown table
-    python bench/bench_tiled_inference.py --runs 30 --model runs/exp/weights/best.pt
+    # the demo's model (rarespot demo --out demo) on 24 fresh synthetic body scans it never saw:
+    python bench/bench_tiled_inference.py --model demo/run/weights/best.pt --synthetic 24 --tile 320 \\
+        --check demo/run --conf 0.25
+    # an OPIXray model on its run's held-out test scans:
+    python bench/bench_tiled_inference.py --model RUN/weights/best.pt --data RUN --split test --tile 256
+    # `rarespot detect screen` over a folder against a plain SAHI loop, whole processes:
+    python bench/bench_tiled_inference.py --model demo/run/weights/best.pt --synthetic 100 --tile 320 --screen
 
-What is measured, per method, in one process and interleaved round-robin (so
-load from other jobs hits every method alike): wall time of one call from the
-16-bit scan in memory to the merged boxes in scan pixels, 512 tiles, overlap
-0.2, the same model, confidence and merge (class-aware NMS at IoU 0.5).
+What is measured, per method, in one process: every scan (already in memory, as read from its
+file) goes from the array to merged boxes in scan pixels, including the 8-bit mapping, the
+foreground test where it is on, tiling, the network and the merge; model loading is outside
+the timing. The methods run scan by scan in turn (scan 1 through every method, then scan 2 ...),
+so other jobs' load falls on all of them alike.
 
-- rarespot torch: TiledPredictor on the .pt (batched nn.Module forward).
-- rarespot onnxruntime: TiledPredictor on the ONNX export (dynamic batch).
-- rarespot onnxruntime int8: the same, exported with --int8, calibrated on 32
-  tiles of two other synthetic scans (not the timed one). Not the same boxes by
-  construction: its agreement columns show how close it stays.
-- ultralytics predict(list): YOLO.predict on the list of 12 tiles + our merge
-  (the design alternative the predictor was measured against).
-- SAHI: get_sliced_prediction with sahi's Ultralytics model on the same .pt,
-  slice 512, overlap 0.2, no extra full-image pass, NMS/IOU 0.5 class-aware;
-  its input conversion (16-bit -> 8-bit, the same to_model_input) is timed too.
-  "sahi" uses its default batch_size (1), "sahi-batched" rarespot's batch.
+- sahi: SAHI's ``get_sliced_prediction`` on the same .pt, same tiles (slice = --tile, overlap),
+  ``perform_standard_pred=False``, NMS/IOU at --iou class-aware, per-slice Ultralytics NMS at
+  the same IoU, batch_size 1 (its default); sahi-batched: batch_size --batch. The reference:
+  "x SAHI" is SAHI's total wall time over this method's.
+- torch / onnxruntime / openvino: rarespot's TiledPredictor on the .pt, on its ONNX export, and
+  on the same export with OpenVINO; "+skip" with tile skipping (the default), without it every
+  tile runs, as in SAHI.
+- openvino-int8, onnxruntime-int8, openvino-bf16: reduced precision exported through the accuracy
+  gate (calibrated on --check's training scans, F1 checked on its validation scans); a variant
+  whose check failed is still timed (exported with force) and its row says so.
+- default: what `rarespot detect screen --model best.pt` runs (OpenVINO fp32, skipping on).
 
-Agreement: the fraction of each method's boxes with a same-class partner at
-IoU >= 0.9 in the rarespot-torch result, and the other way round.
-Peak memory: each method again in a fresh subprocess; peak RSS (ru_maxrss)
-after 3 calls, and the part above the RSS once its model is loaded.
-
-The model, unless --model is given, is yolo11n built from its yaml with
-random weights (seed 0) whose class-score layer is re-drawn so scores spread
-(tests/helpers_detect.py): a plain random init scores every box at ~1e-3 with
-massive ties. --conf 0.25 then leaves ~150 boxes, ~30 merged across tiles.
-
-Torch threads are reset to all cores before every call of every method:
-Ultralytics' predictor (inside SAHI too) sets torch to cores - 1, i.e. 1 of 2.
-Wall time is what a user waits; CPU time (process_time, all threads) is also
-reported because it is far less sensitive to other jobs on a shared machine.
+Columns: scans/s (wall), x SAHI, CPU seconds per scan (process_time: all threads), peak RSS in a
+fresh process per method (VmHWM after 3 scans; model loaded in brackets), recall / precision / F1
+at the operating confidence against the annotations (IoU 0.5), and agreement with SAHI: the share
+of the method's boxes with a same-class SAHI box at IoU >= 0.9, and the other way round.
+Wall time depends on what else runs on the machine; the ratio columns come from one run.
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,156 +49,189 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # helpers_detect: the random-weight model builder
 
-METHODS = (
-    "rarespot-torch",
-    "rarespot-onnxruntime",
-    "rarespot-onnxruntime-int8",
-    "ultralytics-predict-list",
-    "sahi",
-    "sahi-batched",
-)
+FP32 = ("sahi", "sahi-batched", "torch", "torch+skip", "onnxruntime", "onnxruntime+skip", "openvino", "openvino+skip")
+REDUCED = ("openvino-int8", "openvino-int8+skip", "onnxruntime-int8", "onnxruntime-int8+skip",
+           "openvino-bf16", "openvino-bf16+skip")
+METHODS = FP32 + REDUCED
 
 
-def make_scan(seed: int = 0) -> np.ndarray:
-    """A synthetic 1500x1216 uint16 body scan (rarespot.synth), the seed's size."""
-    from rarespot.synth import generate_scan
-
-    return generate_scan(seed, 0)[0]
+# -- data ---------------------------------------------------------------------------------------
 
 
-def build_model(folder: Path, names: list[str]) -> Path:
-    from helpers_detect import make_untrained_yolo
+def load_scans(args, work: Path):
+    """[(name, image, gt_boxes, gt_labels)], class names of the data, and the folder of scan files."""
+    from rarespot.io.images import read_image
 
-    # Logit mean -6: ~150 raw boxes per scan at conf 0.25, ~30 of them duplicates across tiles.
-    return make_untrained_yolo(folder / "yolo11n_random.pt", names, lively=True, score_bias=-6.0)
+    if args.synthetic:
+        from rarespot.synth import generate
+
+        folder = work / "synthetic"
+        # A seed the demo never trains on (it uses 0): scans the model has not seen.
+        dataset = generate(args.synthetic, folder, seed=args.synthetic_seed)
+    else:
+        from rarespot.detect.evaluate import load_eval_data
+
+        dataset = load_eval_data(args.data, args.split)
+    records = list(dataset.records)[: args.scans or None]
+    scans = [(dataset.image_path(r).name, read_image(dataset.image_path(r)), r.boxes, r.labels) for r in records]
+    return scans, list(dataset.class_names), [dataset.image_path(r) for r in records]
 
 
-def make_runner(method: str, pt: Path, onnx, args) -> "callable":
-    """A zero-argument callable: scan -> (boxes, scores, labels) in scan pixels."""
-    from rarespot.detect.merge import merge_detections
+# -- methods ------------------------------------------------------------------------------------
+
+
+def make_runner(method: str, files: dict, args):
+    """A callable scan -> (boxes, scores, labels) in scan pixels, its model already loaded."""
     from rarespot.detect.predict import TiledPredictor
-    from rarespot.detect.preprocess import to_model_input
-    from rarespot.tiling import crop_tile, grid_tiles
 
     common = dict(tile=args.tile, overlap=args.overlap, conf=args.conf, iou=args.iou, batch=args.batch)
-    if method == "rarespot-torch":
-        predictor = TiledPredictor(pt, **common)
-        return lambda scan: _triple(predictor.predict(scan))
-    if method == "rarespot-onnxruntime":
-        predictor = TiledPredictor(onnx[0], **common)
-        return lambda scan: _triple(predictor.predict(scan))
-    if method == "rarespot-onnxruntime-int8":
-        predictor = TiledPredictor(onnx[1], **common)
-        return lambda scan: _triple(predictor.predict(scan))
-    if method == "ultralytics-predict-list":
-        from ultralytics import YOLO
+    skip = method.endswith("+skip") or method == "default"
+    base = method.removesuffix("+skip")
+    if base.startswith("sahi"):
+        return _sahi_runner(files["pt"], args, batch=args.batch if base == "sahi-batched" else 1)
+    if base in ("torch", "default"):
+        model, backend = files["pt"], "torch" if base == "torch" else "openvino"
+    elif base in ("onnxruntime", "openvino"):
+        model, backend = files["onnx"], base
+    else:
+        runtime, precision = base.split("-")
+        model, backend = files[precision], runtime
+    predictor = TiledPredictor(model, backend=backend, skip_background=skip, **common)
 
-        yolo = YOLO(str(pt), task="detect")
+    def run(scan):
+        dets = predictor.predict(scan)
+        return dets.boxes, dets.scores, dets.labels, dets.info
 
-        def run(scan):
-            bgr = to_model_input(scan)
-            windows = grid_tiles(*bgr.shape[:2], args.tile, args.overlap)
-            tiles = [crop_tile(bgr, int(x0), int(y0), args.tile) for x0, y0, _, _ in windows]
-            results = yolo.predict(tiles, imgsz=args.tile, conf=args.conf, iou=args.iou, verbose=False, device="cpu")
-            boxes, scores, labels = [], [], []
-            for (x0, y0, _, _), r in zip(windows, results):
-                boxes.append(r.boxes.xyxy.numpy().astype(np.float64) + [x0, y0, x0, y0])
-                scores.append(r.boxes.conf.numpy())
-                labels.append(r.boxes.cls.numpy().astype(np.int64))
-            return merge_detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels), "nms", args.iou)
+    run.predictor = predictor
+    return run
 
-        return run
-    if method in ("sahi", "sahi-batched"):
-        from sahi import AutoDetectionModel
-        from sahi.predict import get_sliced_prediction
 
-        model = AutoDetectionModel.from_pretrained(
-            model_type="ultralytics", model_path=str(pt), confidence_threshold=args.conf, device="cpu",
-            image_size=args.tile,
+def _sahi_runner(pt: Path, args, batch: int):
+    import torch
+    from sahi import AutoDetectionModel
+    from sahi.predict import get_sliced_prediction
+
+    from rarespot.detect.preprocess import read_input_mapping, to_model_input
+
+    mapping = read_input_mapping(pt)
+    model = AutoDetectionModel.from_pretrained(
+        model_type="ultralytics", model_path=str(pt), confidence_threshold=args.conf, device="cpu", image_size=args.tile,
+    )
+    # SAHI calls YOLO.predict without an IoU, so per-slice NMS would run at Ultralytics' 0.7;
+    # give it the same per-tile IoU as rarespot (YOLO.predict reads its overrides).
+    model.model.overrides["iou"] = args.iou
+
+    def run(scan):
+        torch.set_num_threads(args.sahi_threads)  # Ultralytics' predictor resets it; the peer gets what was asked
+        rgb = np.ascontiguousarray(to_model_input(scan, mapping)[:, :, ::-1])
+        result = get_sliced_prediction(
+            rgb, model, slice_height=args.tile, slice_width=args.tile, overlap_height_ratio=args.overlap,
+            overlap_width_ratio=args.overlap, perform_standard_pred=False, postprocess_type="NMS",
+            postprocess_match_metric="IOU", postprocess_match_threshold=args.iou, postprocess_class_agnostic=False,
+            verbose=0, batch_size=batch,
         )
-        # SAHI calls YOLO.predict without an IoU, so per-slice NMS would run at Ultralytics' 0.7;
-        # give it the same per-tile IoU as rarespot (YOLO.predict reads its overrides).
-        model.model.overrides["iou"] = args.iou
+        preds = [p for p in result.object_prediction_list if p.score.value >= args.conf]
+        boxes = np.array([p.bbox.to_xyxy() for p in preds], dtype=np.float64).reshape(-1, 4)
+        return (boxes, np.array([p.score.value for p in preds]), np.array([p.category.id for p in preds], dtype=np.int64),
+                {})
 
-        def run(scan):
-            rgb = np.ascontiguousarray(to_model_input(scan)[:, :, ::-1])
-            result = get_sliced_prediction(
-                rgb, model, slice_height=args.tile, slice_width=args.tile, overlap_height_ratio=args.overlap,
-                overlap_width_ratio=args.overlap, perform_standard_pred=False, postprocess_type="NMS",
-                postprocess_match_metric="IOU", postprocess_match_threshold=args.iou,
-                postprocess_class_agnostic=False, verbose=0,
-                batch_size=args.sahi_batch if method == "sahi" else args.batch,
-            )
-            preds = result.object_prediction_list
-            boxes = np.array([p.bbox.to_xyxy() for p in preds], dtype=np.float64).reshape(-1, 4)
-            scores = np.array([p.score.value for p in preds], dtype=np.float64)
-            labels = np.array([p.category.id for p in preds], dtype=np.int64)
-            return boxes, scores, labels
-
-        return run
-    raise ValueError(method)
+    return run
 
 
-def _triple(dets):
-    return dets.boxes, dets.scores, dets.labels
+def export_models(pt: Path, args, work: Path, methods) -> tuple[dict, dict]:
+    """The ONNX export and the reduced-precision exports the methods need; their gate records."""
+    import warnings
+
+    from rarespot.detect.export import export_onnx
+    from rarespot.detect.precision import onnx_metadata, read_stamp
+
+    files, gates = {"pt": pt}, {}
+    names = {m.removesuffix("+skip") for m in methods}
+    if names & {"onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8", "openvino-bf16"}:
+        files["onnx"] = export_onnx(pt, work / "model.onnx", imgsz=args.tile)
+    for precision in ("int8", "bf16"):
+        if not any(n.endswith(precision) for n in names):
+            continue
+        if args.check is None:
+            raise SystemExit("reduced-precision methods need --check RUN_FOLDER (calibration and held-out scans)")
+        calibration = None
+        if precision == "int8":
+            from rarespot.detect.evaluate import load_eval_data
+
+            calibration = load_eval_data(args.check, "train")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = work / f"model.{precision}.onnx"
+            # The gate runs (F1 on the check set against fp32); force keeps the variant to time it either way.
+            files[precision] = export_onnx(pt, out, imgsz=args.tile, precision=precision, calibration=calibration,
+                                           check=args.check, conf=args.conf, force=True)
+        gates[precision] = read_stamp(onnx_metadata(files[precision])[0])
+    return files, gates
 
 
-def agreement(a, b, iou: float = 0.9) -> float:
-    """Fraction of a's boxes with a same-class box in b at IoU >= iou (one to one)."""
+# -- scoring ------------------------------------------------------------------------------------
+
+
+def score(outputs, scans, class_aware: bool, iou: float = 0.5) -> tuple[float, float, float]:
+    from rarespot.metrics.detection import match_detections, precision_recall_f1
+
+    tp = fp = fn = 0
+    for (boxes, scores, labels, _), (_, _, gt_boxes, gt_labels) in zip(outputs, scans):
+        matched = match_detections(boxes, scores, labels, gt_boxes, gt_labels, iou=iou, class_aware=class_aware)
+        hits = int((matched >= 0).sum())
+        tp, fp, fn = tp + hits, fp + len(matched) - hits, fn + len(gt_boxes) - hits
+    return precision_recall_f1(tp, fp, fn)
+
+
+def agreement(a_all, b_all, iou: float = 0.9) -> float:
+    """Share of a's boxes (over all scans) with a same-class box in b at IoU >= iou (one to one)."""
     from rarespot.metrics.detection import match_detections
 
-    if len(a[1]) == 0:
-        return 1.0 if len(b[1]) == 0 else 0.0
-    matched = match_detections(a[0], a[1], a[2], b[0], b[2], iou=iou)
-    return float(np.mean(matched >= 0))
+    found = total = 0
+    for a, b in zip(a_all, b_all):
+        if len(a[1]):
+            found += int((match_detections(a[0], a[1], a[2], b[0], b[2], iou=iou) >= 0).sum())
+            total += len(a[1])
+    return found / total if total else 1.0
 
 
-def boundary_ties(ref, other, iou: float = 0.5) -> str:
-    """Why boxes of ``ref`` are missing from ``other``: how many of them overlap a kept
-    same-class box of ``other`` at exactly the NMS threshold. SAHI suppresses at IoU >=
-    the threshold; Ultralytics, torchvision and rarespot at IoU > the threshold."""
-    from rarespot.metrics.detection import box_iou
+def exact_ties(ref_all, other_all, iou: float = 0.5) -> tuple[int, int]:
+    """Of ref's boxes missing from other: how many overlap a kept same-class box of other at exactly
+    the NMS threshold (SAHI suppresses at IoU >= the threshold, rarespot and Ultralytics at >)."""
+    from rarespot.metrics.detection import box_iou, match_detections
 
-    missing = np.flatnonzero(~agreement_mask(ref, other))
-    ties = 0
-    for i in missing:
-        same = other[2] == ref[2][i]
-        if same.any() and np.isclose(box_iou(ref[0][i : i + 1], other[0][same]).max(), iou, atol=1e-9):
-            ties += 1
-    return (f"{len(missing)} rarespot-torch boxes not found in it; {ties} of them overlap one of its "
-            f"same-class boxes at IoU exactly {iou} (kept by '> {iou}' NMS, suppressed by SAHI's '>= {iou}')")
+    missing = ties = 0
+    for ref, other in zip(ref_all, other_all):
+        if not len(ref[1]):
+            continue
+        lost = np.flatnonzero(match_detections(ref[0], ref[1], ref[2], other[0], other[2], iou=0.9) < 0)
+        missing += len(lost)
+        for i in lost:
+            same = other[2] == ref[2][i]
+            if same.any() and np.isclose(box_iou(ref[0][i : i + 1], other[0][same]).max(), iou, atol=1e-6):
+                ties += 1
+    return missing, ties
 
 
-def agreement_mask(a, b, iou: float = 0.9) -> np.ndarray:
-    from rarespot.metrics.detection import match_detections
-
-    return match_detections(a[0], a[1], a[2], b[0], b[2], iou=iou) >= 0
+# -- memory probe (a fresh process per method) --------------------------------------------------
 
 
 def _status_mb(key: str) -> float:
-    """VmRSS / VmHWM (peak RSS) of this process from /proc, in MiB. Not ru_maxrss: Linux
-    carries that over from the parent across exec, so a child reports its parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def memory_probe(method: str, pt: Path, onnx, args) -> dict:
-    """Run in a fresh process: RSS once the model is loaded, and peak RSS after 3 calls."""
-    import torch
-
-    from rarespot.detect.backends import available_threads
-
-    scan = np.load(args.probe_scan)  # not generated here: the generator's own peak would swamp the number
-    run = make_runner(method, pt, onnx, args)
+def memory_probe(args) -> None:
+    files = {k: Path(v) for k, v in json.loads(args.probe_files).items()}
+    scans = [np.load(p) for p in sorted(Path(args.probe_scans).glob("*.npy"))]
+    run = make_runner(args.probe, files, args)
     loaded = _status_mb("VmRSS")
-    for _ in range(3):
-        torch.set_num_threads(available_threads())
+    for scan in scans:
         run(scan)
-    return {"loaded_mb": loaded, "peak_mb": _status_mb("VmHWM")}
+    print(json.dumps({"loaded_mb": loaded, "peak_mb": _status_mb("VmHWM")}))
 
 
 def cpu_name() -> str:
@@ -215,126 +244,227 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+# -- `detect screen` against a SAHI loop, whole processes ----------------------------------------
+
+SAHI_LOOP = r"""
+import sys, time, numpy as np
+from pathlib import Path
+from sahi import AutoDetectionModel
+from sahi.predict import get_sliced_prediction
+import torch
+from rarespot.detect.preprocess import read_input_mapping, to_model_input
+from rarespot.io.images import read_image
+pt, folder, tile, overlap, conf, iou, threads = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+mapping = read_input_mapping(pt)
+model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model_path=pt, confidence_threshold=conf, device="cpu", image_size=tile)
+model.model.overrides["iou"] = iou
+n = 0
+for path in sorted(folder.rglob("*.png")):
+    torch.set_num_threads(threads)
+    rgb = np.ascontiguousarray(to_model_input(read_image(path), mapping)[:, :, ::-1])
+    get_sliced_prediction(rgb, model, slice_height=tile, slice_width=tile, overlap_height_ratio=overlap,
+        overlap_width_ratio=overlap, perform_standard_pred=False, postprocess_type="NMS", postprocess_match_metric="IOU",
+        postprocess_match_threshold=iou, postprocess_class_agnostic=False, verbose=0)
+    n += 1
+print(n)
+"""
+
+
+def screen_comparison(args, folder: Path, pt: Path, work: Path) -> None:
+    env = {**os.environ, "RARESPOT_CACHE_DIR": str(work / "cache")}
+    rarespot = [sys.executable, "-m", "rarespot.cli", "detect", "screen", str(folder), "--model", str(pt),
+                "--tile", str(args.tile), "--overlap", str(args.overlap), "--conf", str(args.conf), "--flag-conf",
+                str(max(args.conf, 0.5)), "--restart"]
+    sahi = [sys.executable, "-c", SAHI_LOOP, str(pt), str(folder), str(args.tile), str(args.overlap), str(args.conf),
+            str(args.iou), str(args.sahi_threads)]
+    # The one-time export of the .pt for OpenVINO (cached) is made before the timed runs.
+    warm = folder.parent / "warm"
+    warm.mkdir(exist_ok=True)
+    shutil.copy(next(folder.rglob("*.png")), warm / "one.png")
+    subprocess.run(rarespot[:5] + [str(warm)] + rarespot[6:] + ["--out", str(work / "screen_warm")], env=env,
+                   capture_output=True, check=True)
+    times = {"rarespot detect screen": [], "SAHI loop": []}
+    for k in range(args.screen_repeats):  # alternating, so load changes hit both
+        for name, cmd in (("rarespot detect screen", rarespot + ["--out", str(work / f"screen{k}")]), ("SAHI loop", sahi)):
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            times[name].append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    n = len(list(folder.rglob("*.png")))
+    print(f"\n### `rarespot detect screen` vs a SAHI loop, whole processes, {n} scans\n")
+    print(f"- rarespot: `{' '.join(rarespot[2:])} --out OUT` (OpenVINO, skipping on; its one-time export cached before)")
+    print(f"- SAHI: a plain loop: read_image, the model's 8-bit mapping, get_sliced_prediction (batch 1, torch threads {args.sahi_threads})")
+    print("\n| process | runs (s) | median s | scans / s | x SAHI loop |\n|---|---|---:|---:|---:|")
+    sahi_median = float(np.median(times["SAHI loop"]))
+    for name, values in times.items():
+        median = float(np.median(values))
+        print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {median:.1f} | {n / median:.2f} | "
+              f"{sahi_median / median:.2f}x |")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=20, help="timed calls per method (median reported)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--model", type=Path, required=True, help="a trained YOLO detection .pt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--synthetic", type=int, help="generate this many new synthetic body scans (annotated)")
+    source.add_argument("--data", type=Path, help="a run folder or annotated dataset (with --split)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--synthetic-seed", type=int, default=1000)
+    parser.add_argument("--scans", type=int, help="use only the first N scans")
+    parser.add_argument("--check", type=Path, help="run folder for the reduced-precision gate (train: calibration, val: check)")
+    parser.add_argument("--tile", type=int, default=320)
     parser.add_argument("--overlap", type=float, default=0.2)
-    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--conf", type=float, default=0.25, help="operating confidence")
     parser.add_argument("--iou", type=float, default=0.5)
-    parser.add_argument("--batch", type=int, default=8, help="rarespot tiles per forward pass")
-    parser.add_argument("--sahi-batch", type=int, default=1, help="SAHI batch_size (its default is 1)")
-    parser.add_argument("--model", type=Path, help="a trained .pt (default: random-weight yolo11n, see above)")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory subprocesses")
-    parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: memory probe of one method
-    parser.add_argument("--probe-files", nargs=3, type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--probe-scan", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--sahi-threads", type=int, default=None, help="torch threads for SAHI (default: all cores)")
+    parser.add_argument("--methods", default=",".join(METHODS + ("default",)))
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--screen", action="store_true", help="also time `detect screen` against a SAHI loop on the scans' folder")
+    parser.add_argument("--screen-only", action="store_true", help="only that comparison")
+    parser.add_argument("--screen-repeats", type=int, default=2)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-files", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-scans", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    import torch
+    from rarespot.cpu import available_cores
 
-    from rarespot.detect.backends import available_threads
-
-    threads = available_threads()
-    torch.set_num_threads(threads)
+    cores = available_cores()
+    args.sahi_threads = args.sahi_threads or cores
     if args.probe:
-        pt, onnx, onnx8 = args.probe_files
-        print(json.dumps(memory_probe(args.probe, pt, (onnx, onnx8), args)))
+        memory_probe(args)
         return
 
-    from rarespot.detect.export import export_onnx
-    from rarespot.synth import CLASS_NAMES
+    work = Path(tempfile.mkdtemp(prefix="rarespot-bench-"))
+    os.environ["RARESPOT_CACHE_DIR"] = str(work / "cache")
+    try:
+        scans, data_names, paths = load_scans(args, work)
+        if args.screen or args.screen_only:
+            folder = work / "screen_scans"
+            folder.mkdir()
+            for p in paths:
+                shutil.copy(p, folder / p.name)
+            if args.screen_only:
+                screen_comparison(args, folder, args.model, work)
+                return
+        run_methods(args, scans, data_names, work, cores)
+        if args.screen:
+            screen_comparison(args, folder, args.model, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_methods(args, scans, data_names, work: Path, cores: int) -> None:
+    import warnings
 
     methods = [m for m in args.methods.split(",") if m]
-    work = Path(tempfile.mkdtemp(prefix="rarespot-bench-"))
-    pt = args.model or build_model(work, list(CLASS_NAMES))
-    onnx = (None, None)
-    if any(m.startswith("rarespot-onnxruntime") for m in methods):
-        from rarespot.io.images import write_image
+    if "sahi" not in methods:
+        methods.insert(0, "sahi")  # the reference
+    files, gates = export_models(args.model, args, work, methods)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # forced variants warn on load; their gate is in the table
+        runners = {m: make_runner(m, files, args) for m in methods}
+    for m in methods:  # warm-up: first calls allocate and compile
+        runners[m](scans[0][1])
+    predictors = [r.predictor for r in runners.values() if hasattr(r, "predictor")]
+    if predictors:
+        model_names = list(predictors[0].class_names)
+    else:
+        from rarespot.detect.backends import UltralyticsBackend
 
-        calibration = [write_image(work / f"calib{i}.png", make_scan(seed=1 + i)) for i in range(2)]
-        onnx = (
-            export_onnx(pt, work / "model.onnx", imgsz=args.tile),
-            export_onnx(pt, work / "model_int8.onnx", imgsz=args.tile, int8=True, calibration=calibration),
-        )
-    scan = make_scan()
-    np.save(work / "scan.npy", scan)
+        model_names = UltralyticsBackend(args.model).class_names
+    class_aware = not (len(model_names) == 1 and len(data_names) > 1)
     load_before = os.getloadavg()
-
-    runners = {m: make_runner(m, pt, onnx, args) for m in methods}
-    outputs = {}
-    for m in methods:  # warm-up (first calls allocate, fuse, JIT-compile)
-        for _ in range(args.warmup):
-            torch.set_num_threads(threads)
-            outputs[m] = runners[m](scan)
-    times = {m: [] for m in methods}
+    wall = {m: [] for m in methods}
     cpu = {m: [] for m in methods}
-    for _ in range(args.runs):
+    outputs = {m: [] for m in methods}
+    started = time.time()
+    for _, scan, _, _ in scans:
         for m in methods:
-            # Every method gets both cores: Ultralytics' predictor (used by SAHI) sets torch to cores - 1.
-            torch.set_num_threads(threads)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            outputs[m] = runners[m](scan)
-            times[m].append(time.perf_counter() - start)
-            cpu[m].append(time.process_time() - start_cpu)
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = runners[m](scan)
+            wall[m].append(time.perf_counter() - t0)
+            cpu[m].append(time.process_time() - c0)
+            outputs[m].append(out)
     load_after = os.getloadavg()
+    elapsed = time.time() - started
 
     memory = {}
     if not args.no_memory:
+        probe_dir = work / "probe"
+        probe_dir.mkdir()
+        for i, (_, scan, _, _) in enumerate(scans[:3]):
+            np.save(probe_dir / f"{i}.npy", scan)
         for m in methods:
-            cmd = [sys.executable, __file__, "--probe", m, "--probe-files", str(pt), str(onnx[0] or "-"),
-                   str(onnx[1] or "-"),
-                   "--probe-scan", str(work / "scan.npy"),
-                   "--tile", str(args.tile), "--overlap", str(args.overlap), "--conf", str(args.conf),
-                   "--iou", str(args.iou), "--batch", str(args.batch), "--sahi-batch", str(args.sahi_batch)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            memory[m] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+            cmd = [sys.executable, __file__, "--model", str(args.model), "--synthetic", "1", "--probe", m,
+                   "--probe-files", json.dumps({k: str(v) for k, v in files.items()}), "--probe-scans", str(probe_dir),
+                   "--tile", str(args.tile), "--overlap", str(args.overlap), "--conf", str(args.conf), "--iou",
+                   str(args.iou), "--batch", str(args.batch), "--sahi-threads", str(args.sahi_threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            lines = proc.stdout.strip().splitlines()
+            memory[m] = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
 
-    from rarespot.tiling import grid_tiles
-
-    n_tiles = len(grid_tiles(scan.shape[0], scan.shape[1], args.tile, args.overlap))
-    ref = outputs.get("rarespot-torch")
-    sahi_median = statistics.median(times["sahi"]) if "sahi" in times else None
     import onnxruntime
+    import openvino
     import sahi
+    import torch
     import ultralytics
 
-    print(f"## Tiled inference latency: one {scan.shape[0]}x{scan.shape[1]} 16-bit scan\n")
-    print(f"- command: `python bench/bench_tiled_inference.py {' '.join(sys.argv[1:])}`".replace(" `", "`"))
-    print(f"- machine: {cpu_name()}, {threads} cores available to this process, no GPU used; "
-          f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after the timed runs"
-          + (" (above the core count: other jobs competed)" if max(load_before[0], load_after[0]) > threads + 0.5 else " (no more than the core count: little else was running)"))
-    print(f"- versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"ultralytics {ultralytics.__version__}, sahi {sahi.__version__}; torch threads {threads}, "
-          f"onnxruntime intra-op threads {threads}")
-    print(f"- model: {'`' + str(args.model) + '`' if args.model else 'yolo11n from yolo11n.yaml, random weights (seed 0, spread class scores), 18 classes'}; "
-          f"tile {args.tile}, overlap {args.overlap}, {n_tiles} tiles, "
-          f"conf {args.conf}, class-aware NMS IoU {args.iou}; rarespot batch {args.batch}, SAHI batch_size {args.sahi_batch}")
-    print(f"- {args.runs} timed calls per method after {args.warmup} warm-up calls, interleaved round-robin\n")
-    print("| method | median ms / scan | p10-p90 ms | CPU ms / scan | scans / s | throughput vs SAHI | boxes | "
-          "its boxes found in the torch result (IoU 0.9) | torch boxes found in it | peak RSS MB (model loaded) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    n = len(scans)
+    shape = scans[0][1].shape
+    n_tiles = sum(o[3].get("tiles", 0) for o in outputs.get("openvino+skip", outputs.get("torch", [])))
+    print(f"## Tiled inference on a trained model: {n} scans\n")
+    print(f"- command: `python bench/bench_tiled_inference.py {' '.join(sys.argv[1:])}`")
+    print(f"- machine: {cpu_name()}, {cores} cores available; load average {load_before[0]:.1f} before / "
+          f"{load_after[0]:.1f} after the timed part ({elapsed:.0f} s)"
+          + (" — above the core count: other jobs competed, wall times are distorted; compare ratios only"
+             if max(load_before[0], load_after[0]) > cores + 0.5 else ""))
+    print(f"- versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino "
+          f"{openvino.__version__}, ultralytics {ultralytics.__version__}, sahi {sahi.__version__}")
+    print(f"- model `{args.model}` ({len(model_names)} classes); scans {shape[1]}x{shape[0]} {scans[0][1].dtype} "
+          f"({'synthetic, seed ' + str(args.synthetic_seed) if args.synthetic else str(args.data) + ' ' + args.split}); "
+          f"tile {args.tile}, overlap {args.overlap}, {n_tiles} tiles in all; conf {args.conf}, NMS IoU {args.iou}, "
+          f"batch {args.batch}; SAHI torch threads {args.sahi_threads}; matching "
+          f"{'class-aware' if class_aware else 'class-agnostic (one-class model)'} at IoU 0.5")
+    for precision, gate in gates.items():
+        verdict = "passed" if gate.get("status") == "passed" else "FAILED (timed anyway, exported with --force)"
+        print(f"- {precision.upper()} gate: F1 {gate.get('f1')} vs fp32 {gate.get('f1_fp32')} on {gate.get('scans')} "
+              f"held-out scans of {args.check} at conf {args.conf}: {verdict}")
+    print()
+    print("| method | scans / s | x SAHI | CPU s / scan | tiles run | peak RSS MB (loaded) | recall | precision | F1 | "
+          "its boxes in SAHI's | SAHI's boxes in it |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    sahi_total = sum(wall["sahi"])
+    ref = outputs["sahi"]
     for m in methods:
-        t = np.array(times[m]) * 1000
-        med = float(np.median(t))
-        ratio = f"{sahi_median * 1000 / med:.2f}x" if sahi_median else "—"
-        boxes = len(outputs[m][1])
-        agree_here = f"{agreement(outputs[m], ref):.3f}" if ref is not None else "—"
-        agree_ref = f"{agreement(ref, outputs[m]):.3f}" if ref is not None else "—"
+        total = sum(wall[m])
+        p, r, f1 = score(outputs[m], scans, class_aware)
+        tiles = sum(o[3].get("tiles_run", o[3].get("tiles", 0)) for o in outputs[m]) if outputs[m][0][3] else None
+        all_tiles = sum(o[3].get("tiles", 0) for o in outputs[m]) if outputs[m][0][3] else None
         mem = memory.get(m)
         mem_text = f"{mem['peak_mb']:.0f} ({mem['loaded_mb']:.0f})" if mem else "—"
-        cpu_med = float(np.median(cpu[m])) * 1000
-        print(f"| {m} | {med:.0f} | {np.percentile(t, 10):.0f}-{np.percentile(t, 90):.0f} | {cpu_med:.0f} | {1000 / med:.2f} | "
-              f"{ratio} | {boxes} | {agree_here} | {agree_ref} | {mem_text} |")
-
-    if ref is not None:
-        print()
-        for m in methods:
-            if m.startswith("sahi"):
-                print(f"- {m}: {boundary_ties(ref, outputs[m])}")
-    shutil.rmtree(work, ignore_errors=True)
+        tile_text = f"{tiles}/{all_tiles}" if tiles is not None else "all"
+        print(f"| {m} | {n / total:.2f} | {sahi_total / total:.2f}x | {np.mean(cpu[m]):.2f} | {tile_text} | {mem_text} | "
+              f"{r:.3f} | {p:.3f} | {f1:.3f} | {agreement(outputs[m], ref):.3f} | {agreement(ref, outputs[m]):.3f} |")
+    print()
+    for m in methods:
+        if m.startswith("sahi") or "+skip" in m or m == "default" or any(x in m for x in ("int8", "bf16")):
+            continue
+        missing, ties = exact_ties(outputs[m], ref)
+        if missing:
+            print(f"- {m}: {missing} of its boxes not in SAHI's result; {ties} of them overlap a kept same-class SAHI box "
+                  f"at IoU exactly {args.iou} (kept by '> {args.iou}' NMS, suppressed by SAHI's '>= {args.iou}')")
+    skipped = [o[3] for o in outputs.get("openvino+skip", [])]
+    if skipped:
+        share = 1 - sum(i["tiles_run"] for i in skipped) / max(1, sum(i["tiles"] for i in skipped))
+        notes = sum(1 for i in skipped if i.get("note"))
+        print(f"- tile skipping: {share:.1%} of the tiles skipped; {notes} scans with a note "
+              f"({', '.join(sorted({i['note'] for i in skipped if i.get('note')})) or 'none'})")
 
 
 if __name__ == "__main__":

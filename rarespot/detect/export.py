@@ -225,9 +225,11 @@ def cached_onnx(model: str | Path, imgsz: int) -> Path:
 
 def calibration_tile_batch(calibration, tile: int, limit: int = 32, mapping=None):
     """Up to ``limit`` uint8 BGR tiles from calibration scans, cut exactly as inference cuts them
-    (with the model's input ``mapping``), spread evenly over the images and their grids."""
+    (with the model's input ``mapping``), spread evenly over the images and over the grid tiles
+    that hold foreground (:mod:`rarespot.detect.foreground`)."""
     import numpy as np
 
+    from rarespot.detect.foreground import find_foreground
     from rarespot.detect.predict import check_image, collect_images
     from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, to_model_input
     from rarespot.io.dataset import DetectionDataset
@@ -249,6 +251,11 @@ def calibration_tile_batch(calibration, tile: int, limit: int = 32, mapping=None
         check_image(image, path)
         bgr = to_model_input(image, mapping or CURRENT_INPUT_MAPPING)
         windows = grid_tiles(bgr.shape[0], bgr.shape[1], tile, 0.2)
+        # Calibrate on what the network will see: the tiles tile skipping keeps (air tiles would set
+        # the activation ranges of an empty picture).
+        keep = find_foreground(image).tiles_to_run(windows)
+        if keep.any():
+            windows = windows[keep]
         for k in np.unique(np.linspace(0, len(windows) - 1, min(len(windows), per_image)).astype(int)):
             x0, y0 = int(windows[k][0]), int(windows[k][1])
             tiles.append(crop_tile(bgr, x0, y0, tile))
