@@ -269,3 +269,27 @@ def test_torch_path_takes_back_the_cpu_threads_ultralytics_lowered(tiny_model):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_torch_backend_times_all_cores_against_one_fewer_unless_threads_are_given(tiny_model):
+    """On a shared machine two OpenMP threads can run slower than one; the back-end measures both."""
+    import torch
+
+    from rarespot.cpu import available_cores
+
+    before = torch.get_num_threads()
+    try:
+        pinned = TiledPredictor(tiny_model, tile=64, threads=1).backend
+        assert pinned.tuner is None
+        auto = TiledPredictor(tiny_model, tile=64).backend
+        if available_cores() < 2:
+            assert auto.tuner is None
+            return
+        tiles = np.zeros((2, 64, 64, 3), np.uint8)
+        for _ in range(2 * (auto.tuner.probe_steps + 1) + 1):
+            auto.predict_tiles(tiles, 0.5, 0.5)
+        assert len(auto.tuner.history) == 1  # one probe done, with a time for each count
+        assert set(auto.tuner.history[0]) == {available_cores(), available_cores() - 1}
+        assert torch.get_num_threads() == auto.tuner.chosen
+    finally:
+        torch.set_num_threads(before)

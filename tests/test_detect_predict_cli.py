@@ -162,3 +162,24 @@ def test_export_cli(model, tmp_path):
     result = runner.invoke(app, ["detect", "export", str(model), "--out", str(out), "--imgsz", "128"])
     assert result.exit_code == 0, result.output
     assert out.is_file() and "dynamic batch" in result.output
+
+
+def test_predict_says_which_tiles_ran_and_no_skip_runs_them_all(model, tmp_path):
+    rng = np.random.default_rng(3)
+    air = np.clip(1200 + 150 * rng.standard_normal((200, 300)), 0, 65535).astype(np.uint16)
+    write_image(tmp_path / "air.png", air)
+    for flags, inspected, note in (([], 0, "all background: no tile to inspect"), (["--no-skip"], 6, "")):
+        out = tmp_path / f"pred{len(flags)}"
+        result = runner.invoke(app, ["detect", "predict", str(model), str(tmp_path / "air.png"), "--out", str(out),
+                                     "--no-overlays", *TILE_ARGS, *flags])
+        assert result.exit_code == 0, result.output
+        entry = json.loads((out / "predictions.json").read_text())[0]
+        assert (entry["tiles"], entry["tiles_inspected"], entry["note"]) == (6, inspected, note)
+        if inspected == 0:
+            assert entry["detections"] == []
+
+
+def test_export_cli_reduced_precision_needs_held_out_scans(model, tmp_path):
+    result = runner.invoke(app, ["detect", "export", str(model), "--out", str(tmp_path / "m.onnx"), "--imgsz", "128",
+                                 "--precision", "int8", "--calibration", str(tmp_path)])
+    assert isinstance(result.exception, InputError) and "needs held-out annotated scans" in str(result.exception)
