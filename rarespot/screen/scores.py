@@ -192,7 +192,7 @@ class LatentDensity:
             block = q[i : i + chunk]
             d2 = np.maximum(np.einsum("ij,ij->i", block, block)[:, None] + p_sq[None, :] - 2.0 * block @ self.points_.T, 0.0)
             a = self.log_weights_[None, :] - d2 / (2.0 * h2)
-            top = a.max(axis=1, keepdims=True)  # log-sum-exp by hand: scipy's array-API wrapper cost 4x more here
+            top = a.max(axis=1, keepdims=True)  # log-sum-exp by hand: 2.5x less CPU than scipy's here
             out[i : i + chunk] = np.log(np.exp(a - top).sum(axis=1)) + top[:, 0] + norm
         return out
 
