@@ -42,7 +42,8 @@ def test_stereo_is_averaged_to_mono(tmp_path):
     left, right = tone(amp=0.5), np.zeros(4000, np.float32)
     path = tmp_path / "st.wav"
     sf.write(path, np.stack([left, right], 1), 4000, subtype="FLOAT")
-    y, _ = read_audio(path)
+    with pytest.warns(AudioQualityWarning, match=r"st\.wav: 2 channels averaged to one"):
+        y, _ = read_audio(path)
     np.testing.assert_allclose(y, left / 2, atol=1e-7)
     y2, _ = read_audio(path, mono=False)
     assert y2.shape == (4000, 2)

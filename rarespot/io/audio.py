@@ -153,6 +153,9 @@ def read_audio(
         # libsndfile returns what it could decode; a short read means bytes are missing.
         raise InputError(path, f"truncated: the header promises {info.frames} samples, only {len(audio)} could be read")
     if mono:
+        if audio.shape[1] > 1:
+            warnings.warn(f"{path}: {audio.shape[1]} channels averaged to one (lung-sound models read mono audio)",
+                          AudioQualityWarning, stacklevel=2)
         audio = audio.mean(axis=1)
     if check_quality:
         check_audio_quality(audio, path)
