@@ -31,8 +31,9 @@ def tone(freq, seconds=1.0, rate=4000):
 
 
 def test_cqt_bins_per_octave_fit_below_nyquist():
-    assert FeatureConfig(sample_rate=16000).cqt_bins_per_octave() == 14  # log2(7200/50) = 7.17 octaves for 96 bins
-    assert FeatureConfig(sample_rate=4000).cqt_bins_per_octave() == 19  # log2(1800/50) = 5.17 octaves
+    assert FeatureConfig(sample_rate=16000, n_bins=96).cqt_bins_per_octave() == 14  # log2(7200/50) = 7.17 octaves for 96 bins
+    assert FeatureConfig(sample_rate=4000, n_bins=96).cqt_bins_per_octave() == 19  # log2(1800/50) = 5.17 octaves
+    assert FeatureConfig().cqt_bins_per_octave() == 13  # the default: 64 bins at 4 kHz
     assert FeatureConfig(sample_rate=44100, n_bins=84).cqt_bins_per_octave() == 10  # 84 bins over 8.6 octaves
     with pytest.raises(ValueError, match="too close to Nyquist"):
         FeatureConfig(sample_rate=200, cqt_fmin=50).cqt_bins_per_octave()
@@ -40,7 +41,7 @@ def test_cqt_bins_per_octave_fit_below_nyquist():
 
 @pytest.mark.parametrize("rate", [4000, 16000])
 def test_seed_settings_run_at_both_rates(rate):
-    cfg = FeatureConfig(sample_rate=rate, cycle_seconds=2.0, image_size=(96, 64))
+    cfg = FeatureConfig(sample_rate=rate, cycle_seconds=2.0, n_bins=96, n_fft=2048, hop_length=512, image_size=(96, 64))
     x = signal_features(tone(300, 2.0, rate), cfg)
     assert x.shape == (3, 96, 64) and x.dtype == np.float32 and np.isfinite(x).all()
 

@@ -229,9 +229,11 @@ def invoke(*args):
 
 def test_cli_predict_and_evaluate(trained, recordings, tmp_path):
     out, _ = trained
-    res = invoke("predict", str(out / "best.pt"), str(recordings / "102_1b1_Al_sc_Test.wav"), "--json", str(tmp_path / "p.json"))
+    res = invoke("predict", str(out / "best.pt"), str(recordings / "102_1b1_Al_sc_Test.wav"), "--json", str(tmp_path / "p.json"),
+                 "--timeline", str(tmp_path / "t.png"))
     assert res.exit_code == 0, res.output
     assert len(json.loads((tmp_path / "p.json").read_text())) == 8
+    assert (tmp_path / "t.png").is_file()
     res = invoke("evaluate", str(out), str(recordings), "--out", str(tmp_path / "ev"), "--cache-dir", str(out / "cache"))
     assert res.exit_code == 0, res.output
     assert "Se " in res.output and "per-class recall" in res.output
@@ -249,7 +251,7 @@ def test_cli_bad_input_is_one_line_naming_the_file(trained, tmp_path):
     rec = tmp_path / "105_1b1_Al_sc_X.wav"
     sf.write(rec, np.zeros(RATE, np.float32) + 0.1, RATE)
     (tmp_path / "105_1b1_Al_sc_X.txt").write_text("0 1 0\n")
-    res = invoke("predict", str(out / "best.pt"), str(rec))
+    res = invoke("predict", str(out / "best.pt"), str(rec), "--no-timeline")
     assert isinstance(res.exception, InputError)
     assert str(res.exception).endswith("105_1b1_Al_sc_X.txt: line 1: expected 4 fields 'start end crackle wheeze', found 3")
 

@@ -23,7 +23,7 @@ def train(
     data: Path = typer.Argument(..., help="manifest CSV (file, crackle, wheeze columns) or a folder of <recording>.wav|flac + .txt"),
     out: Path = typer.Option(Path("runs/sounds"), "--out", "-o", help="output folder (best.pt, last.pt, history, plots); re-running resumes"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML TrainConfig (features, model, epochs, loss, ...)"),
-    variant: Optional[str] = typer.Option(None, help="vit | conv_vit | conv_cbam_vit | cnn"),
+    variant: Optional[str] = typer.Option(None, help="pooled (default) | effnet | effnet_cbam_vit | vit | conv_vit | conv_cbam_vit | cnn"),
     encoder: Optional[str] = typer.Option(None, help="timm ViT/DeiT name, e.g. deit_tiny_patch16_224, deit_small_patch16_224"),
     depth: Optional[int] = typer.Option(None, help="transformer blocks (fewer = faster on a CPU)"),
     epochs: Optional[int] = typer.Option(None),
@@ -73,13 +73,15 @@ def predict(
     annotation: Optional[Path] = typer.Option(None, help="cycle annotation (start end crackle wheeze); default: <audio>.txt beside it"),
     window: Optional[float] = typer.Option(None, help="window length (s) when there is no annotation (default: the model's cycle length)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the predictions as JSON"),
+    timeline: Optional[Path] = typer.Option(None, help="timeline PNG (default: <recording name>_timeline.png in the current folder)"),
+    no_timeline: bool = typer.Option(False, "--no-timeline", help="do not write the timeline PNG"),
 ) -> None:
-    """Label each respiratory cycle of a recording: normal, crackle, wheeze or both."""
+    """Label each respiratory cycle of a recording: normal, crackle, wheeze or both; draw them on a timeline PNG."""
     _plain_warnings()
     from rich.console import Console
     from rich.table import Table
 
-    from rarespot.sounds.predict import predict_file
+    from rarespot.sounds.predict import plot_timeline, predict_file
 
     rows = predict_file(model, audio, annotation=annotation, window=window)
     table = Table(title=str(audio))
@@ -92,6 +94,10 @@ def predict(
         from rarespot.io.atomic import atomic_write_text
 
         atomic_write_text(json_out, json.dumps([r.as_dict() for r in rows], indent=1))
+    if not no_timeline:
+        png = timeline or Path(f"{audio.stem}_timeline.png")
+        plot_timeline(audio, rows, png)
+        typer.echo(f"wrote {png}")
 
 
 @app.command()

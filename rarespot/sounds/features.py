@@ -1,7 +1,8 @@
 """3-channel time-frequency images of respiratory cycles: MFCC, Mel spectrogram, CQT.
 
-Following the seed (Neto et al.): 96 bins per feature, window 2048, hop 512,
-Hamming window for the STFT-based features. Each cycle is resampled to one rate,
+The seed (Neto et al.) used 96 bins per feature, window 2048, hop 512 at 16 kHz, with a
+Hamming window for the STFT-based features. The defaults here are the benchmark's: 4 kHz,
+64 bins, window 512, hop 128 (the same 128 ms / 32 ms in time; see "Sample rate" below). Each cycle is resampled to one rate,
 cut/padded to a fixed length, turned into the three maps, and each map is resized
 to ``image_size`` (H x W) so they stack into a (3, H, W) float image.
 
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rarespot.errors import InputError
 from rarespot.io.audio import AudioQualityWarning, ResampleNotice, announce_resample, read_audio, resample
@@ -48,17 +49,23 @@ CHANNELS = ("mfcc", "mel", "cqt")
 
 
 class FeatureConfig(BaseModel):
-    """How a cycle becomes a (3, H, W) image. Changing any field invalidates the cache."""
+    """How a cycle becomes a (3, H, W) image. Changing any field invalidates the cache.
 
-    sample_rate: int = Field(16000, description="every cycle is resampled to this rate (Hz)")
+    The defaults are the benchmark's (docs/benchmarks/sounds.md): 4 kHz, so recordings from 4 kHz and
+    44.1 kHz stethoscopes look alike; 64 bins; 128 ms windows every 32 ms (see the module doc).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: int = Field(4000, gt=0, description="every cycle is resampled to this rate (Hz)")
     cycle_seconds: float = Field(8.0, gt=0, description="fixed cycle length: longer cycles are cropped, shorter padded")
     pad_mode: Literal["repeat", "zero"] = "repeat"
-    n_bins: int = Field(96, ge=8, description="MFCC coefficients = Mel bands = CQT bins")
-    n_fft: int = 2048
-    hop_length: int = 512
+    n_bins: int = Field(64, ge=8, description="MFCC coefficients = Mel bands = CQT bins")
+    n_fft: int = Field(512, ge=16, description="STFT window (samples); 512 at 4 kHz = 128 ms")
+    hop_length: int = Field(128, ge=1, description="STFT hop (samples); 128 at 4 kHz = 32 ms")
     cqt_fmin: float = Field(50.0, gt=0, description="lowest CQT frequency (Hz)")
     cqt_fmax_fraction: float = Field(0.9, gt=0, le=0.95, description="top CQT frequency as a fraction of Nyquist")
-    image_size: tuple[int, int] = Field((96, 128), description="(height, width) of each channel after resizing")
+    image_size: tuple[int, int] = Field((64, 128), description="(height, width) of each channel after resizing")
 
     def cqt_bins_per_octave(self) -> int:
         fmax = self.cqt_fmax_fraction * self.sample_rate / 2
@@ -143,6 +150,23 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
+def _check_cycle(samples: np.ndarray, cycle: Cycle, config: FeatureConfig, file_silent: bool = False) -> None:
+    """Raise for a cycle with no samples; warn (naming the file and cycle) for one shorter than one analysis
+    window or silent: it is still scored, but the score means less."""
+    from rarespot.io.audio import SILENCE_PEAK
+
+    where = f"cycle {cycle.index}" + (f" ({cycle.start:.3f}-{cycle.end:.3f} s)" if cycle.start is not None and cycle.end is not None else "")
+    if len(samples) == 0:
+        raise InputError(cycle.audio_path, f"{where} holds no audio samples")
+    if len(samples) < config.n_fft:
+        warnings.warn(f"{cycle.audio_path}: {where} is {len(samples)} samples at {config.sample_rate} Hz, shorter than one "
+                      f"{config.n_fft}-sample analysis window; repeated to fill {config.cycle_seconds:g} s and scored",
+                      AudioQualityWarning, stacklevel=2)
+    elif not file_silent and float(np.max(np.abs(samples))) < SILENCE_PEAK:  # a silent file is warned about once
+        warnings.warn(f"{cycle.audio_path}: {where} is silent (peak below {SILENCE_PEAK:g} of full scale); scored anyway",
+                      AudioQualityWarning, stacklevel=2)
+
+
 def _extract_file(audio_path: Path, cycles: list[Cycle], config: FeatureConfig, cache_dir: Path | None):
     """Worker: features of all cycles of one audio file (read once).
 
@@ -157,7 +181,11 @@ def _extract_file(audio_path: Path, cycles: list[Cycle], config: FeatureConfig, 
             # used up inside the worker (in-process when n_jobs=1) and then never reach the user.
             resampled = resample(audio, rate, config.sample_rate)
             out = []
+            from rarespot.io.audio import SILENCE_PEAK
+
+            file_silent = resampled.size == 0 or float(np.max(np.abs(resampled))) < SILENCE_PEAK
             for cycle in cycles:
+                _check_cycle(cut_cycle(resampled, config.sample_rate, cycle.start, cycle.end), cycle, config, file_silent)
                 feats = signal_features(cycle_signal(resampled, config.sample_rate, cycle, config), config)
                 if cache_dir is not None:
                     _save_atomic(cache_path(cycle, config, cache_dir), feats)  # float32: a cached run sees the same inputs
@@ -236,6 +264,8 @@ def _progress(total: int, desc: str, enabled: bool):
 
 class NormStats(BaseModel):
     """Per-channel mean and std used to standardise features (stored with the model)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["dataset", "per_sample"] = "dataset"
     mean: list[float] = [0.0, 0.0, 0.0]

@@ -115,3 +115,82 @@ def predict_file(
             true_label=names[cycle.label] if annotated else None,
         ))
     return out
+
+
+# --------------------------------------------------------------------------- timeline PNG
+
+CLASS_COLOURS = {"normal": "#4c9a2a", "crackle": "#d95f02", "wheeze": "#7570b3", "both": "#e7298a"}
+
+
+def plot_timeline(audio_path: str | Path, predictions: list[CyclePrediction], path: str | Path, *,
+                  max_rate: int = 4000, title: str | None = None) -> Path:
+    """One PNG for a clinician: the waveform and spectrogram of the whole recording, each cycle shaded
+    in its predicted class's colour and labelled with the class and its probability; the annotated class
+    (when the recording has an annotation) on a second row beneath, red where it disagrees.
+
+    Written atomically: an existing file of that name is replaced only by a complete PNG.
+    """
+    import librosa
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from rarespot.io.atomic import atomic_path
+    from rarespot.io.audio import read_audio
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the file's problems were said when it was scored
+        audio, rate = read_audio(audio_path, check_quality=False)
+    if rate > max_rate:  # the plot needs no more than the model's band; keeps long recordings light
+        from rarespot.io.audio import resample
+
+        audio, rate = resample(audio, rate, max_rate), max_rate
+    t = np.arange(len(audio)) / rate
+    annotated = any(p.true_label is not None for p in predictions)
+    rows = 3 if annotated else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(max(8.0, min(24.0, len(audio) / rate / 2)), 2.2 * rows + 0.6), dpi=110,
+                             sharex=True, gridspec_kw={"height_ratios": [1, 1.3] + ([0.45] if annotated else [])})
+    wave_ax, spec_ax = axes[0], axes[1]
+    step = max(1, len(audio) // 20000)  # decimated for drawing only
+    wave_ax.plot(t[::step], audio[::step], lw=0.4, color="black")
+    wave_ax.set_ylabel("amplitude")
+    n_fft = 256 if rate <= 4000 else 1024
+    spec = librosa.amplitude_to_db(np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=n_fft // 4)) + 1e-10, ref=np.max)
+    spec_ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
+                   extent=(0, len(audio) / rate, 0, rate / 2))
+    spec_ax.set_ylabel("Hz")
+    for p in predictions:
+        colour = CLASS_COLOURS.get(p.label, "grey")
+        wave_ax.axvspan(p.start, p.end, color=colour, alpha=0.18, lw=0)
+        wave_ax.axvline(p.start, color="grey", lw=0.5, alpha=0.7)
+        spec_ax.axvline(p.start, color="white", lw=0.5, alpha=0.7)
+        wave_ax.text((p.start + p.end) / 2, 0.98, f"{p.label}\n{p.probabilities[p.label]:.2f}", transform=wave_ax.get_xaxis_transform(),
+                     ha="center", va="top", fontsize=7, color=colour, fontweight="bold")
+    if annotated:
+        ann_ax = axes[2]
+        for p in predictions:
+            if p.true_label is None:
+                continue
+            wrong = p.true_label != p.label
+            ann_ax.axvspan(p.start, p.end, color=CLASS_COLOURS.get(p.true_label, "grey"), alpha=0.5, lw=0)
+            ann_ax.text((p.start + p.end) / 2, 0.5, p.true_label, ha="center", va="center", fontsize=7,
+                        color="red" if wrong else "black", fontweight="bold" if wrong else "normal")
+        ann_ax.set_yticks([])
+        ann_ax.set_ylabel("annotated", rotation=0, ha="right", va="center")
+    axes[-1].set_xlabel("seconds")
+    axes[-1].set_xlim(0, len(audio) / rate)
+    wave_ax.legend(handles=[Patch(color=c, alpha=0.5, label=n) for n, c in CLASS_COLOURS.items()], loc="lower right",
+                   fontsize=7, ncol=4, framealpha=0.8)
+    wave_ax.set_title(title or f"{Path(audio_path).name}: predicted class and probability per cycle", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path

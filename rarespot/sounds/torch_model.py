@@ -5,7 +5,16 @@ Variants (the seed's Table II ablation, plus a baseline):
 * ``vit``            the transformer alone on the 3-channel feature image;
 * ``conv_vit``       three parallel 3x3 conv branches (one per feature channel), then the transformer;
 * ``conv_cbam_vit``  the seed's model: branches, then CBAM (channel then spatial attention), then the transformer;
-* ``cnn``            a small 4-block CNN, for comparison.
+* ``cnn``            a small 4-block CNN, for comparison;
+* ``pooled``         the default: a linear (logistic-regression) head on time-pooled features - the mean and
+                     standard deviation over time of each MFCC coefficient, optionally with the frozen
+                     ImageNet-pretrained EfficientNet-Lite0 embedding of the whole feature image
+                     (``pretrained_embedding``). Fitted by scikit-learn in seconds (``rarespot.sounds.train``);
+* ``effnet``         the ImageNet-pretrained EfficientNet-Lite0 (``rarespot.pretrained``) as the spectrogram
+                     encoder, up to ``effnet_stage``, then pooling and a linear head, fine-tuned by the usual loop
+                     (``freeze_encoder`` keeps the ImageNet weights fixed);
+* ``effnet_cbam_vit`` the seed's attention and transformer stages fed by EfficientNet-Lite0 feature maps
+                     (stage ``effnet_stage``) instead of the raw feature image.
 
 The transformer is a timm ViT/DeiT built with ``pretrained=False`` (nothing is
 downloaded); its size comes from the timm name (``deit_tiny_patch16_224``,
@@ -21,16 +30,19 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from rarespot.errors import InputError
 
-VARIANTS = ("vit", "conv_vit", "conv_cbam_vit", "cnn")
+VARIANTS = ("vit", "conv_vit", "conv_cbam_vit", "cnn", "pooled", "effnet", "effnet_cbam_vit")
 
 
 class ModelConfig(BaseModel):
-    variant: Literal["vit", "conv_vit", "conv_cbam_vit", "cnn"] = "conv_cbam_vit"
+    model_config = ConfigDict(extra="forbid")
+
+    variant: Literal["vit", "conv_vit", "conv_cbam_vit", "cnn", "pooled", "effnet", "effnet_cbam_vit"] = Field(
+        "pooled", description="pooled = the best measured on unseen patients (docs/benchmarks/sounds.md)")
     encoder: str = Field("deit_tiny_patch16_224", description="timm ViT/DeiT name (built with pretrained=False)")
     patch_size: int = 16
     depth: int | None = Field(None, description="transformer blocks; None keeps the timm config's depth")
@@ -44,6 +56,12 @@ class ModelConfig(BaseModel):
     drop_rate: float = 0.1
     drop_path_rate: float = 0.1
     cnn_width: int = 32
+    pooled_channels: tuple[Literal["mfcc", "mel", "cqt"], ...] = Field(
+        ("mfcc",), description="pooled: feature channels whose per-bin mean and std over time the head reads")
+    pretrained_embedding: bool = Field(True, description="pooled: also the frozen ImageNet EfficientNet-Lite0 embedding (mean + max over "
+                                       "time); needs the 'pretrained' extra and an image size that is a multiple of 32")
+    effnet_stage: int = Field(6, ge=1, le=6, description="deepest EfficientNet-Lite0 stage used (6: 320 channels, stride 32)")
+    freeze_encoder: bool = Field(False, description="effnet*: keep the ImageNet weights fixed (train only what follows)")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -166,9 +184,132 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
+# --------------------------------------------------------------------------- pretrained encoder models
+
+_CHANNEL_INDEX = {"mfcc": 0, "mel": 1, "cqt": 2}
+
+
+def _effnet_encoder(config: ModelConfig):
+    """EfficientNet-Lite0 with its ImageNet weights (rarespot.pretrained), up to ``effnet_stage``.
+
+    The input is the standardised 3-channel feature image (MFCC, Mel, CQT as "RGB"): after per-channel
+    standardisation it has the zero mean and unit spread of an ImageNet-normalised photograph.
+    """
+    from rarespot.pretrained import STAGE_STRIDES, EfficientNetLite0Encoder
+
+    stride, (h, w) = STAGE_STRIDES[config.effnet_stage], config.image_size
+    if h % stride or w % stride:
+        raise ValueError(f"EfficientNet-Lite0 up to stage {config.effnet_stage} needs an image size that is a multiple of "
+                         f"{stride}; features.image_size is {h}x{w}")
+    encoder = EfficientNetLite0Encoder(stages=(config.effnet_stage,))
+    encoder.requires_grad_(not config.freeze_encoder)
+    return encoder
+
+
+def _time_pool(fmap: torch.Tensor) -> torch.Tensor:
+    """(N, C, F, T) -> (N, 2C): mean over frequency, then mean and max over time."""
+    seq = fmap.mean(dim=2)
+    return torch.cat([seq.mean(dim=2), seq.amax(dim=2)], dim=1)
+
+
+class PooledLinear(nn.Module):
+    """Linear head on time-pooled features (the default model; fitted by scikit-learn, run by torch).
+
+    embed(x): per-bin mean and std over time of the ``pooled_channels`` of the (standardised) feature image,
+    plus, with ``pretrained_embedding``, the frozen EfficientNet-Lite0 embedding. forward(x): standardise the
+    embedding with the training statistics (buffers), apply the linear head, add ``offset`` (a per-class
+    log-odds shift, e.g. towards "normal"; chosen in training, stored with the weights).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.channels = [_CHANNEL_INDEX[c] for c in config.pooled_channels]
+        if not self.channels:
+            raise ValueError("pooled_channels needs at least one of mfcc, mel, cqt")
+        self.encoder = _effnet_encoder(config.model_copy(update={"freeze_encoder": True})) if config.pretrained_embedding else None
+        height = config.image_size[0]
+        dim = 2 * height * len(self.channels)
+        if self.encoder is not None:
+            from rarespot.pretrained import STAGE_CHANNELS
+
+            dim += 2 * STAGE_CHANNELS[config.effnet_stage]
+        self.dim = dim
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("offset", torch.zeros(config.num_classes))
+        self.head = nn.Linear(dim, config.num_classes)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        maps = x[:, self.channels]
+        parts = [maps.mean(dim=3).flatten(1), maps.std(dim=3, unbiased=False).flatten(1)]
+        if self.encoder is not None:
+            self.encoder.eval()
+            parts.append(_time_pool(self.encoder(x.contiguous())[-1]))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (self.embed(x) - self.mean) / self.scale
+        return self.head(z) + self.offset
+
+
+class EfficientNetClassifier(nn.Module):
+    """ImageNet-pretrained EfficientNet-Lite0 (up to ``effnet_stage``) -> mean/max time pooling -> dropout -> linear."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        from rarespot.pretrained import STAGE_CHANNELS
+
+        self.config = config
+        self.encoder = _effnet_encoder(config)
+        self.head = nn.Sequential(nn.Dropout(config.drop_rate), nn.Linear(2 * STAGE_CHANNELS[config.effnet_stage], config.num_classes))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(_time_pool(self.encoder(x.contiguous())[-1]))
+
+
+class EfficientNetTransformer(nn.Module):
+    """EfficientNet-Lite0 feature maps (stage ``effnet_stage``) -> CBAM -> the seed's ViT/DeiT on 1x1 patches."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        from rarespot.pretrained import STAGE_CHANNELS, STAGE_STRIDES
+
+        self.config = config
+        self.encoder = _effnet_encoder(config)
+        channels, stride = STAGE_CHANNELS[config.effnet_stage], STAGE_STRIDES[config.effnet_stage]
+        h, w = config.image_size
+        if h % stride or w % stride:
+            raise ValueError(f"effnet_cbam_vit: image size {h}x{w} must be a multiple of stage {config.effnet_stage}'s stride {stride}")
+        self.attention = CBAM(channels, config.cbam_reduction)
+        self.transformer = build_vit(config.model_copy(update={"image_size": (h // stride, w // stride), "patch_size": 1}), channels)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transformer(self.attention(self.encoder(x.contiguous())[-1]))
+
+
 def build_model(config: ModelConfig) -> nn.Module:
     if config.variant == "cnn":
         return SmallCNN(config)
+    if config.variant == "pooled":
+        return PooledLinear(config)
+    if config.variant == "effnet":
+        return EfficientNetClassifier(config)
+    if config.variant == "effnet_cbam_vit":
+        return EfficientNetTransformer(config)
     return LungSoundTransformer(config)
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rarespot.errors import InputError
 from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
@@ -35,7 +35,13 @@ CHECKPOINT_FORMAT = "rarespot-sounds/1"
 
 
 class TrainConfig(BaseModel):
-    """Everything that decides a training run; loadable from YAML (``TrainConfig.from_yaml``)."""
+    """Everything that decides a training run; loadable from YAML (``TrainConfig.from_yaml``).
+
+    Unknown keys are refused (a misspelt option would otherwise be silently ignored). The defaults are the
+    best measured on unseen patients (docs/benchmarks/sounds.md): the ``pooled`` model, fitted in seconds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     features: FeatureConfig = FeatureConfig()
     model: ModelConfig = ModelConfig()
@@ -58,6 +64,9 @@ class TrainConfig(BaseModel):
     select_by: Literal["score", "loss", "last"] = Field(
         "score", description="which epoch's weights become best.pt (and what patience watches): validation ICBHI score, "
         "validation loss, or simply the last epoch (no early stopping)")
+    head_c: float = Field(0.01, gt=0, description="pooled model: inverse L2 strength of the logistic-regression head (sklearn's C)")
+    normal_bias: float = Field(0.5, description="pooled model: log-odds added to 'normal' at prediction (chosen on validation folds; "
+                               "higher = fewer false alarms, lower sensitivity)")
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default; 1 is fastest on a busy shared machine)")
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'")
@@ -73,9 +82,17 @@ class TrainConfig(BaseModel):
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "config file not found")
+        from pydantic import ValidationError
+
         try:
             data = yaml.safe_load(path.read_text()) or {}
             return cls.model_validate(data)
+        except ValidationError as exc:
+            # One line per problem, named by its key path: "model.varient: unknown key" rather than pydantic's essay.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+                for e in exc.errors())
+            raise InputError(path, f"invalid training config: {problems[:400]}") from None
         except (yaml.YAMLError, ValueError) as exc:
             raise InputError(path, f"invalid training config: {str(exc).strip()[:400]}") from None
 
@@ -213,6 +230,9 @@ def fit(
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError(f"need training and validation cycles, got {len(x_train)} and {len(x_val)}")
 
+    if config.model.variant == "pooled":
+        return fit_pooled(x_train, y_train, x_val, y_val, config, out_dir, log=log)
+
     norm = fit_norm_stats(x_train, config.normalisation)
     xt = torch.from_numpy(normalise(x_train, norm))
     xv = normalise(x_val, norm)
@@ -323,6 +343,72 @@ def fit(
         scores = icbhi_scores(y_val, predict_logits(model, xv, device=device).argmax(1))
         plot_confusion(scores, out_dir / "val_confusion.png", title=f"{config.model.variant}, validation, epoch {best_epoch}")
     return FitResult(best_score, best_epoch, len(history), float(np.mean(epoch_times)) if epoch_times else float("nan"), best_path, history)
+
+
+def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str | Path, *, log=print) -> FitResult:
+    """The ``pooled`` model: scikit-learn's class-balanced logistic regression on the time-pooled embedding,
+    copied into the torch head (so predict / evaluate / the checkpoint work as for every variant).
+
+    No epochs: one fit, seconds on a CPU. ``normal_bias`` is added to the "normal" logit; the validation split
+    is only scored (it chooses nothing here).
+    """
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from rarespot.sounds.torch_model import build_model, count_parameters
+
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    norm = fit_norm_stats(x_train, config.normalisation)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).eval()
+    counts = class_counts(y_train)
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        raise ValueError(f"the training cycles hold only class {[ICBHI_CLASSES[i] for i in present]}; need at least two classes")
+
+    def embed(x):
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), 64):
+                out.append(model.embed(torch.from_numpy(normalise(x[i : i + 64], norm))).numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    z_train = embed(x_train)
+    mean, scale = z_train.mean(0), np.maximum(z_train.std(0), 1e-6)
+    log(f"pooled: {model.dim}-dim embedding, {len(y_train)} training / {len(y_val)} validation cycles, class counts {counts.tolist()}")
+    clf = LogisticRegression(C=config.head_c, class_weight="balanced", max_iter=5000, random_state=config.seed)
+    clf.fit((z_train - mean) / scale, y_train)
+    weight = np.zeros((config.model.num_classes, model.dim))
+    bias = np.full(config.model.num_classes, -1e4)  # a class never seen in training is never predicted
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # sklearn's binary form: one row for the second class
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight[clf.classes_], bias[clf.classes_] = coef, intercept
+    offset = np.zeros(config.model.num_classes)
+    offset[0] = config.normal_bias
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        model.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        model.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        model.offset.copy_(torch.as_tensor(offset, dtype=torch.float32))
+    seconds = time.perf_counter() - t0
+    val_logits = predict_logits(model, normalise(x_val, norm))
+    scores = icbhi_scores(y_val, val_logits.argmax(1))
+    log(f"pooled: fitted in {seconds:.1f}s ({count_parameters(model.head)} head parameters); validation {scores.summary()}")
+    meta = {"format": CHECKPOINT_FORMAT, "config": config.model_dump(mode="json"), "norm": norm.model_dump(),
+            "class_names": list(ICBHI_CLASSES), "fingerprint": _fingerprint(y_train, y_val, x_train.shape)}
+    history = [{"epoch": 1, "loss": None, "val_loss": None, "se": scores.se, "sp": scores.sp,
+                "score": scores.score, "seconds": seconds, "lr": None}]
+    best_path = out_dir / "best.pt"
+    blob = {**meta, "model": model.state_dict(), "epoch": 0, "val": scores.as_dict()}
+    _atomic_torch_save(blob, best_path)
+    _atomic_torch_save({**blob, "best_score": scores.score, "best_epoch": 1, "best_metric": scores.score, "stale": 0,
+                        "history": history}, out_dir / "last.pt")
+    atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+    plot_confusion(scores, out_dir / "val_confusion.png", title="pooled, validation")
+    return FitResult(scores.score, 1, 1, seconds, best_path, history)
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
