@@ -130,7 +130,6 @@ def test_onnx_without_names_metadata_is_refused(tmp_path):
 
 def _check_set(folder, n=3):
     """A few annotated 16-bit scans (VOC) for the accuracy check."""
-    from rarespot.io.annotations import save_dataset
     from rarespot.io.dataset import DetectionDataset, ImageRecord
     from rarespot.io.images import write_image
 
