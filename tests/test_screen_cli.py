@@ -210,3 +210,15 @@ def test_epoch_log_lines_with_time_left():
     assert lines[0].startswith("CAE epoch 1/4: batch 5/10") and "~7 min 07 s left" in lines[0]
     assert lines[1] == "CAE epoch 1/4: train MSE 0.40000, val MSE 0.30000 (best: epoch 1), 120.0 s, ~6 min 00 s left"
     assert lines[2].endswith("~4 min 00 s left") and lines[3].endswith("stopping early")
+
+
+def test_patch_detector_without_the_wheels_says_how_to_install(tmp_path, workdir, monkeypatch):
+    import rarespot.pretrained as pretrained
+
+    def missing():
+        raise pretrained.PretrainedWeightsMissing(f"EfficientNet-Lite0 ImageNet weights are not installed: {pretrained.INSTALL_HINT}")
+
+    monkeypatch.setattr(pretrained, "weights_path", missing)
+    monkeypatch.setattr(pretrained, "_ENCODER_CLASS", None)
+    result = runner.invoke(app, ["screen", "fit", str(workdir / "cells.npz"), "--out", str(tmp_path / "pm"), "--detector", "patch"])
+    assert result.exit_code == 2 and "rarespot[pretrained]" in result.output and "Traceback" not in result.output

@@ -55,7 +55,11 @@ def fit(
         cfg = ScreenConfig.model_validate(raw)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    det = fit_model(data, out, normal_label=normal_label, config=cfg, on_error=_on_error(strict), log=typer.echo)
+    try:
+        det = fit_model(data, out, normal_label=normal_label, config=cfg, on_error=_on_error(strict), log=typer.echo)
+    except ImportError as exc:  # --detector patch without rarespot[pretrained]: say how to install, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if cfg.detector == "patch":
         typer.echo(f"model: {out / 'model.pt'}  (patch features, {cfg.patch.method}; threshold at FAR {cfg.far:g} on "
                    f"{det.n_calibration_} held-out normals: patch score {det.threshold_:.4g})")
