@@ -216,3 +216,23 @@ def test_cycle_with_no_samples_is_an_error_naming_the_file(tmp_path):
     path = _clip(tmp_path, "short.wav", np.zeros(RATE) + 0.1)
     with pytest.raises(InputError, match=r"short\.wav: cycle 3 \(5\.000-6\.000 s\) holds no audio samples"):
         extract_features([Cycle(path, "short", 3, 0, 5.0, 6.0)], FeatureConfig(**FEATURES), cache_dir=False, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_timeline_of_a_real_recording(icbhi_dir, pooled_run, tmp_path):
+    """A whole official recording (44.1 kHz, annotated): every annotated cycle is predicted and drawn."""
+    from rarespot.sounds.data import parse_annotation
+    from rarespot.sounds.predict import plot_timeline, predict_file
+
+    rec = icbhi_dir / "recordings" / "105_1b1_Tc_sc_Meditron.flac"
+    if not rec.is_file():
+        pytest.skip(f"{rec} not found")
+    out, _ = pooled_run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resampling notice
+        rows = predict_file(out / "best.pt", rec)
+    assert len(rows) == len(parse_annotation(rec.with_suffix(".txt")))
+    assert all(r.true_label is not None and abs(sum(r.probabilities.values()) - 1) < 1e-3 for r in rows)
+    png = plot_timeline(rec, rows, tmp_path / "t.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -265,7 +265,7 @@ def test_cli_train_smoke(recordings, trained, tmp_path):
     assert "best validation ICBHI score" in res.output
     assert (tmp_path / "run" / "best.pt").is_file()
     res = invoke("train", str(recordings), "--out", str(tmp_path / "run2"), "--variant", "transformer")
-    assert res.exit_code == 2 and "model.variant: Input should be 'vit', 'conv_vit', 'conv_cbam_vit' or 'cnn'" in " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code == 2 and "model.variant: Input should be 'vit', 'conv_vit', 'conv_cbam_vit', 'cnn', 'pooled', 'effnet' or 'effnet_cbam_vit'" in " ".join(res.output.replace("│", " ").split())
 
 
 @pytest.mark.slow
