@@ -63,7 +63,10 @@ def train(
                        cache_dir=cache_dir, n_jobs=jobs, resume=resume)
     kept = (f"best validation ICBHI score {100 * result.best_score:.2f} at epoch {result.best_epoch}" if cfg.select_by == "score"
             else f"kept epoch {result.best_epoch} (select_by {cfg.select_by}), validation ICBHI score {100 * result.best_score:.2f}")
-    typer.echo(f"{kept}; {result.seconds_per_epoch:.1f} s/epoch; model: {result.checkpoint}")
+    pace = f"fitted in {result.seconds_per_epoch:.1f} s" if cfg.model.variant == "pooled" else f"{result.seconds_per_epoch:.1f} s/epoch"
+    if cfg.model.variant == "pooled":
+        kept = f"validation ICBHI score {100 * result.best_score:.2f}"
+    typer.echo(f"{kept}; {pace}; model: {result.checkpoint}")
 
 
 @app.command()
