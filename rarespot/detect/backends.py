@@ -44,6 +44,8 @@ from rarespot.errors import InputError
 
 #: The torch back-end re-times its thread counts every this many batches.
 TUNE_EVERY = 64
+#: OpenVINO streams at most (a batch of 8 tiles splits into chunks of 2; more cores go to each stream).
+MAX_STREAMS = 4
 
 #: Per-tile result: (boxes (n, 4) float xyxy in tile pixels, scores (n,), labels (n,) int).
 TileDetections = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -322,8 +324,9 @@ def check_input_size(backend, tile: int | None) -> None:
 class OpenVinoBackend(_UltralyticsDecoding):
     """An Ultralytics ONNX export (fp32, or INT8 from ``rarespot detect export``) run by OpenVINO.
 
-    One inference stream per thread, each single-threaded (OpenVINO's THROUGHPUT mode); a batch
-    of tiles is split across the streams and run at once. BF16/FP16 only when the file's
+    One inference stream per core, each single-threaded (OpenVINO's THROUGHPUT mode; beyond
+    :data:`MAX_STREAMS` cores the streams share them out); a batch of tiles is split across the
+    streams and run at once. BF16/FP16 only when the file's
     precision record says its accuracy check passed (:mod:`rarespot.detect.precision`).
     """
 
@@ -355,7 +358,7 @@ class OpenVinoBackend(_UltralyticsDecoding):
         hint = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}[self.precision]
         config = {
             "PERFORMANCE_HINT": "THROUGHPUT",
-            "NUM_STREAMS": str(self.threads),
+            "NUM_STREAMS": str(min(self.threads, MAX_STREAMS)),
             "INFERENCE_NUM_THREADS": self.threads,
             "INFERENCE_PRECISION_HINT": hint,  # f32 by default: never a silent BF16 on CPUs that have it
         }

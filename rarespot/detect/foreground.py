@@ -8,10 +8,10 @@ as read (16-bit stays 16-bit; before the 8-bit window the network gets), with Op
 2. model the background from the scan's border: a plane (``a + b x + c y`` per channel, which
    follows the heel-effect ramp of an X-ray tube across the field) fitted robustly to the
    outer ring, and the noise around it (median absolute deviation);
-3. foreground = every pixel more than ``k`` noise deviations from that plane in any channel,
-   dilated by ``margin`` scan pixels (a morphological safety band around anything found);
-4. a tile goes to the network when any foreground pixel falls in it (an integral image
-   answers that for every tile at once).
+3. foreground = every pixel more than ``k`` noise deviations from that plane in any channel;
+4. a tile goes to the network when any foreground pixel lies in it or within ``margin`` scan
+   pixels of it (a square dilation of the mask by ``margin``, a morphological safety band around
+   anything found, answered for every tile at once by an integral image of the mask).
 
 It is safe by construction rather than by tuning: a tile is skipped only when every pixel in it
 is within the noise of the border's background. When the border is not a uniform background
@@ -65,10 +65,11 @@ class ForegroundSettings:
 class Foreground:
     """The foreground of one scan, at a reduced resolution, and how far to trust it."""
 
-    mask: np.ndarray | None  # bool (h, w) after dilation; None when the background is not clear
+    mask: np.ndarray | None  # bool (h, w); None when the background is not clear
     shape: tuple[int, int]  # (H, W) of the scan
     reason: str = ""  # NO_CLEAR_BACKGROUND / ALL_BACKGROUND / ""
     noise: tuple[float, ...] = ()  # background noise deviation per channel (scan units, after averaging)
+    margin: int = 0  # scan pixels around a tile in which foreground also makes it run
 
     @property
     def reliable(self) -> bool:
@@ -80,7 +81,7 @@ class Foreground:
 
     @property
     def share(self) -> float:
-        """Share of the scan marked foreground (1.0 when the test could not tell)."""
+        """Share of the scan marked foreground, before the margin (1.0 when the test could not tell)."""
         return 1.0 if self.mask is None else float(self.mask.mean())
 
     def tiles_to_run(self, windows: np.ndarray) -> np.ndarray:
@@ -94,11 +95,13 @@ class Foreground:
         H, W = self.shape
         sx, sy = w / W, h / H
         integral = cv2.integral(self.mask.astype(np.uint8))  # (h+1, w+1), integral[y, x] = sum above-left
-        # A window covers every small pixel it touches (floor of the start, ceil of the end): never less.
-        x0 = np.clip(np.floor(windows[:, 0] * sx), 0, w).astype(np.int64)
-        y0 = np.clip(np.floor(windows[:, 1] * sy), 0, h).astype(np.int64)
-        x1 = np.clip(np.ceil(windows[:, 2] * sx), 0, w).astype(np.int64)
-        y1 = np.clip(np.ceil(windows[:, 3] * sy), 0, h).astype(np.int64)
+        # A window, widened by the margin, covers every small pixel it touches (floor of the start,
+        # ceil of the end): never less.
+        grown = windows + np.array([-1, -1, 1, 1]) * self.margin
+        x0 = np.clip(np.floor(grown[:, 0] * sx), 0, w).astype(np.int64)
+        y0 = np.clip(np.floor(grown[:, 1] * sy), 0, h).astype(np.int64)
+        x1 = np.clip(np.ceil(grown[:, 2] * sx), 0, w).astype(np.int64)
+        y1 = np.clip(np.ceil(grown[:, 3] * sy), 0, h).astype(np.int64)
         counts = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
         return counts > 0
 
@@ -133,8 +136,8 @@ def find_foreground(image: np.ndarray, settings: ForegroundSettings | None = Non
     ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True
     ys, xs = np.nonzero(ring)
     design = np.stack([np.ones(len(xs)), xs / max(1, w - 1), ys / max(1, h - 1)], axis=1)
-    gy, gx = np.mgrid[0:h, 0:w]
-    gx, gy = gx / max(1, w - 1), gy / max(1, h - 1)
+    gx = (np.arange(w, dtype=np.float32) / max(1, w - 1))[None, :]
+    gy = (np.arange(h, dtype=np.float32) / max(1, h - 1))[:, None]
     full = _full_range(image, small)
     floor = 0.5 if image.dtype.kind in "ui" else 1e-6 * max(full, 1e-12)  # half a grey level: a clean synthetic background
     score = np.zeros((h, w), dtype=np.float32)  # max over channels of |residual| / noise
@@ -142,23 +145,19 @@ def find_foreground(image: np.ndarray, settings: ForegroundSettings | None = Non
     for c in range(small.shape[2]):
         values = small[:, :, c][ring].astype(np.float64)
         inliers = np.ones(len(values), dtype=bool)
-        for _ in range(3):  # refit without what the plane does not explain (an object on the border)
+        for _ in range(2):  # refit without what the plane does not explain (an object on the border)
             coef, *_ = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)
             resid = values - design @ coef
             mad = np.median(np.abs(resid[inliers] - np.median(resid[inliers])))
             sigma = max(1.4826 * mad, floor)
             inliers = np.abs(resid) <= 3 * s.k * sigma
-        plane = coef[0] + coef[1] * gx + coef[2] * gy
-        score = np.maximum(score, (np.abs(small[:, :, c] - plane) / sigma).astype(np.float32))
+        plane = np.float32(coef[0]) + np.float32(coef[1]) * gx + np.float32(coef[2]) * gy
+        np.maximum(score, np.abs(small[:, :, c] - plane) * np.float32(1.0 / sigma), out=score)
         noise.append(float(sigma))
     foreground = score > s.k
     border_background = float(np.mean(~foreground[ring]))
     if border_background < s.min_border_background or s.k * max(noise) > s.max_noise * full:
-        return Foreground(None, (H, W), NO_CLEAR_BACKGROUND, tuple(noise))
+        return Foreground(None, (H, W), NO_CLEAR_BACKGROUND, tuple(noise), s.margin)
     if not foreground.any():
-        return Foreground(foreground, (H, W), ALL_BACKGROUND, tuple(noise))
-    radius = int(np.ceil(s.margin * w / W))
-    if radius > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        foreground = cv2.dilate(foreground.astype(np.uint8), kernel).astype(bool)
-    return Foreground(foreground, (H, W), "", tuple(noise))
+        return Foreground(foreground, (H, W), ALL_BACKGROUND, tuple(noise), s.margin)
+    return Foreground(foreground, (H, W), "", tuple(noise), s.margin)
