@@ -238,7 +238,8 @@ def _load_predictor(model, conf: float, predictor_options: dict):
     from rarespot.detect.predict import TiledPredictor
 
     options = dict(predictor_options)
-    if options.get("backend", "auto") == "auto" and path.suffix.lower() != ".onnx" and openvino_available():
+    on_cpu = str(options.get("device", "cpu")).startswith("cpu")
+    if options.get("backend", "auto") == "auto" and path.suffix.lower() != ".onnx" and on_cpu and openvino_available():
         # Batch work: a .pt is exported to ONNX once (cached) and run on OpenVINO, the fastest CPU path.
         options["backend"] = "openvino"
     return TiledPredictor(path, conf=conf, **options)
