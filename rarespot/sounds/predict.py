@@ -177,6 +177,7 @@ def plot_timeline(audio_path: str | Path, predictions: list[CyclePrediction], pa
                 continue
             wrong = p.true_label != p.label
             ann_ax.axvspan(p.start, p.end, color=CLASS_COLOURS.get(p.true_label, "grey"), alpha=0.5, lw=0)
+            ann_ax.axvline(p.start, color="white", lw=1.0)
             ann_ax.text((p.start + p.end) / 2, 0.5, p.true_label, ha="center", va="center", fontsize=7,
                         color="red" if wrong else "black", fontweight="bold" if wrong else "normal")
         ann_ax.set_yticks([])
