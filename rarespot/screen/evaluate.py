@@ -165,7 +165,7 @@ def plot_top_anomalies(detector, images: ImageSet, main_scores: np.ndarray, y: n
         img = detail.inputs[k].transpose(1, 2, 0)
         axes[r, 2 * c].imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
         tag = "" if y is None else (" A" if y[idx] else " N")
-        axes[r, 2 * c].set_title(f"#{k + 1}{tag} {main_scores[idx]:.2f}", fontsize=6)
+        axes[r, 2 * c].set_title(f"#{k + 1}{tag} {main_scores[idx]:.3g}", fontsize=6)
         axes[r, 2 * c + 1].imshow(detail.error_maps[k], cmap="inferno", vmin=vmin, vmax=max(vmax, vmin + 1e-12))
     what = "per-pixel reconstruction error" if isinstance(detector, CAEDetector) else "patch anomaly score (pretrained features)"
     fig.suptitle(f"top-scoring images | {what} (A = labelled anomaly, N = normal)", fontsize=8)
