@@ -18,7 +18,7 @@ import numpy as np
 from rarespot.errors import InputError
 from rarespot.metrics.anomaly import anomaly_metrics, flagged_metrics
 from rarespot.screen.data import ImageSet
-from rarespot.screen.detectors import CAEDetector, ScreenScores
+from rarespot.screen.detectors import CAEDetector
 from rarespot.io.atomic import atomic_path, atomic_write_text
 
 SCORE_NAMES = ("error", "density", "combined")  # the autoencoder's; a detector lists its own in .score_names
