@@ -354,7 +354,6 @@ def write_report(args, variants, folds, cycles, labels, meta, command) -> None:
             s_cnn = np.mean([r["score"] for r in results["cnn"] if r["fold"] in common])
             ratio = (f"Seed model / CNN baseline mean Score ratio on their {len(common)} common fold(s) "
                      f"{sorted(common)}: **{s_seed / s_cnn:.3f}** ({100 * s_seed:.2f} / {100 * s_cnn:.2f}).")
-    best = max(((np.mean([r["score"] for r in results[v]]), v) for v in variants if results[v]), default=None)
     default_variant = "pooled_effnet" if "pooled_effnet" in variants else None
     lr = meta.get("logreg", [])
     logreg_row = (f"| logistic regression on time-pooled features (classical peer) | all {len(lr)} | {ms([r['se'] for r in lr])} | "
