@@ -24,7 +24,8 @@ so other jobs' load falls on all of them alike.
 - openvino-int8, onnxruntime-int8, openvino-bf16: reduced precision exported through the accuracy
   gate (calibrated on --check's training scans, F1 checked on its validation scans); a variant
   whose check failed is still timed (exported with force) and its row says so.
-- default: what `rarespot detect screen --model best.pt` runs (OpenVINO fp32, skipping on).
+- default: what `rarespot detect screen --model best.pt` runs: fp32, skipping on, on the faster of
+  OpenVINO and onnxruntime as timed when the model loads (the choice is printed under the table).
 
 Columns: scans/s (wall), x SAHI, CPU seconds per scan (process_time: all threads), peak RSS in a
 fresh process per method (VmHWM after 3 scans; model loaded in brackets), recall / precision / F1
@@ -90,8 +91,14 @@ def make_runner(method: str, files: dict, args):
     base = method.removesuffix("+skip")
     if base.startswith("sahi"):
         return _sahi_runner(files["pt"], args, batch=args.batch if base == "sahi-batched" else 1)
-    if base in ("torch", "default"):
-        model, backend = files["pt"], "torch" if base == "torch" else "openvino"
+    if base == "default":
+        from rarespot.detect.export import cached_onnx
+
+        # What `detect screen --model best.pt` does: export once (cached), then the faster of
+        # OpenVINO and onnxruntime, timed as the model loads.
+        model, backend = cached_onnx(files["pt"], -(-args.tile // 32) * 32), "auto"
+    elif base == "torch":
+        model, backend = files["pt"], "torch"
     elif base in ("onnxruntime", "openvino"):
         model, backend = files["onnx"], base
     else:
@@ -459,6 +466,10 @@ def run_methods(args, scans, data_names, work: Path, cores: int) -> None:
         if missing:
             print(f"- {m}: {missing} of its boxes not in SAHI's result; {ties} of them overlap a kept same-class SAHI box "
                   f"at IoU exactly {args.iou} (kept by '> {args.iou}' NMS, suppressed by SAHI's '>= {args.iou}')")
+    if "default" in runners:
+        backend = runners["default"].predictor.backend
+        timed = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in getattr(backend, "timed", {}).items())
+        print(f"- default ran on {type(backend).__name__} (a batch of {args.batch} tiles at load: {timed or 'not timed'})")
     skipped = [o[3] for o in outputs.get("openvino+skip", [])]
     if skipped:
         share = 1 - sum(i["tiles_run"] for i in skipped) / max(1, sum(i["tiles"] for i in skipped))

@@ -409,8 +409,9 @@ def _check_model_file(path: Path) -> None:
 
 
 def resolve_backend(model: str | Path, backend: str = "auto") -> str:
-    """The back-end that will run ``model``: ``auto`` takes the fastest available, OpenVINO for an
-    ``.onnx`` file (onnxruntime without it), torch for a ``.pt`` checkpoint."""
+    """The back-end that will run ``model``: ``auto`` is OpenVINO or onnxruntime for an ``.onnx``
+    file (:func:`load_backend` times both when both are installed and keeps the faster), torch
+    for a ``.pt`` checkpoint."""
     if backend not in BACKENDS and backend not in ("onnx", "ultralytics"):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     backend = {"onnx": "onnxruntime", "ultralytics": "torch"}.get(backend, backend)
@@ -419,6 +420,56 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     if Path(model).suffix.lower() == ".onnx":
         return "openvino" if openvino_available() else "onnxruntime"
     return "torch"
+
+
+def _onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: (file, size, mtime, threads, imgsz, tile) -> the back-end name that was faster, so a process times a model once.
+_FASTEST: dict[tuple, str] = {}
+
+
+def fastest_backend(path: Path, threads: int | None = None, imgsz: int | None = None, tile: int | None = None,
+                    rounds: int = 3, batch: int = 8):
+    """Open an ONNX export on OpenVINO and on onnxruntime, time both on the same batch of tiles
+    (alternating, ``rounds`` each, after a warm-up), and keep the faster. Which one wins depends
+    on the CPU and on the model (docs/benchmarks/detect_inference.md); a second call in the same
+    process reuses the verdict."""
+    import time
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, threads, imgsz, tile)
+    if key in _FASTEST:
+        name = _FASTEST[key]
+        if name == "openvino":
+            return OpenVinoBackend(path, threads=threads, imgsz=imgsz, tile=tile)
+        return OnnxBackend(path, threads=threads, imgsz=imgsz, tile=tile)
+    candidates = {
+        "openvino": OpenVinoBackend(path, threads=threads, imgsz=imgsz, tile=tile),
+        "onnxruntime": OnnxBackend(path, threads=threads, imgsz=imgsz, tile=tile),
+    }
+    size = candidates["openvino"].fixed_imgsz
+    tiles = np.full((batch, size, size, 3), 114, np.uint8)
+    tiles[:, size // 4 : size // 2] = 30  # some structure, not a flat picture
+    prepared = candidates["openvino"]._prepare(tiles, size)
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for name, backend in candidates.items():
+        backend._raw(prepared)  # warm-up: first runs allocate and compile kernels
+    for _ in range(rounds):
+        for name, backend in candidates.items():
+            started = time.perf_counter()
+            backend._raw(prepared)
+            times[name].append(time.perf_counter() - started)
+    best = min(times, key=lambda name: float(np.median(times[name])))
+    _FASTEST[key] = best
+    chosen = candidates.pop(best)
+    chosen.timed = {name: float(np.median(t)) for name, t in times.items()}  # seconds per batch, for logs
+    return chosen
 
 
 def load_backend(
@@ -444,6 +495,13 @@ def load_backend(
         from rarespot.detect.export import cached_onnx
 
         path = cached_onnx(path, _network_size(imgsz or tile or 640))
+    if name == "openvino" and backend == "auto" and device.startswith("cpu") and _onnxruntime_available():
+        from rarespot.detect.precision import read_stamp
+
+        _check_model_file(path)
+        stamp = read_stamp(onnx_metadata(path)[0]) or {}
+        if stamp.get("precision") not in ("bf16", "fp16"):  # 16-bit arithmetic: OpenVINO's alone
+            return fastest_backend(path, threads=threads, imgsz=imgsz, tile=tile)
     if name == "openvino":
         if device != "cpu" and not device.startswith("cpu"):
             raise InputError(path, f"the OpenVINO back-end runs on the CPU; for --device {device} use --backend torch")
