@@ -300,7 +300,7 @@ def screen_comparison(args, folder: Path, pt: Path, work: Path) -> None:
                 raise SystemExit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     n = len(list(folder.rglob("*.png")))
     print(f"\n### `rarespot detect screen` vs a SAHI loop, whole processes, {n} scans\n")
-    print(f"- rarespot: `{' '.join(rarespot[2:])} --out OUT` (OpenVINO, skipping on; its one-time export cached before)")
+    print(f"- rarespot: `{' '.join(rarespot[2:])} --out OUT` (the faster of OpenVINO and onnxruntime as timed at load, skipping on; its one-time export cached before)")
     print(f"- SAHI: a plain loop: read_image, the model's 8-bit mapping, get_sliced_prediction (batch 1, torch threads {args.sahi_threads})")
     print("\n| process | runs (s) | median s | scans / s | x SAHI loop |\n|---|---|---:|---:|---:|")
     sahi_median = float(np.median(times["SAHI loop"]))
