@@ -135,7 +135,11 @@ def make_predictor(job: CellRun, model: Path, config, scored: list[DetectionData
         # One tile as large as the largest scan = a plain letterboxed full-image pass.
         # Sized over every split it will score, so validation scans are never tiled either.
         tile, overlap = max(max(r.height, r.width) for ds in scored for r in ds.records), 0.0
-    return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=config.input_size, class_agnostic=agnostic)
+    # Tile skipping stays off unless a plan asks for it: every cell of a study is scored the same way,
+    # including runs scored before skipping existed (the evaluation setting `skip_background: true`).
+    skip = bool(ev.get("skip_background", False))
+    return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=config.input_size, class_agnostic=agnostic,
+                          skip_background=skip)
 
 
 def run_detection_cell(job: CellRun) -> dict[str, Any]:
