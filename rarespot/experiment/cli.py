@@ -26,7 +26,7 @@ def experiment(
     imgsz: Optional[int] = typer.Option(None, help="budget: network input size"),
     model: Optional[str] = typer.Option(None, help="budget: model, e.g. yolo11n, yolo11s"),
     device: Optional[str] = typer.Option(None, help="budget: cpu, 0, cuda:0"),
-    threads: Optional[int] = typer.Option(None, help="torch threads per run on the CPU (default: every core)"),
+    threads: Optional[int] = typer.Option(None, help="torch threads per run on the CPU (default: timed each epoch, every core vs one fewer)"),
     seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
     study: Optional[list[str]] = typer.Option(None, help="run only these studies (repeatable)"),
     retry_failed: bool = typer.Option(False, help="run failed cells again"),
