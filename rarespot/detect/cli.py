@@ -151,7 +151,7 @@ def evaluate(
     from rarespot.detect.evaluate import (
         calibrate_conf, evaluate as run_evaluation, load_eval_data, write_evaluation_overlays, write_evaluation_report,
     )
-    from rarespot.detect.predict import ensure_writable_dir
+    from rarespot.io.atomic import ensure_writable_dir
 
     ensure_writable_dir(out)  # fail before the long part
     dataset = load_eval_data(data, split, data_format, seed)

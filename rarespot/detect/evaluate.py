@@ -381,7 +381,7 @@ def plot_pr_curve(result: EvaluationResult, path: str | Path) -> Path:
 
 def write_evaluation_report(result: EvaluationResult, out_dir: str | Path) -> Path:
     """Write ``report.md`` (table), ``pr_curve.png`` and ``metrics.json`` to ``out_dir``; returns report.md."""
-    from rarespot.detect.predict import ensure_writable_dir
+    from rarespot.io.atomic import ensure_writable_dir
 
     out = ensure_writable_dir(out_dir)
     plot_pr_curve(result, out / "pr_curve.png")

@@ -17,8 +17,6 @@ a tile.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +28,7 @@ from rarespot.detect.foreground import ALL_BACKGROUND, ForegroundSettings, find_
 from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS, merge_detections
 from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
 from rarespot.errors import InputError, RarespotError
+from rarespot.io.atomic import ensure_writable_dir
 from rarespot.tiling import crop_tile, grid_tiles
 
 #: Pixel types a scan may have (what rarespot.io.images.read_image returns, plus DICOM's signed 16-bit).
@@ -408,21 +407,6 @@ def progress_iter(items, enabled: bool, label: str):
         for item in items:
             yield item
             bar.advance(task)
-
-
-def ensure_writable_dir(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` if needed and check a file can be written there (InputError otherwise)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "output path exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(out, f"cannot write to the output folder: {exc.strerror or exc}") from None
-    return out
 
 
 def _unique_name(path: Path, taken: set[str]) -> str:

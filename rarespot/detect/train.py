@@ -40,7 +40,7 @@ import numpy as np
 
 from rarespot.detect.config import TrainConfig
 from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
-from rarespot.io.atomic import atomic_path, atomic_write_text
+from rarespot.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset, ImageRecord
 
@@ -113,15 +113,8 @@ def load_splits(config: TrainConfig) -> dict[str, DetectionDataset]:
     return remap_splits(splits, config.remap)
 
 
-def check_output_folder(path: Path) -> None:
-    """Fail before training, naming the folder, when results could not be written there."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".rarespot-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(path, f"output folder is not writable ({exc.strerror or exc})") from None
+# Fail before training, naming the folder, when results could not be written there.
+check_output_folder = ensure_writable_dir
 
 
 def check_records(splits: dict[str, DetectionDataset]) -> None:

@@ -60,3 +60,25 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def ensure_writable_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` if needed and check a file can be written there, before any long work.
+
+    Raises InputError naming the folder otherwise. The one home of this check for every
+    command that writes a folder (train, predict, evaluate, export, screen).
+    """
+    from rarespot.errors import InputError
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(out, f"cannot write to the output folder (not writable: {exc.strerror or exc})") from None
+    return out
+
