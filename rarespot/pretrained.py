@@ -104,24 +104,7 @@ def _make_encoder_class():
     import torch
     from torch import nn
 
-    class _Block(nn.Module):
-        """One MBConv block of EfficientNet-Lite (no squeeze-excitation), BatchNorms folded."""
-
-        def __init__(self, block):
-            super().__init__()
-            args = block._block_args
-            self.expand = _fold_bn(block._expand_conv, block._bn0) if args.expand_ratio != 1 else None
-            self.depthwise = _fold_bn(block._depthwise_conv, block._bn1)
-            self.project = _fold_bn(block._project_conv, block._bn2)
-            self.skip = bool(args.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
-
-        def forward(self, x):
-            y = x
-            if self.expand is not None:
-                y = torch.clamp(self.expand(y), 0.0, 6.0)  # ReLU6
-            y = torch.clamp(self.depthwise(y), 0.0, 6.0)
-            y = self.project(y)
-            return y + x if self.skip else y
+    from rarespot.pretrained_blocks import MBConv
 
     class EfficientNetLite0Encoder(nn.Module):
         """Feature maps of ImageNet-pretrained EfficientNet-Lite0 at the given stages (see the module doc).
@@ -140,7 +123,7 @@ def _make_encoder_class():
             self.stages = stages
             self.stem = _fold_bn(full._conv_stem, full._bn0)
             last = _STAGE_LAST_BLOCK[stages[-1]]
-            self.blocks = nn.ModuleList(_Block(b) for b in full._blocks[: last + 1])
+            self.blocks = nn.ModuleList(MBConv(b) for b in full._blocks[: last + 1])
             self._taps = {_STAGE_LAST_BLOCK[s]: s for s in stages}
             self.requires_grad_(False)
             self.eval()

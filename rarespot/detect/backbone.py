@@ -31,30 +31,11 @@ from torch import nn
 from ultralytics.nn.modules import Conv
 
 from rarespot.pretrained import IMAGENET_MEAN, IMAGENET_STD, STAGE_CHANNELS, _fold_bn, load_efficientnet_lite0
+from rarespot.pretrained_blocks import MBConv
 
 BACKBONES = ("yolo", "efficientnet-lite0")
 # Index of the last block of each stage group feeding P3 / P4 / P5 (EfficientNet-Lite0's 16 blocks).
 _P3_LAST, _P4_LAST, _P5_LAST = 4, 10, 15
-
-
-class MBConv(nn.Module):
-    """One EfficientNet-Lite MBConv block (no squeeze-excitation, ReLU6), BatchNorms folded, trainable."""
-
-    def __init__(self, block):
-        super().__init__()
-        args = block._block_args
-        self.expand = _fold_bn(block._expand_conv, block._bn0) if args.expand_ratio != 1 else None
-        self.depthwise = _fold_bn(block._depthwise_conv, block._bn1)
-        self.project = _fold_bn(block._project_conv, block._bn2)
-        self.skip = bool(args.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
-
-    def forward(self, x):
-        y = x
-        if self.expand is not None:
-            y = torch.clamp(self.expand(y), 0.0, 6.0)
-        y = torch.clamp(self.depthwise(y), 0.0, 6.0)
-        y = self.project(y)
-        return y + x if self.skip else y
 
 
 class EfficientNetStem(nn.Module):
