@@ -101,6 +101,27 @@ def test_running_some_studies_keeps_model_from_cells_of_the_others_resolvable(tm
     assert all(r["status"] == "done" for r in read_results(out / "results.csv"))
 
 
+def test_reusing_run_waits_for_its_source_and_fails_clearly_when_it_never_comes(tmp_path):
+    """Two runners on one folder: a reusing run whose model is not trained yet goes to the end of the
+    queue, and is recorded as failed with the reason (not run on a missing model) if it is still missing."""
+    plan = _plan(tmp_path)
+    out = tmp_path / "study"
+    calls = []
+
+    def fake(job):
+        calls.append((job.study.name, job.cell.slug, job.seed))
+        return {"precision": 0.5, "recall": 0.5, "f1": 0.5, "map50": 0.5}
+
+    run_plan(plan, out, fake, studies=["peers"])
+    rows = read_results(out / "results.csv")
+    assert calls == [] and len(rows) == 3 and {r["status"] for r in rows} == {"failed"}
+    assert "tiling/4 x 512 seed 0, is not trained" in rows[0]["error"]
+    run_plan(plan, out, fake, studies=["tiling"])
+    run_plan(plan, out, fake, studies=["peers"], retry_failed=True)
+    assert calls[-3:] == [("peers", "sahi", 0), ("peers", "sahi", 1), ("peers", "sahi", 2)]
+    assert all(r["status"] == "done" for r in read_results(out / "results.csv"))
+
+
 def test_interrupted_run_restarts_clean(tmp_path):
     plan = _plan(tmp_path)
     out = tmp_path / "study"

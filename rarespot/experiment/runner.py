@@ -132,11 +132,26 @@ def run_plan(
             if run_key(s.name, c.slug, seed) not in done and (studies is None or s.name in studies)]
     planned = [r for r in plan.runs() if studies is None or r[0].name in studies]
 
+    def source_done(cell: Cell, seed: int) -> bool:
+        # re-read: another runner sharing this folder may have finished the source since
+        source = plan.cell(cell.model_from)
+        return any(r.get("status") == "done" and run_key(r["study"], r["cell"], r["seed"]) == run_key(
+            source[0].name, source[1].slug, seed) for r in read_results(results_path))
+
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     ) as progress:
         task = progress.add_task(f"plan {plan.name}", total=len(planned), completed=len(planned) - len(todo))
-        for study, cell, seed in todo:
+        deferred: set[tuple[str, str, str]] = set()
+        queue = list(todo)
+        while queue:
+            study, cell, seed = queue.pop(0)
+            key = run_key(study.name, cell.slug, seed)
+            if cell.model_from and not source_done(cell, seed) and key not in deferred:
+                # its model is trained by a later run, or by another runner: try again at the end
+                deferred.add(key)
+                queue.append((study, cell, seed))
+                continue
             progress.update(task, description=f"{plan.name}: {study.name}/{cell.label} seed {seed}")
             run_dir = run_dir_for(out_dir, study, cell, seed)
             if run_dir.exists():  # interrupted earlier: start this run again from nothing
@@ -147,6 +162,9 @@ def run_plan(
             row: dict[str, Any] = {"study": study.name, "cell": cell.slug, "seed": seed, "run_dir": str(run_dir)}
             start = time.perf_counter()
             try:
+                if cell.model_from and not source_done(cell, seed):
+                    raise RuntimeError(f"the model it reuses, {cell.model_from} seed {seed}, is not trained: it failed, or "
+                                       "its study runs elsewhere; run again with --retry-failed once it is")
                 metrics = run_fn(job)
                 row.update(metrics)
                 row["status"] = "done"
