@@ -153,6 +153,9 @@ def run_plan(
                 queue.append((study, cell, seed))
                 continue
             progress.update(task, description=f"{plan.name}: {study.name}/{cell.label} seed {seed}")
+            # a plain line too: a study usually runs for hours into a log file, where a live bar never shows
+            progress.console.print(f"{time.strftime('%H:%M:%S')} start {study.name}/{cell.label} seed {seed} "
+                                   f"({int(progress.tasks[task].completed) + 1} of {len(planned)})")
             run_dir = run_dir_for(out_dir, study, cell, seed)
             if run_dir.exists():  # interrupted earlier: start this run again from nothing
                 shutil.rmtree(run_dir)
@@ -177,5 +180,9 @@ def run_plan(
                 progress.console.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
             row.setdefault("train_seconds", round(time.perf_counter() - start, 1))
             append_result(results_path, row)
+            if row["status"] == "done":
+                progress.console.print(f"{time.strftime('%H:%M:%S')} done  {study.name}/{cell.label} seed {seed} in "
+                                       f"{time.perf_counter() - start:.0f} s: " + ", ".join(
+                                           f"{k} {float(row[k]):.3f}" for k in ("f1", "map50") if row.get(k) not in (None, "")))
             progress.advance(task)
     return results_path
