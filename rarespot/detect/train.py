@@ -330,8 +330,9 @@ class _RunReporter:
         row = rows[-1]
         val = "" if math.isnan(row["val_loss"]) else f"  val loss {row['val_loss']:.3f}  mAP50 {row['map50']:.3f}"
         best = "  (best)" if trainer.fitness is not None and trainer.fitness == trainer.best_fitness else ""
+        threads = _current_threads()
         lines = [f"epoch {int(row['epoch'])}/{trainer.epochs}: train loss {row['train_loss']:.3f}{val}{best}  "
-                 f"{self.pace.summary()} ({_current_threads()} threads)"]
+                 f"{self.pace.summary()} ({threads} thread{'s' if threads > 1 else ''})"]
         if per_class:
             lines.append("  recall by class: " + ", ".join(
                 f"{c['class']} {c['recall']:.2f}" + (" (NONE FOUND)" if c["recall"] == 0 else "")
