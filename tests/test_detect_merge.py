@@ -74,3 +74,23 @@ def test_merge_dispatch_and_errors():
         merge_detections([A], [0.9], [0], "soft-nms")
     with pytest.raises(ValueError, match="overlap metric"):
         merge_detections([A], [0.9], [0], "nms", metric="giou")
+
+
+@pytest.mark.parametrize("class_agnostic", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nms_equals_torchvision_batched_nms(seed, class_agnostic):
+    """The reference: torchvision's NMS kernel (what Ultralytics and SAHI run), on clustered random boxes,
+    more than the 256 rows NMS holds at once."""
+    torch = pytest.importorskip("torch")
+    ops = pytest.importorskip("torchvision.ops")
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1000, (60, 2))
+    xy = centres[rng.integers(0, 60, 700)] + rng.normal(0, 10, (700, 2))
+    boxes = np.hstack([xy, xy + rng.uniform(20, 60, (700, 2))])
+    scores = rng.permutation(700) / 700 + 0.001  # distinct: tie order is each implementation's own
+    labels = rng.integers(0, 3, 700)
+    for iou in (0.3, 0.5, 0.7):
+        ours = nms(boxes, scores, labels, iou=iou, class_agnostic=class_agnostic)
+        idx = torch.zeros(700, dtype=torch.int64) if class_agnostic else torch.as_tensor(labels)
+        ref = ops.batched_nms(torch.as_tensor(boxes), torch.as_tensor(scores), idx, iou).numpy()
+        assert ours.tolist() == ref.tolist()

@@ -16,7 +16,8 @@ Hand-written in numpy rather than taken from a package: torchvision's
 ``batched_nms`` would pull torch into the light core and has no IoS or fusion,
 and ``ensemble-boxes`` (the reference WBF) needs numba and works in
 normalised coordinates with per-model lists. Both are ~40 lines here and
-tested against exact hand-computed cases in tests/test_detect_merge.py.
+tested against exact hand-computed cases, and NMS against torchvision's
+``batched_nms``, in tests/test_detect_merge.py.
 """
 
 from __future__ import annotations
