@@ -39,9 +39,9 @@ from rarespot.sounds.train import TrainConfig, fit
 NOTES_MARKER = "<!-- hand-written notes below: kept when the report above is rewritten -->"
 
 VARIANT_NAMES = {
-    "pooled_effnet": "pooled MFCC statistics + frozen ImageNet EfficientNet-Lite0 embedding + logistic head (library default)",
+    "pooled_effnet": "pooled MFCC statistics + frozen ImageNet EfficientNet-Lite0 embedding + logistic head (session 4 default: normal bias 0.5 fixed, fitted on 80 % of the training patients)",
     "pooled": "pooled MFCC statistics + logistic-regression head (no pretrained embedding)",
-    "pooled_effnet_levers": "pooled_effnet, levers + normal bias chosen per fold by inner patient-wise CV, fitted on all training patients",
+    "pooled_effnet_levers": "library default: pooled_effnet with lever, TTA and normal bias chosen by inner patient-wise CV on the training patients, refitted on all of them",
     "pooled_effnet_cv": "pooled_effnet, normal bias chosen per fold by inner patient-wise CV (no levers), fitted on all training patients",
     "effnet": "ImageNet EfficientNet-Lite0 fine-tuned (whole)",
     "effnet_cbam_vit": "ImageNet EfficientNet-Lite0 maps -> CBAM -> ViT",

@@ -65,7 +65,8 @@ class TrainConfig(BaseModel):
         "score", description="which epoch's weights become best.pt (and what patience watches): validation ICBHI score, "
         "validation loss, or simply the last epoch (no early stopping)")
     head_c: float = Field(0.01, gt=0, description="pooled model: inverse L2 strength of the logistic-regression head (sklearn's C)")
-    normal_bias: float = Field(0.5, description="pooled model: log-odds added to 'normal' at prediction (chosen on validation folds; "
+    normal_bias: float = Field(0.5, description="pooled model: log-odds added to 'normal' at prediction (with select 'inner_cv' "
+                               "chosen by inner CV instead; "
                                "higher = fewer false alarms, lower sensitivity)")
     concat_augment: float = Field(0.0, ge=0, description="pooled model: RespireNet's concatenation augmentation, synthetic cycles "
                                   "per real cycle of each abnormal class (each two training cycles of that class joined in time; "
