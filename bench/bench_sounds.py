@@ -39,8 +39,10 @@ from rarespot.sounds.train import TrainConfig, fit
 NOTES_MARKER = "<!-- hand-written notes below: kept when the report above is rewritten -->"
 
 VARIANT_NAMES = {
-    "pooled_effnet": "pooled MFCC statistics + frozen ImageNet EfficientNet-Lite0 embedding + logistic head (library default)",
+    "pooled_effnet": "pooled MFCC statistics + frozen ImageNet EfficientNet-Lite0 embedding + logistic head (session 4 default: normal bias 0.5 fixed, fitted on 80 % of the training patients)",
     "pooled": "pooled MFCC statistics + logistic-regression head (no pretrained embedding)",
+    "pooled_effnet_levers": "library default: pooled_effnet with lever, TTA and normal bias chosen by inner patient-wise CV on the training patients, refitted on all of them",
+    "pooled_effnet_cv": "pooled_effnet, normal bias chosen per fold by inner patient-wise CV (no levers), fitted on all training patients",
     "effnet": "ImageNet EfficientNet-Lite0 fine-tuned (whole)",
     "effnet_cbam_vit": "ImageNet EfficientNet-Lite0 maps -> CBAM -> ViT",
     "conv_cbam_vit": "conv branches + CBAM + ViT (seed model)",
@@ -50,13 +52,21 @@ VARIANT_NAMES = {
 }
 
 
+NESTED = ("pooled_effnet_levers", "pooled_effnet_cv")  # the library default (TrainConfig.select "inner_cv") and its control
+
+
 def bench_config(variant: str, args) -> TrainConfig:
     features = FeatureConfig(sample_rate=args.sample_rate, n_bins=args.bins, n_fft=args.n_fft, hop_length=args.hop,
                              image_size=(args.height, args.width))
+    if variant in NESTED:
+        # The library default (TrainConfig()): lever, TTA and normal bias chosen by inner CV on the training patients.
+        model = ModelConfig(variant="pooled", pretrained_embedding=True)
+        return TrainConfig(features=features, model=model, head_c=args.head_c, select="inner_cv",
+                           select_grid="levers" if variant == "pooled_effnet_levers" else "bias", threads=args.threads, device="cpu")
     if variant in ("pooled", "pooled_effnet"):
-        # The library default (TrainConfig()), with only the bench's shared settings set.
+        # Session 4's default: no lever, a fixed normal bias (select "fixed"), with only the bench's shared settings set.
         model = ModelConfig(variant="pooled", pretrained_embedding=variant == "pooled_effnet")
-        return TrainConfig(features=features, model=model, head_c=args.head_c, normal_bias=args.normal_bias,
+        return TrainConfig(features=features, model=model, head_c=args.head_c, normal_bias=args.normal_bias, select="fixed",
                            threads=args.threads, device="cpu")
     model = ModelConfig(variant=variant, encoder="deit_tiny_patch16_224", patch_size=args.patch, depth=args.depth,
                         embed_dim=args.embed_dim, num_heads=args.heads, cnn_width=args.cnn_width)
@@ -72,7 +82,8 @@ def main() -> int:
     ap.add_argument("--report", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "sounds.md")
     ap.add_argument("--variants", default="pooled_effnet,pooled,conv_cbam_vit,cnn,vit,conv_vit")
     ap.add_argument("--head-c", type=float, default=TrainConfig().head_c, help="pooled models: logistic-regression C")
-    ap.add_argument("--normal-bias", type=float, default=TrainConfig().normal_bias, help="pooled models: log-odds added to 'normal'")
+    ap.add_argument("--normal-bias", type=float, default=TrainConfig().normal_bias,
+                    help="pooled, pooled_effnet: log-odds added to 'normal' (the nested variants choose it by inner CV)")
     ap.add_argument("--device-check", action="store_true",
                     help="also train on the Meditron cycles of the patients never recorded with a Littmann and score the "
                          "Littmann cycles (and the same patients' Meditron cycles); pooled variants only")
@@ -144,13 +155,16 @@ def main() -> int:
                     print(f"deadline {args.deadline} UTC passed: not starting {variant} fold {k}", flush=True)
                     stopped = True
                     break
-                run_one(variant, k, train_idx, test_idx, cycles, features, labels, args, result_path)
+                if variant in NESTED:
+                    run_nested(variant, k, train_idx, test_idx, cycles, features, labels, args, result_path)
+                else:
+                    run_one(variant, k, train_idx, test_idx, cycles, features, labels, args, result_path)
             if stopped:
                 break
         if args.device_check:
             for variant in variants:
                 path = args.out / f"{variant}_device.json"
-                if variant.startswith("pooled") and not path.is_file():
+                if variant.startswith("pooled") and variant not in NESTED and not path.is_file():
                     _write(path, json.dumps(device_check(variant, cycles, features, labels, args), indent=1))
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else meta  # another process may have written it
         meta.setdefault("commands", [])
@@ -318,6 +332,87 @@ def run_one(variant, k, train_idx, test_idx, cycles, features, labels, args, res
     _write(result_path, json.dumps(record, indent=1))
 
 
+def run_nested(variant, k, train_idx, test_idx, cycles, features, labels, args, result_path: Path) -> None:
+    """The library default: ``fit`` with ``select="inner_cv"`` chooses on the training patients only (inner
+    patient-grouped 4-fold CV, seed 100 + fold; ``select_pooled``: best inner Score with inner Se >= 35), refits on
+    every training patient, and the test fold is scored once."""
+    from rarespot.sounds.predict import SoundClassifier
+
+    config = bench_config(variant, args).model_copy(update={"select_seed": 100 + k})
+    groups = np.array([cycles[i].patient for i in train_idx])
+    print(f"\n== {variant} fold {k + 1}/{args.folds}: fit (inner CV, then refit) on {len(train_idx)}, test {len(test_idx)}", flush=True)
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    empty = np.zeros((0, *features.shape[1:]), np.float32)
+    result = fit(features[train_idx], labels[train_idx], empty, np.zeros(0, np.int64), config, args.out / "runs" / f"{variant}_fold{k}",
+                 groups_train=groups, resume=False, progress=False, log=lambda m: print("  " + m, flush=True))
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    clf = SoundClassifier.load(result.checkpoint, device="cpu")
+    pred = clf.predict_features(features[test_idx]).argmax(1)
+    scores = icbhi_scores(labels[test_idx], pred)
+    print(f"  TEST fold {k}: {scores.summary()}", flush=True)
+    record = {
+        "variant": variant, "fold": k, **scores.as_dict(),
+        "best_epoch": 1, "epochs_run": 1, "seconds_per_epoch": result.seconds_per_epoch,
+        "wall_s": wall, "cpu_s": cpu, "load_avg": round(os.getloadavg()[0], 2),
+        "val_score": result.history[0]["selection"]["score"], "params": count_parameters(build_model(clf.config.model)),
+        "n_train": int(len(train_idx)), "n_val": 0, "n_test": int(len(test_idx)),
+        "choice": result.history[0]["selection"], "config": clf.config.model_dump(mode="json"),
+    }
+    _write(result_path, json.dumps(record, indent=1))
+
+
+def _nested_section(args, variants) -> str:
+    """Per fold: what the inner CV chose, and each lever's inner-CV Score at its best bias with Se >= 35."""
+    path = args.out / "runs" / "pooled_effnet_levers_fold{}" / "selection.json"
+    inner = [json.loads(Path(str(path).format(k)).read_text()) for k in range(args.folds) if Path(str(path).format(k)).is_file()]
+    if not inner or not any(v in NESTED for v in variants):
+        return ""
+    levers, tta = inner[0]["levers"], sorted({r["tta"] for r in inner[0]["records"]})
+
+    def best(d, ci, t):
+        ok = [r for r in d["records"] if r["candidate"] == ci and r["tta"] == t and r["se"] >= 0.35]
+        return max(ok, key=lambda r: r["score"]) if ok else None
+
+    lines = ["| outer fold | " + " | ".join(f"{name}, TTA {t}" for name in levers for t in tta) + " |",
+             "|---|" + "---|" * (len(levers) * len(tta))]
+    for k, d in enumerate(inner):
+        cells = []
+        for ci in range(len(levers)):
+            for t in tta:
+                b = best(d, ci, t)
+                cells.append(f"{100 * b['score']:.1f} (b {b['bias']:g})" if b else "no bias reaches Se 35")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    chosen = []
+    for v in variants:
+        if v not in NESTED:
+            continue
+        for p in sorted(args.out.glob(f"{v}_fold*.json")):
+            r = json.loads(p.read_text())
+            c = r["choice"]
+            chosen.append(f"| {v} | {r['fold']} | {c['lever']} | {c['tta']} | {c['bias']:g} | {100 * c['score']:.2f} | {100 * c['se']:.2f} | "
+                          f"{100 * r['score']:.2f} | {100 * r['se']:.2f} | {r['cpu_s']:.0f} |")
+    return f"""
+## Inner cross-validation (training patients of each outer fold only)
+
+`TrainConfig(select="inner_cv")` (the library default): inside each outer fold's training part, patient-grouped
+4-fold CV (sklearn StratifiedGroupKFold, seed 100 + fold), out-of-fold predictions pooled over the 4 inner folds,
+ICBHI Score over all of them. Every lever x TTA x normal bias {{0, 0.25, 0.5, 0.75, 1, 1.5}} is scored from the same fits.
+Rule (`rarespot.sounds.train.select_pooled`, the same in every fold): the highest inner Score among the settings with
+inner Se >= 35, else the highest Score. The chosen setting is refitted on all the fold's training patients and its
+test fold scored once. `pooled_effnet_cv` is the control: the same, with no lever and no TTA (only the bias chosen).
+
+Inner-CV Score (%) of each lever at its best bias among those with inner Se >= 35:
+
+{chr(10).join(lines)}
+
+What each nested variant chose, and its test fold:
+
+| variant | fold | lever | TTA | normal bias | inner Score | inner Se | test Score | test Se | CPU s (inner CV + refit) |
+|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(chosen)}
+"""
+
+
 def write_report(args, variants, folds, cycles, labels, meta, command) -> None:
     rows, per_fold, confusions = [], [], []
     results = {}
@@ -354,7 +449,7 @@ def write_report(args, variants, folds, cycles, labels, meta, command) -> None:
             s_cnn = np.mean([r["score"] for r in results["cnn"] if r["fold"] in common])
             ratio = (f"Seed model / CNN baseline mean Score ratio on their {len(common)} common fold(s) "
                      f"{sorted(common)}: **{s_seed / s_cnn:.3f}** ({100 * s_seed:.2f} / {100 * s_cnn:.2f}).")
-    default_variant = "pooled_effnet" if "pooled_effnet" in variants else None
+    default_variant = next((v for v in ("pooled_effnet_levers", "pooled_effnet") if v in variants), None)
     lr = meta.get("logreg", [])
     logreg_row = (f"| logistic regression on time-pooled features (classical peer) | all {len(lr)} | {ms([r['se'] for r in lr])} | "
                   f"{ms([r['sp'] for r in lr])} | {ms([r['score'] for r in lr])} | | | | |") if lr else ""
@@ -403,6 +498,10 @@ then `--report-only` writes this file):
   over time of the MFCC map (+ `pooled_effnet`: the frozen ImageNet EfficientNet-Lite0 stage-6 embedding, mean and max over
   time; its parameter count includes the frozen encoder), {args.normal_bias:g} added to the "normal" log-odds; one fit, no
   epochs, the validation patients are only scored. `effnet`: ImageNet EfficientNet-Lite0 fine-tuned whole, trained as below.
+- `pooled_effnet_levers` = the library default (`TrainConfig()`, `select="inner_cv"`): the same features and head, with the
+  lever (concatenation / patch-mix augmentation), test-time shifts and "normal" bias chosen per outer fold by inner
+  patient-wise CV on that fold's training patients, then refitted on all of them (no early-stopping split);
+  `pooled_effnet_cv` is its control (only the bias chosen). See "Inner cross-validation" below.
 - The other models, from random initialisation (no pretrained weights): transformer = timm `deit_tiny_patch16_224` config
   **shrunk to fit 2 CPU cores**: depth {args.depth}, embed dim {args.embed_dim}, {args.heads} heads, patch {args.patch}
   ({(args.height // args.patch) * (args.width // args.patch)} tokens); conv branches 1 channel each (3x3, BN, ReLU); CBAM reduction 16;
@@ -428,7 +527,7 @@ Se counts an abnormal cycle as detected only when its exact class (crackle / whe
 ## Confusion matrices (all test folds summed; rows = true, columns = predicted)
 
 {chr(10).join(confusions)}
-{_device_section(args, variants)}
+{_device_section(args, variants)}{_nested_section(args, variants)}
 ## Per fold
 
 | model | fold | Se | Sp | Score | per-class recall (%) | best epoch / run |

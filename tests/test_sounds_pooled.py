@@ -46,6 +46,7 @@ def make_recordings(folder, n_patients=8, cycles_per=8, seed=0):
 
 
 def pooled_config(pretrained: bool = False, **kw) -> TrainConfig:
+    kw.setdefault("select", "fixed")  # the options as given (the default chooses them by inner CV: test_sounds_augment.py)
     return TrainConfig(features=FeatureConfig(**FEATURES), model=ModelConfig(variant="pooled", pretrained_embedding=pretrained),
                        threads=1, device="cpu", **kw)
 
@@ -67,6 +68,7 @@ def test_default_config_is_the_pooled_model_at_4khz():
     assert cfg.model.variant == "pooled" and cfg.model.pretrained_embedding and cfg.model.pooled_channels == ("mfcc",)
     assert (cfg.features.sample_rate, cfg.features.n_bins, cfg.features.n_fft, cfg.features.hop_length) == (4000, 64, 512, 128)
     assert cfg.features.image_size == (64, 128) and cfg.head_c == 0.01 and cfg.normal_bias == 0.5
+    assert cfg.select == "inner_cv" and cfg.select_grid == "levers" and cfg.concat_augment == 0 and cfg.mix_augment == 0
 
 
 @pytest.mark.parametrize("data, where", [

@@ -62,6 +62,9 @@ class ModelConfig(BaseModel):
                                        "time); needs the 'pretrained' extra and an image size that is a multiple of 32")
     effnet_stage: int = Field(6, ge=1, le=6, description="deepest EfficientNet-Lite0 stage used (6: 320 channels, stride 32)")
     freeze_encoder: bool = Field(False, description="effnet*: keep the ImageNet weights fixed (train only what follows)")
+    tta_shifts: int = Field(1, ge=1, description="pooled: test-time augmentation, the class probabilities averaged over this many "
+                            "circular time shifts of the image (evenly spaced; 1 = off). The MFCC statistics do not change "
+                            "with a circular shift; only the EfficientNet-Lite0 embedding does")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -250,8 +253,14 @@ class PooledLinear(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (self.embed(x) - self.mean) / self.scale
-        return self.head(z) + self.offset
+        k = self.config.tta_shifts
+        if k <= 1:
+            return self.head((self.embed(x) - self.mean) / self.scale) + self.offset
+        # Test-time augmentation: mean probability over k circular time shifts, returned as log-probabilities.
+        w = x.shape[-1]
+        probs = torch.stack([torch.softmax(self.head((self.embed(torch.roll(x, shifts=s * w // k, dims=3)) - self.mean) / self.scale)
+                                           + self.offset, dim=1) for s in range(k)]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))
 
 
 class EfficientNetClassifier(nn.Module):

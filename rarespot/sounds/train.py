@@ -65,8 +65,27 @@ class TrainConfig(BaseModel):
         "score", description="which epoch's weights become best.pt (and what patience watches): validation ICBHI score, "
         "validation loss, or simply the last epoch (no early stopping)")
     head_c: float = Field(0.01, gt=0, description="pooled model: inverse L2 strength of the logistic-regression head (sklearn's C)")
-    normal_bias: float = Field(0.5, description="pooled model: log-odds added to 'normal' at prediction (chosen on validation folds; "
+    normal_bias: float = Field(0.5, description="pooled model: log-odds added to 'normal' at prediction (with select 'inner_cv' "
+                               "chosen by inner CV instead; "
                                "higher = fewer false alarms, lower sensitivity)")
+    concat_augment: float = Field(0.0, ge=0, description="pooled model: RespireNet's concatenation augmentation, synthetic cycles "
+                                  "per real cycle of each abnormal class (each two training cycles of that class joined in time; "
+                                  "rarespot.sounds.augment); 0 = off")
+    concat_pairs: Literal["other_patient", "same_patient"] = Field(
+        "other_patient", description="pooled model: the two cycles joined by concat_augment come from two different patients, "
+                                     "or from one patient (as RespireNet did)")
+    concat_both: bool = Field(False, description="pooled model: with concat_augment, also make 'both' cycles from a crackle and a "
+                                                 "wheeze cycle (concat_augment x the real 'both' cycles)")
+    mix_augment: float = Field(0.0, ge=0, description="pooled model: patch-mix across patients (in time), synthetic cycles per "
+                               "training cycle, each counted as both source classes in proportion to their time; 0 = off")
+    select: Literal["inner_cv", "fixed"] = Field(
+        "inner_cv", description="pooled model: 'inner_cv' chooses the lever (POOLED_LEVERS), test-time shifts and normal_bias by "
+        "patient-grouped cross-validation on the training patients (select_pooled: best Score with Se >= 35), then fits on "
+        "all of them; 'fixed' uses concat_*, mix_augment, model.tta_shifts and normal_bias as given")
+    select_grid: Literal["levers", "bias"] = Field(
+        "levers", description="select inner_cv: every lever x TTA x bias ('levers'), or only normal_bias with no lever ('bias')")
+    select_folds: int = Field(4, ge=2, description="select inner_cv: patient-grouped folds")
+    select_seed: int | None = Field(None, description="select inner_cv: seed of the patient folds (None: seed)")
     seed: int = 0
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default; 1 is fastest on a busy shared machine)")
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'")
@@ -207,6 +226,7 @@ def fit(
     *,
     resume: bool = True,
     weights: str | Path | None = None,
+    groups_train: np.ndarray | None = None,
     progress: bool = True,
     log=print,
 ) -> FitResult:
@@ -214,6 +234,9 @@ def fit(
 
     x_*: (N, 3, H, W) float32 from ``extract_features``; y_*: class indices.
     weights: optional local ViT/DeiT weights for the transformer (see ``load_encoder_weights``).
+    groups_train: the patient of each training cycle (pooled model: which cycles the augmentations may pair);
+    None counts every cycle as its own patient. The pooled model accepts an empty validation set (it chooses
+    nothing on it).
     """
     import torch
     from tqdm.auto import tqdm
@@ -227,11 +250,10 @@ def fit(
     device = pick_device(config.device)
     y_train = np.asarray(y_train, dtype=np.int64)
     y_val = np.asarray(y_val, dtype=np.int64)
+    if config.model.variant == "pooled" and len(x_train):
+        return fit_pooled(x_train, y_train, x_val, y_val, config, out_dir, groups_train=groups_train, log=log)
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError(f"need training and validation cycles, got {len(x_train)} and {len(x_val)}")
-
-    if config.model.variant == "pooled":
-        return fit_pooled(x_train, y_train, x_val, y_val, config, out_dir, log=log)
 
     norm = fit_norm_stats(x_train, config.normalisation)
     xt = torch.from_numpy(normalise(x_train, norm))
@@ -345,19 +367,86 @@ def fit(
     return FitResult(best_score, best_epoch, len(history), float(np.mean(epoch_times)) if epoch_times else float("nan"), best_path, history)
 
 
-def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str | Path, *, log=print) -> FitResult:
+def synthetic_rows(x_train, y_train, groups_train, config: TrainConfig):
+    """The pooled model's synthetic training cycles (``concat_augment``, ``mix_augment``) as (x, y, weight):
+    a patch-mixed cycle is two rows, one per source class, weighted by its share of the time."""
+    from rarespot.sounds.augment import concat_cycles, mix_cycles
+
+    xs, ys, ws = [], [], []
+    if config.concat_augment > 0:
+        xc, yc = concat_cycles(x_train, y_train, groups_train, config.concat_augment, pairing=config.concat_pairs,
+                               both_from_parts=config.concat_both, seed=config.seed)
+        xs.append(xc)
+        ys.append(yc)
+        ws.append(np.ones(len(yc)))
+    if config.mix_augment > 0:
+        xm, y1, y2, lam = mix_cycles(x_train, y_train, groups_train, config.mix_augment, seed=config.seed + 1)
+        xs += [xm, xm]
+        ys += [y1, y2]
+        ws += [lam, 1 - lam]
+    if not xs:
+        return np.zeros((0, *x_train.shape[1:]), np.float32), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+
+
+def _embed(model, x: np.ndarray, norm, shift: int = 0) -> np.ndarray:
+    """The pooled model's embedding of raw feature images (optionally circularly shifted in time), float64."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), 64):
+            xb = torch.from_numpy(normalise(x[i : i + 64], norm))
+            if shift:
+                xb = torch.roll(xb, shifts=shift, dims=3)
+            out.append(model.embed(xb).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, model.dim))
+
+
+def fit_pooled_head(z_real, y_real, z_syn, y_syn, w_syn, config: TrainConfig) -> dict:
+    """Class-balanced logistic regression on standardised embeddings (statistics of the real cycles only).
+
+    Without weighted rows this is scikit-learn's ``class_weight="balanced"``; with them (patch-mix) the same
+    balance is computed from the summed weights per class. Returns weight (K, D), bias (K), mean, scale (D).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = z_real.mean(0), np.maximum(z_real.std(0), 1e-6)
+    z = (np.concatenate([z_real, z_syn]) - mean) / scale
+    y = np.concatenate([y_real, y_syn]).astype(np.int64)
+    w = np.concatenate([np.ones(len(y_real)), w_syn])
+    clf = LogisticRegression(C=config.head_c, max_iter=5000, random_state=config.seed,
+                             class_weight="balanced" if np.all(w == 1) else None)
+    if np.all(w == 1):
+        clf.fit(z, y)
+    else:
+        totals = np.bincount(y, weights=w, minlength=config.model.num_classes)
+        present = totals > 0
+        balance = np.where(present, w.sum() / (present.sum() * np.maximum(totals, 1e-12)), 0.0)
+        clf.fit(z, y, sample_weight=w * balance[y])
+    k = config.model.num_classes
+    weight, bias = np.zeros((k, z.shape[1])), np.full(k, -1e4)  # a class never seen in training is never predicted
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # sklearn's binary form: one row for the second class
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight[clf.classes_], bias[clf.classes_] = coef, intercept
+    return {"weight": weight, "bias": bias, "mean": mean, "scale": scale}
+
+
+def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str | Path, *, groups_train=None, log=print) -> FitResult:
     """The ``pooled`` model: scikit-learn's class-balanced logistic regression on the time-pooled embedding,
     copied into the torch head (so predict / evaluate / the checkpoint work as for every variant).
 
     No epochs: one fit, seconds on a CPU. ``normal_bias`` is added to the "normal" logit; the validation split
-    is only scored (it chooses nothing here).
+    is only scored (it chooses nothing here; it may be empty). The synthetic cycles of ``concat_augment`` and
+    ``mix_augment`` are made from the training cycles (``groups_train``: their patients).
     """
     import torch
-    from sklearn.linear_model import LogisticRegression
 
     from rarespot.sounds.torch_model import build_model, count_parameters
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     norm = fit_norm_stats(x_train, config.normalisation)
     torch.manual_seed(config.seed)
@@ -366,49 +455,152 @@ def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str
     present = np.flatnonzero(counts)
     if len(present) < 2:
         raise ValueError(f"the training cycles hold only class {[ICBHI_CLASSES[i] for i in present]}; need at least two classes")
-
-    def embed(x):
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), 64):
-                out.append(model.embed(torch.from_numpy(normalise(x[i : i + 64], norm))).numpy())
-        return np.concatenate(out).astype(np.float64)
-
-    z_train = embed(x_train)
-    mean, scale = z_train.mean(0), np.maximum(z_train.std(0), 1e-6)
-    log(f"pooled: {model.dim}-dim embedding, {len(y_train)} training / {len(y_val)} validation cycles, class counts {counts.tolist()}")
-    clf = LogisticRegression(C=config.head_c, class_weight="balanced", max_iter=5000, random_state=config.seed)
-    clf.fit((z_train - mean) / scale, y_train)
-    weight = np.zeros((config.model.num_classes, model.dim))
-    bias = np.full(config.model.num_classes, -1e4)  # a class never seen in training is never predicted
-    coef, intercept = clf.coef_, clf.intercept_
-    if len(clf.classes_) == 2:  # sklearn's binary form: one row for the second class
-        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-    weight[clf.classes_], bias[clf.classes_] = coef, intercept
+    selection = None
+    if config.select == "inner_cv":
+        patients = None if groups_train is None else len(set(np.asarray(groups_train).tolist()))
+        if patients is None or patients < config.select_folds:
+            warnings.warn(f"pooled model: select 'inner_cv' needs the patients of the training cycles and at least "
+                          f"{config.select_folds} of them ({patients or 'none'} given); using the config's own settings",
+                          UserWarning, stacklevel=2)
+            config = config.model_copy(update={"select": "fixed"})
+        else:
+            config, selection = select_by_inner_cv(x_train, y_train, np.asarray(groups_train), config, log=log)
+            model = build_model(config.model).eval()  # the chosen test-time shifts
+    x_syn, y_syn, w_syn = synthetic_rows(x_train, y_train, groups_train, config)
+    log(f"pooled: {model.dim}-dim embedding, {len(y_train)} training / {len(y_val)} validation cycles, class counts {counts.tolist()}"
+        + (f", {len(x_syn)} synthetic rows (classes {class_counts(y_syn).tolist()})" if len(x_syn) else ""))
+    head = fit_pooled_head(_embed(model, x_train, norm), y_train, _embed(model, x_syn, norm), y_syn, w_syn, config)
     offset = np.zeros(config.model.num_classes)
     offset[0] = config.normal_bias
     with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        model.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-        model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        model.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        model.head.weight.copy_(torch.as_tensor(head["weight"], dtype=torch.float32))
+        model.head.bias.copy_(torch.as_tensor(head["bias"], dtype=torch.float32))
+        model.mean.copy_(torch.as_tensor(head["mean"], dtype=torch.float32))
+        model.scale.copy_(torch.as_tensor(head["scale"], dtype=torch.float32))
         model.offset.copy_(torch.as_tensor(offset, dtype=torch.float32))
     seconds = time.perf_counter() - t0
-    val_logits = predict_logits(model, normalise(x_val, norm))
-    scores = icbhi_scores(y_val, val_logits.argmax(1))
-    log(f"pooled: fitted in {seconds:.1f}s ({count_parameters(model.head)} head parameters); validation {scores.summary()}")
+    if len(y_val):
+        val_logits = predict_logits(model, normalise(x_val, norm))
+        scores = icbhi_scores(y_val, val_logits.argmax(1))
+        log(f"pooled: fitted in {seconds:.1f}s ({count_parameters(model.head)} head parameters); validation {scores.summary()}")
+        val, score = scores.as_dict(), scores.score
+    else:
+        log(f"pooled: fitted in {seconds:.1f}s ({count_parameters(model.head)} head parameters); no validation cycles")
+        scores, val, score = None, None, float("nan")
     meta = {"format": CHECKPOINT_FORMAT, "config": config.model_dump(mode="json"), "norm": norm.model_dump(),
-            "class_names": list(ICBHI_CLASSES), "fingerprint": _fingerprint(y_train, y_val, x_train.shape)}
-    history = [{"epoch": 1, "loss": None, "val_loss": None, "se": scores.se, "sp": scores.sp,
-                "score": scores.score, "seconds": seconds, "lr": None}]
+            "class_names": list(ICBHI_CLASSES), "fingerprint": _fingerprint(y_train, np.asarray(y_val, np.int64), x_train.shape)}
+    history = [{"epoch": 1, "loss": None, "val_loss": None, "se": val and val["se"], "sp": val and val["sp"],
+                "score": None if scores is None else score, "seconds": seconds, "lr": None,
+                "selection": None if selection is None else {k: v for k, v in selection.items() if k != "records"}}]
+    if selection is not None:
+        atomic_write_text(out_dir / "selection.json", json.dumps(selection, indent=1))
     best_path = out_dir / "best.pt"
-    blob = {**meta, "model": model.state_dict(), "epoch": 0, "val": scores.as_dict()}
+    blob = {**meta, "model": model.state_dict(), "epoch": 0, "val": val}
     _atomic_torch_save(blob, best_path)
-    _atomic_torch_save({**blob, "best_score": scores.score, "best_epoch": 1, "best_metric": scores.score, "stale": 0,
+    _atomic_torch_save({**blob, "best_score": score, "best_epoch": 1, "best_metric": score, "stale": 0,
                         "history": history}, out_dir / "last.pt")
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
-    plot_confusion(scores, out_dir / "val_confusion.png", title="pooled, validation")
-    return FitResult(scores.score, 1, 1, seconds, best_path, history)
+    if scores is not None:
+        plot_confusion(scores, out_dir / "val_confusion.png", title="pooled, validation")
+    return FitResult(score, 1, 1, seconds, best_path, history)
+
+
+# --------------------------------------------------------------------------- choosing by inner cross-validation
+
+DEFAULT_BIASES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+# The levers select="inner_cv" compares (issue #15), as TrainConfig options; the first is "no lever".
+POOLED_LEVERS = (
+    ("none", {"concat_augment": 0.0, "mix_augment": 0.0}),
+    ("concat other-patient x0.5", {"concat_augment": 0.5, "concat_pairs": "other_patient", "concat_both": False, "mix_augment": 0.0}),
+    ("concat other-patient x1", {"concat_augment": 1.0, "concat_pairs": "other_patient", "concat_both": False, "mix_augment": 0.0}),
+    ("concat same-patient x1", {"concat_augment": 1.0, "concat_pairs": "same_patient", "concat_both": False, "mix_augment": 0.0}),
+    ("concat other-patient x1 + both from crackle+wheeze",
+     {"concat_augment": 1.0, "concat_pairs": "other_patient", "concat_both": True, "mix_augment": 0.0}),
+    ("patch-mix across patients x0.5", {"concat_augment": 0.0, "mix_augment": 0.5}),
+)
+POOLED_TTA = (1, 4)
+
+
+def select_by_inner_cv(x_train, y_train, groups_train, config: TrainConfig, *, log=print) -> tuple[TrainConfig, dict]:
+    """``select="inner_cv"``: score every lever (``POOLED_LEVERS``; only "none" with ``select_grid="bias"``) x TTA
+    (``POOLED_TTA``; only 1 with "bias") x normal bias (``DEFAULT_BIASES``) by ``inner_cv_pooled`` on the training
+    patients, pick by ``select_pooled``. Returns the chosen config (``select="fixed"``) and the selection record."""
+    levers = POOLED_LEVERS if config.select_grid == "levers" else POOLED_LEVERS[:1]
+    tta = POOLED_TTA if config.select_grid == "levers" else (1,)
+    candidates = [config.model_copy(update=opts) for _, opts in levers]
+    seed = config.seed if config.select_seed is None else config.select_seed
+    t0 = time.perf_counter()
+    records = inner_cv_pooled(x_train, y_train, groups_train, candidates, tta=tta, n_splits=config.select_folds, seed=seed)
+    choice = select_pooled(records)
+    name, opts = levers[choice["candidate"]]
+    chosen = config.model_copy(update={**opts, "select": "fixed", "normal_bias": choice["bias"],
+                                       "model": config.model.model_copy(update={"tta_shifts": choice["tta"]})})
+    log(f"pooled: inner {config.select_folds}-fold CV over {len(set(groups_train))} patients chose {name}, TTA {choice['tta']}, "
+        f"normal bias {choice['bias']:g} (inner Se {100 * choice['se']:.1f}, Score {100 * choice['score']:.1f}; "
+        f"{len(records)} settings, {time.perf_counter() - t0:.0f}s)")
+    return chosen, {"lever": name, **choice, "levers": [n for n, _ in levers], "seed": seed, "records": records}
+
+
+def inner_cv_pooled(x, y, groups, candidates: list[TrainConfig], *, biases=DEFAULT_BIASES, tta=(1,), n_splits: int = 4,
+                    seed: int = 0, log=None) -> list[dict]:
+    """Patient-grouped ``n_splits``-fold cross-validation of pooled-model candidates inside (x, y), e.g. the
+    training part of an outer fold: each candidate is fitted on the other folds' patients and scores the held-out
+    ones; the out-of-fold predictions are pooled, and the ICBHI scores computed once over all cycles.
+
+    candidates: TrainConfigs that differ only in the head's options (head_c, concat_*, mix_augment); their
+    normal_bias and model.tta_shifts are ignored: every bias in ``biases`` and every shift count in ``tta`` is
+    scored from the same fits. Returns one record per (candidate, tta, bias):
+    {"candidate": index, "tta": k, "bias": b, "se", "sp", "score"}.
+    """
+    import torch
+    from scipy.special import softmax
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from rarespot.sounds.torch_model import build_model
+
+    x, y, groups = np.asarray(x), np.asarray(y, dtype=np.int64), np.asarray(groups)
+    base = candidates[0].model.model_copy(update={"tta_shifts": 1})
+    for c in candidates:
+        if c.model.model_copy(update={"tta_shifts": 1}) != base or c.features != candidates[0].features or c.model.variant != "pooled":
+            raise ValueError("inner_cv_pooled: the candidates must be pooled models with the same features and model")
+    torch.manual_seed(candidates[0].seed)
+    model = build_model(base).eval()
+    w = x.shape[-1]
+    logits = {(ci, k): np.zeros((k, len(y), base.num_classes)) for ci in range(len(candidates)) for k in tta}
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a class with fewer members than folds
+        splits = list(splitter.split(np.zeros(len(y)), y, groups))
+    for a, b in splits:
+        norm = fit_norm_stats(x[a], candidates[0].normalisation)
+        z_a = _embed(model, x[a], norm)
+        shifts = sorted({s * w // k for k in tta for s in range(k)})
+        z_b = {s: _embed(model, x[b], norm, shift=s) for s in shifts}
+        for ci, cfg in enumerate(candidates):
+            x_syn, y_syn, w_syn = synthetic_rows(x[a], y[a], groups[a], cfg)
+            head = fit_pooled_head(z_a, y[a], _embed(model, x_syn, norm), y_syn, w_syn, cfg)
+            for k in tta:
+                for j, s in enumerate(s * w // k for s in range(k)):
+                    logits[ci, k][j, b] = ((z_b[s] - head["mean"]) / head["scale"]) @ head["weight"].T + head["bias"]
+        if log:
+            log(f"inner fold done: {len(a)} training / {len(b)} held-out cycles")
+    records = []
+    for (ci, k), lg in logits.items():
+        for bias in biases:
+            shift = np.zeros(base.num_classes)
+            shift[0] = bias
+            probs = softmax(lg + shift, axis=2).mean(0)
+            s = icbhi_scores(y, probs.argmax(1))
+            records.append({"candidate": ci, "tta": k, "bias": float(bias), "se": s.se, "sp": s.sp, "score": s.score})
+    return records
+
+
+def select_pooled(records: list[dict], min_se: float = 0.35) -> dict:
+    """The inner-CV record to adopt: the highest Score among those with sensitivity >= ``min_se`` (the issue's floor:
+    a model that calls almost everything normal does not count); if none reaches it, the highest Score. Ties go to
+    the earlier record (list the simpler candidates, fewer TTA shifts and smaller biases first)."""
+    ok = [r for r in records if r["se"] >= min_se] or records
+    return max(ok, key=lambda r: r["score"])  # max keeps the first of equal scores
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
@@ -477,7 +669,9 @@ def train(
     x_val = extract_features(val_cycles, config.features, cache_dir=cache_dir, n_jobs=n_jobs, progress=progress)
     y_train = np.array([c.label for c in train_cycles])
     y_val = np.array([c.label for c in val_cycles])
-    return fit(x_train, y_train, x_val, y_val, config, out_dir, resume=resume, weights=weights, progress=progress, log=log)
+    groups = np.array([c.patient for c in train_cycles])
+    return fit(x_train, y_train, x_val, y_val, config, out_dir, resume=resume, weights=weights, groups_train=groups,
+               progress=progress, log=log)
 
 
 def _load_with_optional_split(data, split):
