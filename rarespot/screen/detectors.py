@@ -475,7 +475,7 @@ class CAEDetector(OutlierMixin, BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """One file (``model.pt`` when ``path`` is a folder), written atomically."""
         from rarespot import __version__
-        from rarespot.screen.train import atomic_torch_save
+        from rarespot.io.checkpoint import atomic_torch_save
 
         check_is_fitted(self, "offset_")
         path = Path(path)

