@@ -184,7 +184,7 @@ def evaluate_run(best: Path, config: TrainConfig, splits: dict, out_dir: Path, p
     """Seed protocol: fixed-grid tiled inference at the training tile size; confidence chosen on validation."""
     from rarespot.detect.evaluate import calibrate_conf, evaluate, write_evaluation_report
     from rarespot.detect.predict import TiledPredictor
-    from rarespot.detect.train import default_device
+    from rarespot.device import default_device
 
     device = default_device(config.device or None)
     tile = config.tile_size if not config.full_image else max(max(r.width, r.height) for r in splits["test"].records)

@@ -40,6 +40,7 @@ import numpy as np
 
 from rarespot.detect.config import TrainConfig
 from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
+from rarespot.device import default_device  # the device rule (still importable from here)
 from rarespot.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset, ImageRecord
@@ -242,15 +243,6 @@ def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dic
             flipud=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, erasing=0.0, close_mosaic=0,
         )
     return overrides
-
-
-def default_device(device: str | None) -> str:
-    """``device`` as given, else the first GPU if there is one, else the CPU."""
-    if device is not None:
-        return device
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
 
 
 # --- progress, metrics.csv and loss.png --------------------------------------------------------

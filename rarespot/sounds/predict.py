@@ -47,7 +47,8 @@ class SoundClassifier:
         import torch
 
         from rarespot.sounds.torch_model import build_model
-        from rarespot.sounds.train import CHECKPOINT_FORMAT, TrainConfig, pick_device
+        from rarespot.device import torch_device
+        from rarespot.sounds.train import CHECKPOINT_FORMAT, TrainConfig
 
         path, blob = load_tagged_checkpoint(path, "best.pt", CHECKPOINT_FORMAT, "rarespot lung-sound model", "rarespot sounds train")
         config = TrainConfig.model_validate(blob["config"])
@@ -63,7 +64,7 @@ class SoundClassifier:
         model.load_state_dict(saved)
         if config.threads:
             torch.set_num_threads(config.threads)
-        model.to(pick_device(device)).eval()
+        model.to(torch_device(device)).eval()
         return cls(model, config, NormStats.model_validate(blob["norm"]), list(blob["class_names"]), path,
                    {"val": blob.get("val"), "epoch": blob.get("epoch")})
 

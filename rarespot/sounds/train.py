@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rarespot.device import torch_device
 from rarespot.errors import InputError
 from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
 from rarespot.sounds.data import class_counts
@@ -109,14 +110,6 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pick_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_loss(config: TrainConfig, counts: np.ndarray):
@@ -218,7 +211,7 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
+    device = torch_device(config.device)
     y_train = np.asarray(y_train, dtype=np.int64)
     y_val = np.asarray(y_val, dtype=np.int64)
     if len(x_train) == 0 or len(x_val) == 0:
