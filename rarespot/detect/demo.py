@@ -86,13 +86,14 @@ def run_demo(
     """Run the main job into ``out``; ``overrides`` change any TrainConfig key of the packaged demo config."""
     from rich.console import Console
 
-    from rarespot.detect.train import check_output_folder, remap_splits, train_on_splits
+    from rarespot.detect.train import remap_splits, train_on_splits
+    from rarespot.io.atomic import ensure_writable_dir
     from rarespot.io.split import split_dataset
 
     console = Console(quiet=not progress)
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     out = Path(out)
-    check_output_folder(out)
+    ensure_writable_dir(out)
     config = demo_config(out, quick, epochs, device, seed, overrides)
     n_scans = n_scans or (10 if quick else 90)
     if n_scans < 5:

@@ -114,10 +114,6 @@ def load_splits(config: TrainConfig) -> dict[str, DetectionDataset]:
     return remap_splits(splits, config.remap)
 
 
-# Fail before training, naming the folder, when results could not be written there.
-check_output_folder = ensure_writable_dir
-
-
 def check_records(splits: dict[str, DetectionDataset]) -> None:
     """Every annotated image must exist (a missing one is named, with its split)."""
     for split_name, ds in splits.items():
@@ -527,7 +523,7 @@ def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> Run
     run_dir = Path(config.out)
     if resume:
         return resume_run(run_dir, quiet=quiet)
-    check_output_folder(run_dir)
+    ensure_writable_dir(run_dir)  # fail before training, naming the folder, if results could not be written
     splits = load_splits(config)
     return train_on_splits(config, splits, quiet=quiet)
 
@@ -539,7 +535,7 @@ def train_on_splits(
     from rarespot.detect.model import resolve_model
 
     run_dir = Path(config.out).resolve()
-    check_output_folder(run_dir)
+    ensure_writable_dir(run_dir)
     if "train" not in splits or "val" not in splits:
         raise ValueError("splits needs 'train' and 'val'")
     if _resume_from is None:
