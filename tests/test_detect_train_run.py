@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rarespot.detect.config import TrainConfig
-from rarespot.detect.train import load_saved_splits, read_metrics_csv, resume_run, train_on_splits
+from rarespot.detect.train import read_metrics_csv, resume_run, train_on_splits
+from rarespot.io.split import load_saved_splits
 from rarespot.errors import InputError
 from test_detect_train import make_scans
 
@@ -223,7 +224,8 @@ def test_ultralytics_ddp_script_rebuilds_the_rarespot_trainer(tmp_path, splits, 
 
     from ultralytics.utils import dist
 
-    from rarespot.detect.train import save_splits, ultralytics_overrides
+    from rarespot.detect.train import ultralytics_overrides
+    from rarespot.io.split import save_splits
     from rarespot.detect.trainer import TileTrainer
 
     monkeypatch.setattr(dist, "USER_CONFIG_DIR", tmp_path)

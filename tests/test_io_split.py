@@ -82,3 +82,22 @@ def test_stratified_split_still_groups_subjects():
 def test_unstratified_split_is_available():
     a = split_indices(_labelled(50, 10), seed=0, stratify=False)
     assert sum(len(v) for v in a.values()) == 50
+
+
+def test_saved_splits_round_trip_and_name_a_bad_file(tmp_path):
+    from rarespot.errors import InputError
+    from rarespot.io.split import load_saved_splits, save_splits
+
+    parts = split_dataset(_labelled(20, rare_every=5), seed=1)
+    save_splits(parts, tmp_path / "split.json")
+    back = load_saved_splits(tmp_path)
+    assert list(back) == ["train", "val", "test"]
+    for side, ds in parts.items():
+        assert [r.path.name for r in back[side].records] == [r.path.name for r in ds.records]
+        assert back[side].class_counts().tolist() == ds.class_counts().tolist()
+    assert list(back["train"].class_names) == ["common", "rare"]
+    (tmp_path / "split.json").write_text("{")
+    with pytest.raises(InputError, match="not a readable split file"):
+        load_saved_splits(tmp_path)
+    with pytest.raises(InputError, match="no split.json"):
+        load_saved_splits(tmp_path / "elsewhere")

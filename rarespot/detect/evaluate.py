@@ -415,7 +415,7 @@ def load_eval_data(
     if split is not None and split not in ("train", "val", "test", "all"):
         raise InputError(None, f"split must be train, val, test or all, got {split!r}")
     if (data / "split.json").is_file():
-        from rarespot.detect.train import load_saved_splits
+        from rarespot.io.split import load_saved_splits
 
         splits = load_saved_splits(data)
         name = split or "test"

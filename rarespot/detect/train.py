@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,9 @@ from rarespot.detect.remap import remap_splits  # also imported from here by the
 from rarespot.device import default_device  # the device rule (still importable from here)
 from rarespot.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
 from rarespot.errors import InputError
-from rarespot.io.dataset import DetectionDataset, ImageRecord
+from rarespot.io.dataset import DetectionDataset
+# The run's split.json is read and written by io/split.py, the home of splits (still importable from here).
+from rarespot.io.split import load_saved_splits, save_splits
 
 METRICS_COLUMNS = [
     "epoch",
@@ -156,45 +157,6 @@ def warn_missing_classes(splits: dict[str, DetectionDataset]) -> list[str]:
     for message in messages:
         warnings.warn(message, MissingClassWarning, stacklevel=2)
     return messages
-
-
-def save_splits(splits: dict[str, DetectionDataset], path: Path) -> None:
-    """The exact records of every split, so evaluation later uses the same held-out images."""
-    payload: dict[str, Any] = {"class_names": list(splits["train"].class_names)}
-    for name, ds in splits.items():
-        payload[name] = [
-            {
-                "path": str(ds.image_path(r).resolve()),
-                "width": r.width,
-                "height": r.height,
-                "boxes": np.round(r.boxes, 3).tolist(),
-                "labels": r.labels.tolist(),
-                "subject": r.subject,
-            }
-            for r in ds.records
-        ]
-    atomic_write_text(path, json.dumps(payload))
-
-
-def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
-    """The splits a run trained on (from its ``split.json``)."""
-    path = Path(run_dir) / "split.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        names = payload["class_names"]
-    except FileNotFoundError:
-        raise InputError(path, "no split.json: is this a rarespot training run folder?") from None
-    except (ValueError, KeyError, TypeError) as exc:  # torn or hand-edited file
-        raise InputError(path, f"not a readable split file ({type(exc).__name__}: {exc})") from None
-    out = {}
-    for split in ("train", "val", "test"):
-        if split in payload:
-            records = [
-                ImageRecord(Path(r["path"]), r["width"], r["height"], r["boxes"], r["labels"], r.get("subject"))
-                for r in payload[split]
-            ]
-            out[split] = DetectionDataset(list(names), records, None)
-    return out
 
 
 def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dict[str, Any]:

@@ -45,9 +45,8 @@ def longtail_subsample(ds: DetectionDataset, ratios: list[float], seed: int = 0,
 
 def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
     """train/val/test for the whole plan, cached as ``out_dir/data/split.json``."""
-    from rarespot.detect.train import load_saved_splits, save_splits
     from rarespot.io.annotations import load_dataset
-    from rarespot.io.split import split_dataset
+    from rarespot.io.split import load_saved_splits, save_splits, split_dataset
 
     data_dir = out_dir / "data"
     # The cached splits are only valid for the data section and image budget they were made from.
@@ -146,7 +145,8 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
     """Train (unless the cell reuses a model), calibrate on val, evaluate on test."""
     from rarespot.detect.config import load_config
     from rarespot.detect.evaluate import evaluate, write_evaluation_report
-    from rarespot.detect.train import load_saved_splits, remap_splits, train_on_splits
+    from rarespot.detect.train import remap_splits, train_on_splits
+    from rarespot.io.split import load_saved_splits
 
     if job.model_from_dir is not None:
         model = job.model_from_dir / "train" / "weights" / "best.pt"

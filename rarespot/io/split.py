@@ -14,17 +14,29 @@ its target.
 Why hand-written rather than sklearn's GroupShuffleSplit: that splits in two
 stages by group *count*, so with a few subjects scanned many times the image
 fractions drift far from 60/20/20, and it cannot stratify.
+
+The one home of splits in rarespot:
+
+- drawing them: :func:`split_dataset`, :func:`carve_holdout`;
+- keeping them: :func:`save_splits` / :func:`load_saved_splits` (a run's ``split.json``,
+  the exact records of every side).
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from rarespot.io.dataset import DetectionDataset
+from rarespot.errors import InputError
+from rarespot.io.atomic import atomic_write_text
+from rarespot.io.dataset import DetectionDataset, ImageRecord
 
 SPLIT_NAMES = ("train", "val", "test")
+SPLIT_FILE = "split.json"
 
 
 def _groups(ds: DetectionDataset) -> list[list[int]]:
@@ -113,3 +125,45 @@ def carve_holdout(
         raise ValueError(f"holdout share must be between 0 and 1, got {share}")
     sides = split_indices(ds, (1.0 - share, 0.0, share), seed, stratify)
     return ds.subset(sides["train"]), ds.subset(sides["test"])
+
+
+# --- keeping splits -----------------------------------------------------------------------------
+def save_splits(splits: dict[str, DetectionDataset], path: str | Path) -> None:
+    """The exact records of every split (class names, resolved image paths, boxes, labels,
+    subjects) as JSON, written atomically, so evaluation later uses the same held-out images."""
+    payload: dict[str, Any] = {"class_names": list(splits["train"].class_names)}
+    for name, ds in splits.items():
+        payload[name] = [
+            {
+                "path": str(ds.image_path(r).resolve()),
+                "width": r.width,
+                "height": r.height,
+                "boxes": np.round(r.boxes, 3).tolist(),
+                "labels": r.labels.tolist(),
+                "subject": r.subject,
+            }
+            for r in ds.records
+        ]
+    atomic_write_text(path, json.dumps(payload))
+
+
+def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
+    """The splits kept in ``run_dir/split.json`` by :func:`save_splits` (a training run, a study's data)."""
+    path = Path(run_dir) / SPLIT_FILE
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        names = payload["class_names"]
+    except FileNotFoundError:
+        raise InputError(path, "no split.json: is this a rarespot training run folder?") from None
+    except (ValueError, KeyError, TypeError) as exc:  # torn or hand-edited file
+        raise InputError(path, f"not a readable split file ({type(exc).__name__}: {exc})") from None
+    out = {}
+    for split in SPLIT_NAMES:
+        if split in payload:
+            records = [
+                ImageRecord(Path(r["path"]), r["width"], r["height"], r["boxes"], r["labels"], r.get("subject"))
+                for r in payload[split]
+            ]
+            out[split] = DetectionDataset(list(names), records, None)
+    return out
+
