@@ -21,7 +21,8 @@ The one home of splits in rarespot:
 - cutting a side down: :func:`subsample` (an image budget), :func:`longtail_subsample`
   (class counts that fall off like given ratios);
 - keeping them: :func:`save_splits` / :func:`load_saved_splits` (a run's ``split.json``,
-  the exact records of every side).
+  the exact records of every side) and :func:`load_split_folders` (the ``train/ val/ test/``
+  folders ``rarespot data split`` writes).
 """
 
 from __future__ import annotations
@@ -229,3 +230,14 @@ def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
             out[split] = DetectionDataset(list(names), records, None)
     return out
 
+
+def load_split_folders(folder: str | Path, fmt: str = "auto") -> dict[str, DetectionDataset] | None:
+    """The sides of a folder made by ``rarespot data split`` (``train/ val/ test/``, at least two
+    of them present), each read as a dataset; None when ``folder`` is not laid out that way."""
+    from rarespot.io.annotations import load_dataset
+
+    folder = Path(folder)
+    subdirs = [folder / name for name in SPLIT_NAMES if (folder / name).is_dir()]
+    if not (folder.is_dir() and len(subdirs) >= 2):
+        return None
+    return {d.name: load_dataset(d, fmt) for d in subdirs}
