@@ -40,7 +40,7 @@ import numpy as np
 from rarespot.detect.config import TrainConfig
 from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
 from rarespot.device import default_device  # the device rule (still importable from here)
-from rarespot.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from rarespot.io.atomic import atomic_write_text, ensure_writable_dir
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset
 # The run's split.json is read and written by io/split.py, the home of splits (still importable from here).
@@ -456,6 +456,8 @@ def plot_loss_curves(rows: list[dict[str, float]], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rarespot.viz import save_figure
+
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     panels = [("loss", "total loss"), ("box_loss", "box loss"), ("cls_loss", "class loss"), ("dfl_loss", "DFL loss")]
@@ -471,11 +473,7 @@ def plot_loss_curves(rows: list[dict[str, float]], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out, dpi=100)
     return out
 
 

@@ -138,8 +138,8 @@ def plot_timeline(audio_path: str | Path, predictions: list[CyclePrediction], pa
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from rarespot.io.atomic import atomic_path
     from rarespot.io.audio import read_audio
+    from rarespot.viz import save_figure
 
     import warnings
 
@@ -189,10 +189,4 @@ def plot_timeline(audio_path: str | Path, predictions: list[CyclePrediction], pa
                    fontsize=7, ncol=4, framealpha=0.8)
     wave_ax.set_title(title or f"{Path(audio_path).name}: predicted class and probability per cycle", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, format="png")

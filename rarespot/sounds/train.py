@@ -30,7 +30,7 @@ from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
 from rarespot.sounds.data import class_counts
 from rarespot.sounds.features import FeatureConfig, fit_norm_stats, normalise
 from rarespot.sounds.torch_model import ModelConfig
-from rarespot.io.atomic import atomic_path, atomic_write_text
+from rarespot.io.atomic import atomic_write_text
 from rarespot.io.checkpoint import atomic_torch_save
 
 CHECKPOINT_FORMAT = "rarespot-sounds/1"
@@ -406,6 +406,8 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rarespot.viz import save_figure
+
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=110)
     a.plot(epochs, [h["loss"] for h in history])
@@ -417,9 +419,7 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     b.set_ylabel("validation %")
     b.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path, format="png")
 
 
 # --------------------------------------------------------------------------- whole pipeline
