@@ -111,7 +111,7 @@ def test_resume_without_a_run(tmp_path):
 
 def test_full_image_training_with_remap_and_local_weights(tmp_path, splits):
     """The seed's baseline (whole images), agnostic remap, starting from a local checkpoint."""
-    from rarespot.detect.train import remap_splits
+    from rarespot.detect.remap import remap_splits
 
     first = train_on_splits(tiny_config(tmp_path / "a"), splits, quiet=True)
     agnostic = remap_splits(splits, "agnostic")

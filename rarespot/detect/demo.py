@@ -86,7 +86,8 @@ def run_demo(
     """Run the main job into ``out``; ``overrides`` change any TrainConfig key of the packaged demo config."""
     from rich.console import Console
 
-    from rarespot.detect.train import remap_splits, train_on_splits
+    from rarespot.detect.remap import remap_splits
+    from rarespot.detect.train import train_on_splits
     from rarespot.io.atomic import ensure_writable_dir
     from rarespot.io.split import split_dataset
 

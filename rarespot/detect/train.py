@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from rarespot.detect.config import TrainConfig
-from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
+from rarespot.detect.remap import remap_splits  # its home is detect/remap.py (still importable from here)
 from rarespot.device import default_device  # the device rule (still importable from here)
 from rarespot.io.atomic import atomic_write_text, ensure_writable_dir
 from rarespot.errors import InputError

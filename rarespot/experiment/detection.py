@@ -133,7 +133,8 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
     """Train (unless the cell reuses a model), calibrate on val, evaluate on test."""
     from rarespot.detect.config import load_config
     from rarespot.detect.evaluate import evaluate, write_evaluation_report
-    from rarespot.detect.train import remap_splits, train_on_splits
+    from rarespot.detect.remap import remap_splits
+    from rarespot.detect.train import train_on_splits
     from rarespot.io.split import load_saved_splits
 
     if job.model_from_dir is not None:
