@@ -81,20 +81,15 @@ def long_tailed(train, ratios: list[float], head_images: int, seed: int):
     """Subsample images per class: class c keeps round(head_images * ratios[c]) images (at least 1).
 
     An image counts for the rarest (smallest-ratio) class among its objects;
-    images with no object are dropped (OPIXray has none).
+    images with no object are dropped (OPIXray has none). The exact-count way of
+    ``rarespot.io.split.longtail_subsample``.
     """
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {c: [] for c in range(train.num_classes)}
-    for i, rec in enumerate(train.records):
-        if len(rec.labels):
-            by_class[min(set(rec.labels.tolist()), key=lambda c: ratios[c])].append(i)
-    keep = []
-    for c, idx in by_class.items():
-        n = max(1, int(round(head_images * ratios[c])))
-        if n > len(idx):
-            raise SystemExit(f"class {train.class_names[c]} has {len(idx)} training images, {n} asked; lower --head-images")
-        keep.extend(rng.choice(idx, size=n, replace=False).tolist())
-    return train.subset(sorted(keep))
+    from rarespot.io.split import longtail_subsample
+
+    try:
+        return longtail_subsample(train, ratios, seed, head_images=head_images)
+    except ValueError as exc:
+        raise SystemExit(f"{exc}; lower --head-images") from None
 
 
 def per_class_cap(ds, per_class: int, seed: int):

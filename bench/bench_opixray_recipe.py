@@ -59,7 +59,8 @@ def train_peer(splits, run_dir: Path, seed: int, hours: float, args):
 
 def train_recipe(splits, run_dir: Path, seed: int, hours: float, args):
     from rarespot.detect.config import load_config
-    from rarespot.detect.train import remap_splits, train_on_splits
+    from rarespot.detect.remap import remap_splits
+    from rarespot.detect.train import train_on_splits
 
     config = load_config(args.recipe, out=run_dir / "train", seed=seed, device=args.device, time_hours=hours,
                          epochs=args.max_epochs, exist_ok=True)

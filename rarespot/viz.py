@@ -115,6 +115,23 @@ def render_overlay(
     return canvas
 
 
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure atomically (``fig.savefig`` into a temp file, then
+    ``os.replace``) and close it, also when saving fails. The one figure writer of
+    the plots in rarespot (loss curves, PR curves, confusion matrices, timelines...)."""
+    import matplotlib.pyplot as plt
+
+    from rarespot.io.atomic import atomic_path
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     """Write an RGB (or grey) uint8 image as PNG, atomically."""
     from rarespot.io.images import write_image

@@ -1,4 +1,6 @@
-"""Test helpers for image I/O: a DICOM file written by pydicom, as a scanner would."""
+"""Test helpers for image I/O: a DICOM file written by pydicom, as a scanner would.
+
+The one DICOM writer of the test suite (io, serve, detection input mapping)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,13 @@ import numpy as np
 
 
 def write_dicom(path, pixels: np.ndarray, slope=1.0, intercept=0.0, center=None, width=None,
-                photometric="MONOCHROME2"):
+                photometric="MONOCHROME2", window: tuple[float, float] | None = None):
+    """A valid 16-bit Part-10 DICOM file (DICM preamble) of ``pixels``, returned as its path.
+
+    ``window=(center, width)`` is the same as ``center=..., width=...``.
+    """
+    if window is not None:
+        center, width = window
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 

@@ -81,34 +81,6 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_dicom(path: Path, image: np.ndarray, window: tuple[float, float] | None = None) -> Path:
-    """A minimal valid 16-bit MONOCHROME2 DICOM file (Part 10, with the DICM preamble)."""
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = image.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = image.astype(np.uint16).tobytes()
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return path
-
-
 def tiny_yolo(path: Path, class_names=CLASS_NAMES) -> Path:
     """An untrained yolo11n built from Ultralytics' yaml (nothing downloaded), saved loadable.
 

@@ -20,7 +20,8 @@ from rarespot.detect.preprocess import (
 )
 from rarespot.io.images import read_image, write_image
 from rarespot.metrics.detection import box_iou
-from serve_fixtures import body_scan, write_dicom
+from helpers_io import write_dicom
+from serve_fixtures import body_scan
 
 torch.set_num_threads(2)
 

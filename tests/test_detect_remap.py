@@ -14,10 +14,10 @@ from rarespot.detect.remap import (
     mean_box_areas,
     read_per_class_f1,
     remap_dataset,
+    remap_splits,
     score_group,
     size_map,
 )
-from rarespot.detect.train import remap_splits
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset, ImageRecord
 

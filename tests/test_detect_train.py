@@ -286,12 +286,12 @@ def test_image_size_differs_from_annotation(tmp_path):
 
 
 def test_unwritable_output_folder(tmp_path):
-    from rarespot.detect.train import check_output_folder
+    from rarespot.io.atomic import ensure_writable_dir
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(InputError, match="not writable") as err:
-        check_output_folder(blocker / "run")
+        ensure_writable_dir(blocker / "run")
     assert str(blocker / "run") in str(err.value)
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rarespot.detect.config import TrainConfig
-from rarespot.detect.train import load_saved_splits, read_metrics_csv, resume_run, train_on_splits
+from rarespot.detect.train import read_metrics_csv, resume_run, train_on_splits
+from rarespot.io.split import load_saved_splits
 from rarespot.errors import InputError
 from test_detect_train import make_scans
 
@@ -110,7 +111,7 @@ def test_resume_without_a_run(tmp_path):
 
 def test_full_image_training_with_remap_and_local_weights(tmp_path, splits):
     """The seed's baseline (whole images), agnostic remap, starting from a local checkpoint."""
-    from rarespot.detect.train import remap_splits
+    from rarespot.detect.remap import remap_splits
 
     first = train_on_splits(tiny_config(tmp_path / "a"), splits, quiet=True)
     agnostic = remap_splits(splits, "agnostic")
@@ -223,7 +224,8 @@ def test_ultralytics_ddp_script_rebuilds_the_rarespot_trainer(tmp_path, splits, 
 
     from ultralytics.utils import dist
 
-    from rarespot.detect.train import save_splits, ultralytics_overrides
+    from rarespot.detect.train import ultralytics_overrides
+    from rarespot.io.split import save_splits
     from rarespot.detect.trainer import TileTrainer
 
     monkeypatch.setattr(dist, "USER_CONFIG_DIR", tmp_path)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rarespot.cli import app
 from rarespot.errors import InputError
-from rarespot.imbalance.cli import load_splits
+from rarespot.imbalance.cli import report_splits
 from rarespot.imbalance.report import gini, imbalance_report, normalised_entropy, split_stats, union_area
 from rarespot.io.dataset import DetectionDataset, ImageRecord
 
@@ -109,16 +109,16 @@ def test_cli_report_single_set_is_split(tmp_path):
 def test_cli_report_split_folders(tmp_path):
     for name, n in (("train", 6), ("val", 2), ("test", 2)):
         _write_yolo(tmp_path / "ds" / name, n)
-    splits = load_splits(tmp_path / "ds")
+    splits = report_splits(tmp_path / "ds")
     assert {k: len(v) for k, v in splits.items()} == {"train": 6, "val": 2, "test": 2}
-    whole = load_splits(tmp_path / "ds" / "train", no_split=True)
+    whole = report_splits(tmp_path / "ds" / "train", no_split=True)
     assert list(whole) == ["all"]
 
 
 def test_cli_missing_dataset_names_the_path(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(InputError) as err:
-        load_splits(missing)
+        report_splits(missing)
     assert "nope" in str(err.value)
     result = CliRunner().invoke(app, ["imbalance", "report", str(missing), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and isinstance(result.exception, InputError)
@@ -139,7 +139,7 @@ def test_cli_weights_and_paste_preview(tmp_path):
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_report_on_opixray(opixray_dir, tmp_path):
-    splits = load_splits(opixray_dir, split_seed=0)
+    splits = report_splits(opixray_dir, split_seed=0)
     rep = imbalance_report(splits, tmp_path)
     train = rep.splits["train"]
     assert sum(len(ds) for ds in splits.values()) == 2400

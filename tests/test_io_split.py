@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rarespot.io.dataset import DetectionDataset, ImageRecord
-from rarespot.io.split import split_dataset, split_indices
+from rarespot.io.split import longtail_subsample, split_dataset, split_indices, subsample
 
 
 def _ds(n: int, subjects=None) -> DetectionDataset:
@@ -82,3 +83,77 @@ def test_stratified_split_still_groups_subjects():
 def test_unstratified_split_is_available():
     a = split_indices(_labelled(50, 10), seed=0, stratify=False)
     assert sum(len(v) for v in a.values()) == 50
+
+
+# --- subsampling: one function for the experiment runner and the imbalance benchmark ----------
+def _five_classes(n: int = 120) -> DetectionDataset:
+    """Mostly one object per image, some two, a few none (seeded)."""
+    rng = np.random.default_rng(3)
+    records = []
+    for i in range(n):
+        k = 0 if i % 31 == 0 else (2 if i % 6 == 0 else 1)
+        labels = rng.integers(0, 5, k)
+        records.append(ImageRecord(f"img{i}.png", 10, 10, [[0, 0, 5, 5]] * k, labels))
+    return DetectionDataset(["c0", "c1", "c2", "c3", "c4"], records)
+
+
+def _numbers(ds: DetectionDataset) -> list[int]:
+    return [int(r.path.stem[3:]) for r in ds.records]
+
+
+# Recorded from experiment/detection.py's longtail_subsample before it moved here (keep by chance).
+BY_CHANCE = [
+    0, 3, 4, 7, 11, 12, 14, 19, 21, 22, 23, 31, 46, 50, 55, 59, 61, 62, 65, 79, 85, 93, 96, 100, 101, 112, 113,
+    115, 117, 119
+]
+# Recorded from bench/bench_imbalance.py's long_tailed before it moved here (exact counts).
+EXACT = [
+    2, 3, 4, 5, 6, 8, 9, 14, 17, 25, 27, 52, 56, 71, 91, 98, 99, 101, 108
+]
+
+
+def test_longtail_by_chance_keeps_the_images_the_experiment_kept():
+    ds = _five_classes()
+    got = longtail_subsample(ds, [1.0, 0.3333, 0.1, 0.0333, 0.01], seed=0, order=["c2", "c1", "c0", "c3", "c4"])
+    assert _numbers(got) == BY_CHANCE
+    assert any(len(r.labels) == 0 for r in got.records)  # pure negatives are kept
+
+
+def test_longtail_exact_counts_keeps_the_images_the_benchmark_kept():
+    ds = _five_classes()
+    got = longtail_subsample(ds, [1.0, 1 / 3, 1 / 10, 1 / 30, 1 / 100], seed=0, head_images=12)
+    assert _numbers(got) == EXACT
+    assert all(len(r.labels) for r in got.records)  # pure negatives are dropped
+    with pytest.raises(ValueError, match="'c0' has"):
+        longtail_subsample(ds, [1.0, 1 / 3, 1 / 10, 1 / 30, 1 / 100], seed=0, head_images=500)
+
+
+def test_longtail_needs_a_ratio_per_class():
+    with pytest.raises(ValueError, match="2 ratios for 5 classes"):
+        longtail_subsample(_five_classes(), [1.0, 0.5])
+
+
+def test_subsample_is_seeded_and_keeps_order():
+    ds = _ds(30)
+    a, b = subsample(ds, 10, seed=4), subsample(ds, 10, seed=4)
+    assert _numbers(a) == _numbers(b) == sorted(_numbers(a)) and len(a) == 10
+    assert subsample(ds, 30, seed=4) is ds and subsample(ds, None) is ds
+
+
+def test_saved_splits_round_trip_and_name_a_bad_file(tmp_path):
+    from rarespot.errors import InputError
+    from rarespot.io.split import load_saved_splits, save_splits
+
+    parts = split_dataset(_labelled(20, rare_every=5), seed=1)
+    save_splits(parts, tmp_path / "split.json")
+    back = load_saved_splits(tmp_path)
+    assert list(back) == ["train", "val", "test"]
+    for side, ds in parts.items():
+        assert [r.path.name for r in back[side].records] == [r.path.name for r in ds.records]
+        assert back[side].class_counts().tolist() == ds.class_counts().tolist()
+    assert list(back["train"].class_names) == ["common", "rare"]
+    (tmp_path / "split.json").write_text("{")
+    with pytest.raises(InputError, match="not a readable split file"):
+        load_saved_splits(tmp_path)
+    with pytest.raises(InputError, match="no split.json"):
+        load_saved_splits(tmp_path / "elsewhere")

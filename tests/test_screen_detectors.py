@@ -308,3 +308,19 @@ def test_cae_parallel_batches_give_the_same_scores(fitted):
     np.testing.assert_allclose(two.neg_log_density, one.neg_log_density, rtol=1e-6, atol=1e-6)
     # score_samples with the default combine ("error") skips the KDE and gives the same numbers.
     assert np.array_equal(fitted.score_samples(images), -fitted.analyze(images).error)
+
+
+def test_both_image_detectors_share_config_input_and_threshold_rules(patch_fitted, fitted, normals):
+    """One home (screen/detectors.py: resolve_config, prepare_input; scores.upper_threshold) for what
+    the autoencoder and the patch detector each wrote: the same values as before."""
+    from rarespot.screen.config import ScreenConfig
+    from rarespot.screen.patch import PatchDetector
+
+    assert CAEDetector()._config() == ScreenConfig()
+    assert PatchDetector()._config() == ScreenConfig(detector="patch")
+    seeded = PatchDetector(PATCH_TINY, random_state=7)._config()
+    assert seeded.train.seed == 7 and seeded == ScreenConfig.model_validate({**PATCH_TINY, "train": {"threads": 1, "seed": 7}})
+    assert patch_fitted.threshold_ == float(np.quantile(patch_fitted.calibration_scores_, 1.0 - patch_fitted.config_.far))
+    for det in (fitted, patch_fitted):
+        with pytest.raises(ValueError, match="no images given"):
+            det._prepare(normals[:0], det.config_, reset=False)

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from rarespot.errors import InputError
 from rarespot.serve.app import create_app, sanitize_filename, sniff_format
 from rarespot.serve.settings import ServeSettings
-from serve_fixtures import CLASS_NAMES, FakePredictor, png_bytes, scan_16bit, tiny_yolo, write_dicom
+from helpers_io import write_dicom
+from serve_fixtures import CLASS_NAMES, FakePredictor, png_bytes, scan_16bit, tiny_yolo
 
 
 BASE_URL = "http://localhost"  # a host name the server answers to (TestClient's default "testserver" is not)

@@ -128,3 +128,15 @@ def test_load_weights_errors_name_the_file(tmp_path):
         load_encoder_weights(model, tmp_path / "absent.pt")
     with pytest.raises(InputError, match="transformer variants, not the CNN"):
         load_encoder_weights(build_model(ModelConfig(variant="cnn", **TINY)), tmp_path / "wide.pt")
+
+
+@pytest.mark.parametrize("variant", ["effnet", "effnet_cbam_vit"])
+def test_a_frozen_encoder_stays_in_eval_mode_while_the_head_trains(variant):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    for freeze in (True, False):
+        model = build_model(ModelConfig(variant=variant, freeze_encoder=freeze, **{**TINY, "image_size": (32, 64)}))
+        model.train()
+        assert model.training and model.encoder.training is not freeze
+        assert all(p.requires_grad is not freeze for p in model.encoder.parameters())
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_model(ModelConfig(variant=variant, **{**TINY, "image_size": (48, 64)}))

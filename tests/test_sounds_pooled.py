@@ -18,31 +18,9 @@ from rarespot.sounds.data import Cycle  # noqa: E402
 from rarespot.sounds.features import FeatureConfig, extract_features  # noqa: E402
 from rarespot.sounds.torch_model import ModelConfig  # noqa: E402
 from rarespot.sounds.train import TrainConfig, train  # noqa: E402
+from helpers_sounds import RATE, make_recordings  # noqa: E402  (tests/ is on sys.path under pytest)
 
-RATE = 4000
 FEATURES = dict(sample_rate=RATE, cycle_seconds=1.0, n_bins=32, n_fft=256, hop_length=64, image_size=(32, 64))
-
-
-def synth_cycle(label: int, rng, seconds: float = 1.0) -> np.ndarray:
-    """Noise; crackle = clicks, wheeze = a 400 Hz tone, both = both."""
-    n = int(seconds * RATE)
-    x = 0.05 * rng.standard_normal(n)
-    if label in (1, 3):
-        x[rng.integers(0, n, 12)] += 0.8
-    if label in (2, 3):
-        x += 0.3 * np.sin(2 * np.pi * 400 * np.arange(n) / RATE)
-    return x.astype(np.float32)
-
-
-def make_recordings(folder, n_patients=8, cycles_per=8, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in range(n_patients):
-        name = f"{101 + p}_1b1_Al_sc_Test"
-        labels = [(p + i) % 4 if i % 2 else 0 for i in range(cycles_per)]
-        sf.write(folder / f"{name}.wav", np.concatenate([synth_cycle(lab, rng) for lab in labels]), RATE)
-        (folder / f"{name}.txt").write_text("".join(f"{i}.0\t{i + 1}.0\t{int(lab in (1, 3))}\t{int(lab in (2, 3))}\n" for i, lab in enumerate(labels)))
-    return folder
 
 
 def pooled_config(pretrained: bool = False, **kw) -> TrainConfig:
@@ -53,7 +31,7 @@ def pooled_config(pretrained: bool = False, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    return make_recordings(tmp_path_factory.mktemp("icbhi") / "recordings")
+    return make_recordings(tmp_path_factory.mktemp("icbhi") / "recordings", n_patients=8)
 
 
 @pytest.fixture(scope="module")

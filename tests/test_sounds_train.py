@@ -18,8 +18,8 @@ from rarespot.errors import InputError  # noqa: E402
 from rarespot.sounds.features import FeatureConfig  # noqa: E402
 from rarespot.sounds.torch_model import ModelConfig  # noqa: E402
 from rarespot.sounds.train import TrainConfig, train  # noqa: E402
+from helpers_sounds import RATE, make_recordings  # noqa: E402  (tests/ is on sys.path under pytest)
 
-RATE = 4000
 TINY_FEATURES = dict(sample_rate=RATE, cycle_seconds=1.0, n_bins=16, n_fft=256, hop_length=64, image_size=(16, 32))
 TINY_MODEL = dict(patch_size=8, depth=1, embed_dim=32, num_heads=2, cnn_width=4)
 
@@ -27,30 +27,6 @@ TINY_MODEL = dict(patch_size=8, depth=1, embed_dim=32, num_heads=2, cnn_width=4)
 def tiny_config(variant="conv_cbam_vit", **kw) -> TrainConfig:
     return TrainConfig(features=FeatureConfig(**TINY_FEATURES), model=ModelConfig(variant=variant, **TINY_MODEL),
                        epochs=kw.pop("epochs", 2), batch_size=8, threads=1, device="cpu", **kw)
-
-
-def synth_cycle(label: int, rng, seconds: float) -> np.ndarray:
-    """Noise; crackle = clicks, wheeze = a 400 Hz tone, both = both (easy to tell apart)."""
-    n = int(seconds * RATE)
-    x = 0.05 * rng.standard_normal(n)
-    if label in (1, 3):
-        x[rng.integers(0, n, 12)] += 0.8
-    if label in (2, 3):
-        x += 0.3 * np.sin(2 * np.pi * 400 * np.arange(n) / RATE)
-    return x.astype(np.float32)
-
-
-def make_recordings(folder, n_patients=6, cycles_per=8, seed=0):
-    """Official layout: <patient>_1b1_Al_sc_Test.wav + .txt, 1 s cycles, labels cycling through the classes."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in range(n_patients):
-        name = f"{101 + p}_1b1_Al_sc_Test"
-        labels = [(p + i) % 4 if i % 2 else 0 for i in range(cycles_per)]
-        audio = np.concatenate([synth_cycle(lab, rng, 1.0) for lab in labels])
-        sf.write(folder / f"{name}.wav", audio, RATE)
-        (folder / f"{name}.txt").write_text("".join(f"{i}.0\t{i + 1}.0\t{int(lab in (1, 3))}\t{int(lab in (2, 3))}\n" for i, lab in enumerate(labels)))
-    return folder
 
 
 @pytest.fixture(scope="module")

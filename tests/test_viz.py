@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rarespot.io.images import read_image
 from rarespot.viz import GT_COLOUR, PRED_COLOUR, display_chain, render_overlay, save_png, to_display_rgb
@@ -50,3 +51,24 @@ def test_rgb_input_and_string_labels(tmp_path):
     assert tuple(out[15, 5]) == PRED_COLOUR
     path = save_png(tmp_path / "o.png", out)
     assert np.array_equal(read_image(path), out)
+
+
+def test_save_figure_is_atomic_and_always_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rarespot.viz import save_figure
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    path = save_figure(fig, str(tmp_path / "a.png"), dpi=50)
+    assert path == tmp_path / "a.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    old = path.read_bytes()
+    fig, _ = plt.subplots()
+    with pytest.raises(ValueError):
+        save_figure(fig, path, format="no-such-format")
+    assert not plt.fignum_exists(fig.number)
+    assert path.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -86,13 +86,15 @@ def run_demo(
     """Run the main job into ``out``; ``overrides`` change any TrainConfig key of the packaged demo config."""
     from rich.console import Console
 
-    from rarespot.detect.train import check_output_folder, remap_splits, train_on_splits
+    from rarespot.detect.remap import remap_splits
+    from rarespot.detect.train import train_on_splits
+    from rarespot.io.atomic import ensure_writable_dir
     from rarespot.io.split import split_dataset
 
     console = Console(quiet=not progress)
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     out = Path(out)
-    check_output_folder(out)
+    ensure_writable_dir(out)
     config = demo_config(out, quick, epochs, device, seed, overrides)
     n_scans = n_scans or (10 if quick else 90)
     if n_scans < 5:
@@ -184,7 +186,7 @@ def evaluate_run(best: Path, config: TrainConfig, splits: dict, out_dir: Path, p
     """Seed protocol: fixed-grid tiled inference at the training tile size; confidence chosen on validation."""
     from rarespot.detect.evaluate import calibrate_conf, evaluate, write_evaluation_report
     from rarespot.detect.predict import TiledPredictor
-    from rarespot.detect.train import default_device
+    from rarespot.device import default_device
 
     device = default_device(config.device or None)
     tile = config.tile_size if not config.full_image else max(max(r.width, r.height) for r in splits["test"].records)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rarespot.errors import InputError
-from rarespot.io.atomic import atomic_path, atomic_write_text
+from rarespot.io.atomic import atomic_write_text
 from rarespot.io.dataset import DetectionDataset
 from rarespot.metrics.detection import COCO_IOU_THRESHOLDS, DetectionMatches, precision_recall_f1
 
@@ -351,6 +351,8 @@ def plot_pr_curve(result: EvaluationResult, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rarespot.viz import save_figure
+
     path = Path(path)
     fig, (ax_pr, ax_f1) = plt.subplots(1, 2, figsize=(11, 4.5))
     r, p, c = result.curve_recall, result.curve_precision, result.curve_conf
@@ -371,12 +373,7 @@ def plot_pr_curve(result: EvaluationResult, path: str | Path) -> Path:
     ax_f1.grid(alpha=0.3)
     ax_f1.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_evaluation_report(result: EvaluationResult, out_dir: str | Path) -> Path:
@@ -415,7 +412,7 @@ def load_eval_data(
     if split is not None and split not in ("train", "val", "test", "all"):
         raise InputError(None, f"split must be train, val, test or all, got {split!r}")
     if (data / "split.json").is_file():
-        from rarespot.detect.train import load_saved_splits
+        from rarespot.io.split import load_saved_splits
 
         splits = load_saved_splits(data)
         name = split or "test"

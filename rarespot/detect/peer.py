@@ -73,7 +73,7 @@ def train_ultralytics_defaults(
     from ultralytics import YOLO
 
     from rarespot.detect.model import resolve_model
-    from rarespot.detect.train import default_device
+    from rarespot.device import default_device
 
     run_dir = Path(run_dir).resolve()
     data_yaml = write_yolo_split(splits, run_dir / "data")

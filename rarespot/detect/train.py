@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,10 +38,13 @@ from typing import Any
 import numpy as np
 
 from rarespot.detect.config import TrainConfig
-from rarespot.detect.remap import remap_splits  # also imported from here by the demo and experiments
-from rarespot.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from rarespot.detect.remap import remap_splits  # its home is detect/remap.py (still importable from here)
+from rarespot.device import default_device  # the device rule (still importable from here)
+from rarespot.io.atomic import atomic_write_text, ensure_writable_dir
 from rarespot.errors import InputError
-from rarespot.io.dataset import DetectionDataset, ImageRecord
+from rarespot.io.dataset import DetectionDataset
+# The run's split.json is read and written by io/split.py, the home of splits (still importable from here).
+from rarespot.io.split import load_saved_splits, save_splits
 
 METRICS_COLUMNS = [
     "epoch",
@@ -113,10 +115,6 @@ def load_splits(config: TrainConfig) -> dict[str, DetectionDataset]:
     return remap_splits(splits, config.remap)
 
 
-# Fail before training, naming the folder, when results could not be written there.
-check_output_folder = ensure_writable_dir
-
-
 def check_records(splits: dict[str, DetectionDataset]) -> None:
     """Every annotated image must exist (a missing one is named, with its split)."""
     for split_name, ds in splits.items():
@@ -161,45 +159,6 @@ def warn_missing_classes(splits: dict[str, DetectionDataset]) -> list[str]:
     return messages
 
 
-def save_splits(splits: dict[str, DetectionDataset], path: Path) -> None:
-    """The exact records of every split, so evaluation later uses the same held-out images."""
-    payload: dict[str, Any] = {"class_names": list(splits["train"].class_names)}
-    for name, ds in splits.items():
-        payload[name] = [
-            {
-                "path": str(ds.image_path(r).resolve()),
-                "width": r.width,
-                "height": r.height,
-                "boxes": np.round(r.boxes, 3).tolist(),
-                "labels": r.labels.tolist(),
-                "subject": r.subject,
-            }
-            for r in ds.records
-        ]
-    atomic_write_text(path, json.dumps(payload))
-
-
-def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
-    """The splits a run trained on (from its ``split.json``)."""
-    path = Path(run_dir) / "split.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        names = payload["class_names"]
-    except FileNotFoundError:
-        raise InputError(path, "no split.json: is this a rarespot training run folder?") from None
-    except (ValueError, KeyError, TypeError) as exc:  # torn or hand-edited file
-        raise InputError(path, f"not a readable split file ({type(exc).__name__}: {exc})") from None
-    out = {}
-    for split in ("train", "val", "test"):
-        if split in payload:
-            records = [
-                ImageRecord(Path(r["path"]), r["width"], r["height"], r["boxes"], r["labels"], r.get("subject"))
-                for r in payload[split]
-            ]
-            out[split] = DetectionDataset(list(names), records, None)
-    return out
-
-
 def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dict[str, Any]:
     """Ultralytics settings for a controlled study: its own augmentations off unless asked for,
     nothing that would reach the network (AMP check, font download for plots)."""
@@ -242,15 +201,6 @@ def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dic
             flipud=0.0, fliplr=0.0, mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, erasing=0.0, close_mosaic=0,
         )
     return overrides
-
-
-def default_device(device: str | None) -> str:
-    """``device`` as given, else the first GPU if there is one, else the CPU."""
-    if device is not None:
-        return device
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
 
 
 # --- progress, metrics.csv and loss.png --------------------------------------------------------
@@ -507,6 +457,8 @@ def plot_loss_curves(rows: list[dict[str, float]], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rarespot.viz import save_figure
+
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     panels = [("loss", "total loss"), ("box_loss", "box loss"), ("cls_loss", "class loss"), ("dfl_loss", "DFL loss")]
@@ -522,11 +474,7 @@ def plot_loss_curves(rows: list[dict[str, float]], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out, dpi=100)
     return out
 
 
@@ -536,7 +484,7 @@ def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> Run
     run_dir = Path(config.out)
     if resume:
         return resume_run(run_dir, quiet=quiet)
-    check_output_folder(run_dir)
+    ensure_writable_dir(run_dir)  # fail before training, naming the folder, if results could not be written
     splits = load_splits(config)
     return train_on_splits(config, splits, quiet=quiet)
 
@@ -548,7 +496,7 @@ def train_on_splits(
     from rarespot.detect.model import resolve_model
 
     run_dir = Path(config.out).resolve()
-    check_output_folder(run_dir)
+    ensure_writable_dir(run_dir)
     if "train" not in splits or "val" not in splits:
         raise ValueError("splits needs 'train' and 'val'")
     if _resume_from is None:

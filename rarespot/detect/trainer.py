@@ -57,7 +57,7 @@ class TileTrainer(DetectionTrainer):
         # read back from the run folder that ``overrides["data"]`` (its split.json) points to.
         if config is None or splits is None:
             from rarespot.detect.config import load_config
-            from rarespot.detect.train import load_saved_splits
+            from rarespot.io.split import load_saved_splits
 
             split_json = Path((overrides or {}).get("data", ""))
             if split_json.name != "split.json" or not split_json.is_file():

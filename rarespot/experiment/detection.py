@@ -1,9 +1,10 @@
 """The detection pipeline as the experiment runner's ``run_fn``.
 
-Data are prepared once per plan (generated or read, optionally made
-long-tailed, split 60/20/20 with a fixed split seed, and the training split cut
-to the image budget) and every run trains on those same splits: the seeds vary
-the model's initialisation and the random tiles, not the test set. Each run
+Data are prepared once per plan (generated or read, a holdout cut off, split
+60/20/20 with a fixed split seed, the training split optionally made long-tailed
+and cut to the image budget: :func:`draw_splits`, built from ``rarespot.io.split``)
+and every run trains on those same splits: the seeds vary the model's
+initialisation and the random tiles, not the test set. Each run
 picks its operating confidence on the validation split (best F1) and reports
 P/R/F1 at that confidence, with mAP, on the untouched test split.
 """
@@ -23,31 +24,10 @@ from rarespot.io.atomic import atomic_write_text
 from rarespot.io.dataset import DetectionDataset
 
 
-def longtail_subsample(ds: DetectionDataset, ratios: list[float], seed: int = 0,
-                       order: list[str] | None = None) -> DetectionDataset:
-    """Keep a share ``ratios[i]`` of the images of the i-th class in ``order``
-    (default: the class order of the dataset), so class counts fall off like the
-    ratios (e.g. 1, 1/3, 1/10, 1/30, 1/100). An image belongs to its rarest
-    class; pure negatives are kept."""
-    names = order or list(ds.class_names)
-    if len(ratios) != len(names):
-        raise ValueError(f"{len(ratios)} ratios for {len(names)} classes")
-    share = np.ones(ds.num_classes)
-    for name, r in zip(names, ratios):
-        share[ds.class_names.index(name)] = float(r)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for i, rec in enumerate(ds.records):
-        if len(rec.labels) == 0 or rng.random() < share[rec.labels].min():
-            keep.append(i)
-    return ds.subset(keep)
-
-
 def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
     """train/val/test for the whole plan, cached as ``out_dir/data/split.json``."""
-    from rarespot.detect.train import load_saved_splits, save_splits
     from rarespot.io.annotations import load_dataset
-    from rarespot.io.split import split_dataset
+    from rarespot.io.split import load_saved_splits, save_splits
 
     data_dir = out_dir / "data"
     # The cached splits are only valid for the data section and image budget they were made from.
@@ -65,7 +45,6 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
             "use another --out for the changed plan (finished runs in this folder used the old splits)",
         )
     spec = dict(plan.data)
-    split_seed = int(spec.get("split_seed", 0))
     if "synth" in spec:
         from rarespot.synth import generate
 
@@ -79,12 +58,29 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
         dataset = load_dataset(path, fmt=spec.get("format", "auto"))
     else:
         raise InputError(None, "plan data needs 'synth: {n, seed}' or 'path: DIR'")
+    splits = draw_splits(dataset, spec, plan.budget.images, plan.budget.val_images)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    save_splits(splits, data_dir / "split.json")
+    atomic_write_text(made_from, wanted)
+    return splits
+
+
+def draw_splits(
+    dataset: DetectionDataset, spec: dict[str, Any], images: int | None = None, val_images: int | None = None
+) -> dict[str, DetectionDataset]:
+    """The plan's train/val/test drawn from its dataset (``spec``: the plan's data section), seeded.
+
+    In this order, each step from ``rarespot.io.split``: the holdout cut off, the 60/20/20
+    (or ``fractions``) split with ``split_seed``, the training side made long-tailed,
+    then the training and validation sides cut to their image budgets.
+    """
+    from rarespot.io.split import carve_holdout, longtail_subsample, split_dataset, subsample
+
+    split_seed = int(spec.get("split_seed", 0))
     holdout = spec.get("holdout")
     if holdout:
         # A final test set cut off before anything else and never scored by the study: the
         # study's "test" split is development data, so a recipe chosen on it stays honest.
-        from rarespot.io.split import carve_holdout
-
         dataset, _ = carve_holdout(dataset, float(holdout.get("share", 0.2)), int(holdout.get("seed", 0)))
     splits = dict(split_dataset(dataset, tuple(spec.get("fractions", (0.6, 0.2, 0.2))), split_seed))
     longtail = spec.get("longtail")
@@ -94,17 +90,8 @@ def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
         splits["train"] = longtail_subsample(
             splits["train"], list(longtail["ratios"]), int(longtail.get("seed", 0)), longtail.get("order")
         )
-    if plan.budget.images is not None and plan.budget.images < len(splits["train"]):
-        rng = np.random.default_rng(split_seed)
-        idx = np.sort(rng.choice(len(splits["train"]), plan.budget.images, replace=False))
-        splits["train"] = splits["train"].subset(idx.tolist())
-    if plan.budget.val_images is not None and plan.budget.val_images < len(splits["val"]):
-        rng = np.random.default_rng(split_seed + 1)
-        idx = np.sort(rng.choice(len(splits["val"]), plan.budget.val_images, replace=False))
-        splits["val"] = splits["val"].subset(idx.tolist())
-    data_dir.mkdir(parents=True, exist_ok=True)
-    save_splits(splits, data_dir / "split.json")
-    atomic_write_text(made_from, wanted)
+    splits["train"] = subsample(splits["train"], images, split_seed)
+    splits["val"] = subsample(splits["val"], val_images, split_seed + 1)
     return splits
 
 
@@ -146,7 +133,9 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
     """Train (unless the cell reuses a model), calibrate on val, evaluate on test."""
     from rarespot.detect.config import load_config
     from rarespot.detect.evaluate import evaluate, write_evaluation_report
-    from rarespot.detect.train import load_saved_splits, remap_splits, train_on_splits
+    from rarespot.detect.remap import remap_splits
+    from rarespot.detect.train import train_on_splits
+    from rarespot.io.split import load_saved_splits
 
     if job.model_from_dir is not None:
         model = job.model_from_dir / "train" / "weights" / "best.pt"

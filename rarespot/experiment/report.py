@@ -12,7 +12,7 @@ import numpy as np
 
 from rarespot.experiment.plan import Plan, Study
 from rarespot.experiment.runner import read_results
-from rarespot.io.atomic import atomic_path, atomic_write_text
+from rarespot.io.atomic import atomic_write_text
 
 SHOWN = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("map50", "mAP50")]
 
@@ -94,6 +94,8 @@ def plot_study(study: Study, agg: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rarespot.viz import save_figure
+
     labels = [c.label for c in study.cells]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2), 3.6))
     x = np.arange(len(labels))
@@ -111,9 +113,7 @@ def plot_study(study: Study, agg: dict, path: Path) -> Path:
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 

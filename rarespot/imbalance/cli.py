@@ -12,20 +12,18 @@ import typer
 
 app = typer.Typer(no_args_is_help=True)
 
-SPLIT_DIRS = ("train", "val", "test")
-
-
-def load_splits(dataset: Path, split_seed: int = 0, no_split: bool = False, fmt: str = "auto") -> dict:
-    """DATASET with train/ val/ (test/) subfolders -> those; otherwise one dataset
-    split 60/20/20 with ``split_seed`` (or kept whole with no_split)."""
+def report_splits(dataset: Path, split_seed: int = 0, no_split: bool = False, fmt: str = "auto") -> dict:
+    """The datasets a report puts side by side: DATASET's train/ val/ (test/) subfolders
+    (``rarespot data split``'s layout) if it has them; otherwise DATASET split 60/20/20
+    with ``split_seed``, or kept whole as "all" with ``no_split``."""
     from rarespot.errors import InputError
     from rarespot.io.annotations import load_dataset
-    from rarespot.io.split import split_dataset
+    from rarespot.io.split import load_split_folders, split_dataset
 
     dataset = Path(dataset)  # a missing path: load_dataset below raises InputError "dataset not found"
-    subdirs = [dataset / name for name in SPLIT_DIRS if (dataset / name).is_dir()]
-    if dataset.is_dir() and len(subdirs) >= 2:
-        return {d.name: load_dataset(d, fmt) for d in subdirs}
+    folders = load_split_folders(dataset, fmt)
+    if folders is not None:
+        return folders
     ds = load_dataset(dataset, fmt)
     if len(ds) == 0:
         raise InputError(dataset, "the dataset has no images")
@@ -47,7 +45,7 @@ def report(
 
     from rarespot.imbalance.report import imbalance_report
 
-    splits = load_splits(dataset, split_seed, no_split, fmt)
+    splits = report_splits(dataset, split_seed, no_split, fmt)
     rep = imbalance_report(splits, out)
     console = Console()
     for name, st in rep.splits.items():

@@ -1,8 +1,8 @@
-"""Open a rarespot model file (a torch-saved dict tagged with its format), with clear errors.
+"""Save and open a rarespot model file (a torch-saved dict tagged with its format).
 
 Shared by the screen and sounds pipelines: both save ``{"format": ..., ...}``
-with ``torch.save`` and need the same checks on load (missing file, not a torch
-file, a file of another kind).
+atomically (:func:`atomic_torch_save`) and need the same checks on load
+(:func:`load_tagged_checkpoint`: missing file, not a torch file, a file of another kind).
 """
 
 from __future__ import annotations
@@ -10,6 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from rarespot.errors import InputError
+from rarespot.io.atomic import atomic_path
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash never
+    leaves a half-written checkpoint, and a reader never sees one."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_tagged_checkpoint(path: str | Path, default_name: str, fmt: str, what: str, how_to_make: str) -> tuple[Path, dict]:

@@ -14,17 +14,32 @@ its target.
 Why hand-written rather than sklearn's GroupShuffleSplit: that splits in two
 stages by group *count*, so with a few subjects scanned many times the image
 fractions drift far from 60/20/20, and it cannot stratify.
+
+The one home of splits in rarespot:
+
+- drawing them: :func:`split_dataset`, :func:`carve_holdout`;
+- cutting a side down: :func:`subsample` (an image budget), :func:`longtail_subsample`
+  (class counts that fall off like given ratios);
+- keeping them: :func:`save_splits` / :func:`load_saved_splits` (a run's ``split.json``,
+  the exact records of every side) and :func:`load_split_folders` (the ``train/ val/ test/``
+  folders ``rarespot data split`` writes).
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from rarespot.io.dataset import DetectionDataset
+from rarespot.errors import InputError
+from rarespot.io.atomic import atomic_write_text
+from rarespot.io.dataset import DetectionDataset, ImageRecord
 
 SPLIT_NAMES = ("train", "val", "test")
+SPLIT_FILE = "split.json"
 
 
 def _groups(ds: DetectionDataset) -> list[list[int]]:
@@ -113,3 +128,116 @@ def carve_holdout(
         raise ValueError(f"holdout share must be between 0 and 1, got {share}")
     sides = split_indices(ds, (1.0 - share, 0.0, share), seed, stratify)
     return ds.subset(sides["train"]), ds.subset(sides["test"])
+
+
+# --- cutting a side down ------------------------------------------------------------------------
+def subsample(ds: DetectionDataset, n: int | None, seed: int = 0) -> DetectionDataset:
+    """``n`` images drawn without replacement (seeded), kept in their order; ``ds`` itself when
+    ``n`` is None or not below its size. The experiment runner's image budget."""
+    if n is None or n >= len(ds):
+        return ds
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(ds), n, replace=False))
+    return ds.subset(idx.tolist())
+
+
+def longtail_subsample(
+    ds: DetectionDataset,
+    ratios: list[float],
+    seed: int = 0,
+    order: list[str] | None = None,
+    head_images: int | None = None,
+) -> DetectionDataset:
+    """Make ``ds`` long-tailed: class counts fall off like ``ratios`` (e.g. 1, 1/3, 1/10, 1/30, 1/100).
+
+    ``ratios[i]`` belongs to the i-th class in ``order`` (default: the dataset's class
+    order); classes not named keep ratio 1. An image counts for its rarest class (the
+    smallest ratio among its objects). Two ways, each deterministic for a seed:
+
+    - by chance (default, ``head_images=None``): each image is kept with its class's ratio
+      as probability, so the counts scatter around ratio x images; pure negatives are all
+      kept. The experiment runner's way (a plan's ``data.longtail``): the OPIXray long-tail
+      study's training images depend on it, so it stays exactly as it is.
+    - exact counts (``head_images=n``): class c keeps exactly ``max(1, round(n * ratio_c))``
+      images, drawn without replacement; pure negatives are dropped. ValueError, naming the
+      class, when a class has fewer images than that. The imbalance benchmark's way.
+    """
+    names = order or list(ds.class_names)
+    if len(ratios) != len(names):
+        raise ValueError(f"{len(ratios)} ratios for {len(names)} classes")
+    share = np.ones(ds.num_classes)
+    for name, r in zip(names, ratios):
+        share[ds.class_names.index(name)] = float(r)
+    rng = np.random.default_rng(seed)
+    keep = []
+    if head_images is None:
+        for i, rec in enumerate(ds.records):
+            if len(rec.labels) == 0 or rng.random() < share[rec.labels].min():
+                keep.append(i)
+        return ds.subset(keep)
+    by_class: dict[int, list[int]] = {c: [] for c in range(ds.num_classes)}
+    for i, rec in enumerate(ds.records):
+        if len(rec.labels):
+            by_class[min(set(rec.labels.tolist()), key=lambda c: share[c])].append(i)
+    for c, idx in by_class.items():
+        n = max(1, int(round(head_images * share[c])))
+        if n > len(idx):
+            raise ValueError(
+                f"class {ds.class_names[c]!r} has {len(idx)} images, {n} asked "
+                f"({head_images} head images x ratio {share[c]:g})"
+            )
+        keep.extend(rng.choice(idx, size=n, replace=False).tolist())
+    return ds.subset(sorted(keep))
+
+
+# --- keeping splits -----------------------------------------------------------------------------
+def save_splits(splits: dict[str, DetectionDataset], path: str | Path) -> None:
+    """The exact records of every split (class names, resolved image paths, boxes, labels,
+    subjects) as JSON, written atomically, so evaluation later uses the same held-out images."""
+    payload: dict[str, Any] = {"class_names": list(splits["train"].class_names)}
+    for name, ds in splits.items():
+        payload[name] = [
+            {
+                "path": str(ds.image_path(r).resolve()),
+                "width": r.width,
+                "height": r.height,
+                "boxes": np.round(r.boxes, 3).tolist(),
+                "labels": r.labels.tolist(),
+                "subject": r.subject,
+            }
+            for r in ds.records
+        ]
+    atomic_write_text(path, json.dumps(payload))
+
+
+def load_saved_splits(run_dir: str | Path) -> dict[str, DetectionDataset]:
+    """The splits kept in ``run_dir/split.json`` by :func:`save_splits` (a training run, a study's data)."""
+    path = Path(run_dir) / SPLIT_FILE
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        names = payload["class_names"]
+    except FileNotFoundError:
+        raise InputError(path, "no split.json: is this a rarespot training run folder?") from None
+    except (ValueError, KeyError, TypeError) as exc:  # torn or hand-edited file
+        raise InputError(path, f"not a readable split file ({type(exc).__name__}: {exc})") from None
+    out = {}
+    for split in SPLIT_NAMES:
+        if split in payload:
+            records = [
+                ImageRecord(Path(r["path"]), r["width"], r["height"], r["boxes"], r["labels"], r.get("subject"))
+                for r in payload[split]
+            ]
+            out[split] = DetectionDataset(list(names), records, None)
+    return out
+
+
+def load_split_folders(folder: str | Path, fmt: str = "auto") -> dict[str, DetectionDataset] | None:
+    """The sides of a folder made by ``rarespot data split`` (``train/ val/ test/``, at least two
+    of them present), each read as a dataset; None when ``folder`` is not laid out that way."""
+    from rarespot.io.annotations import load_dataset
+
+    folder = Path(folder)
+    subdirs = [folder / name for name in SPLIT_NAMES if (folder / name).is_dir()]
+    if not (folder.is_dir() and len(subdirs) >= 2):
+        return None
+    return {d.name: load_dataset(d, fmt) for d in subdirs}

@@ -116,7 +116,7 @@ def plot_confusion(scores: IcbhiScores, path: str | Path, title: str = "") -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rarespot.io.atomic import atomic_path
+    from rarespot.viz import save_figure
 
     cm = scores.confusion
     rows = cm.sum(axis=1, keepdims=True)
@@ -134,10 +134,4 @@ def plot_confusion(scores: IcbhiScores, path: str | Path, title: str = "") -> Pa
                     color="white" if frac[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title((title + "\n" if title else "") + scores.summary(), fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, format="png")

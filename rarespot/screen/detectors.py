@@ -217,6 +217,46 @@ class ScreenScores:
         return {"error": self.error, "density": self.neg_log_density, "combined": self.combined}[name]
 
 
+def resolve_config(config, random_state: int | None, **defaults):
+    """The ScreenConfig an image detector runs with: ``config`` as given (a ScreenConfig, a dict, or
+    None for ``ScreenConfig(**defaults)``), with ``random_state``, when set, as ``train.seed``.
+    Shared by :class:`CAEDetector` and :class:`~rarespot.screen.patch.PatchDetector`."""
+    from rarespot.screen.config import ScreenConfig
+
+    cfg = config
+    if cfg is None:
+        cfg = ScreenConfig(**defaults)
+    elif isinstance(cfg, dict):
+        cfg = ScreenConfig.model_validate(cfg)
+    if random_state is not None:
+        cfg = cfg.model_copy(deep=True)
+        cfg.train.seed = int(random_state)
+    return cfg
+
+
+def prepare_input(estimator, X, size: int, color: str, reset: bool) -> np.ndarray:
+    """Images (or scikit-learn's flat rows of ``size`` x ``size`` pixels) -> the stack the network reads.
+
+    Checks and records ``n_features_in_`` on ``estimator`` the scikit-learn way (``reset`` when
+    fitting). Shared by :class:`CAEDetector` and :class:`~rarespot.screen.patch.PatchDetector`.
+    """
+    from rarespot.screen.data import prepare
+
+    channels = 1 if color == "gray" else 3
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        X = validate_data(estimator, X, reset=reset, ensure_min_samples=1)
+        if X.shape[1] != size * size * channels:
+            raise ValueError(f"flat rows must have size*size*channels = {size * size * channels} features, got {X.shape[1]}")
+        X = X.reshape(len(X), size, size, channels)
+    elif isinstance(X, np.ndarray) and X.ndim == 1:
+        raise ValueError("Expected 2D array (rows of pixels) or a stack of images, got a 1D array; reshape your data")
+    elif reset:
+        estimator.n_features_in_ = int(np.prod(np.asarray(X[0]).shape)) if len(X) else 0
+    if len(X) == 0:
+        raise ValueError("no images given")
+    return prepare(X, size, color)
+
+
 class CAEDetector(OutlierMixin, BaseEstimator):
     """Convolutional autoencoder + KDE of its latent, trained on normal images only.
 
@@ -246,34 +286,10 @@ class CAEDetector(OutlierMixin, BaseEstimator):
 
     # -- helpers
     def _config(self):
-        from rarespot.screen.config import ScreenConfig
-
-        cfg = self.config
-        if cfg is None:
-            cfg = ScreenConfig()
-        elif isinstance(cfg, dict):
-            cfg = ScreenConfig.model_validate(cfg)
-        if self.random_state is not None:
-            cfg = cfg.model_copy(deep=True)
-            cfg.train.seed = int(self.random_state)
-        return cfg
+        return resolve_config(self.config, self.random_state)
 
     def _prepare(self, X, cfg, reset: bool) -> np.ndarray:
-        from rarespot.screen.data import prepare
-
-        size, channels = cfg.data.size, (1 if cfg.data.color == "gray" else 3)
-        if isinstance(X, np.ndarray) and X.ndim == 2:
-            X = validate_data(self, X, reset=reset, ensure_min_samples=1)
-            if X.shape[1] != size * size * channels:
-                raise ValueError(f"flat rows must have size*size*channels = {size * size * channels} features, got {X.shape[1]}")
-            X = X.reshape(len(X), size, size, channels)
-        elif isinstance(X, np.ndarray) and X.ndim == 1:
-            raise ValueError("Expected 2D array (rows of pixels) or a stack of images, got a 1D array; reshape your data")
-        elif reset:
-            self.n_features_in_ = int(np.prod(np.asarray(X[0]).shape)) if len(X) else 0
-        if len(X) == 0:
-            raise ValueError("no images given")
-        return prepare(X, size, cfg.data.color)
+        return prepare_input(self, X, cfg.data.size, cfg.data.color, reset)
 
     # -- sklearn API
     def fit(self, X, y=None):
@@ -475,7 +491,7 @@ class CAEDetector(OutlierMixin, BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """One file (``model.pt`` when ``path`` is a folder), written atomically."""
         from rarespot import __version__
-        from rarespot.screen.train import atomic_torch_save
+        from rarespot.io.checkpoint import atomic_torch_save
 
         check_is_fitted(self, "offset_")
         path = Path(path)

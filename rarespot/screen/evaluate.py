@@ -19,7 +19,7 @@ from rarespot.errors import InputError
 from rarespot.metrics.anomaly import anomaly_metrics, flagged_metrics
 from rarespot.screen.data import ImageSet
 from rarespot.screen.detectors import CAEDetector
-from rarespot.io.atomic import atomic_path, atomic_write_text
+from rarespot.io.atomic import atomic_write_text
 
 SCORE_NAMES = ("error", "density", "combined")  # the autoencoder's; a detector lists its own in .score_names
 TITLES = {"error": "reconstruction error", "density": "-log latent density", "combined": "combined score",
@@ -27,8 +27,10 @@ TITLES = {"error": "reconstruction error", "density": "-log latent density", "co
 
 
 def _atomic_savefig(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    """The screen pipeline's PNG settings; written atomically, the figure closed (viz.save_figure)."""
+    from rarespot.viz import save_figure
+
+    save_figure(fig, path, format="png", dpi=110, bbox_inches="tight")
 
 
 def score_table(detector, images: ImageSet, scores=None):
@@ -120,7 +122,6 @@ def plot_histograms(y: np.ndarray, scores, detector, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     _atomic_savefig(fig, path)
-    plt.close(fig)
 
 
 def plot_roc(y: np.ndarray, scores, detector, path: Path) -> None:
@@ -140,7 +141,6 @@ def plot_roc(y: np.ndarray, scores, detector, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     _atomic_savefig(fig, path)
-    plt.close(fig)
 
 
 def plot_top_anomalies(detector, images: ImageSet, main_scores: np.ndarray, y: np.ndarray | None, path: Path, top_k: int = 24) -> None:
@@ -171,4 +171,3 @@ def plot_top_anomalies(detector, images: ImageSet, main_scores: np.ndarray, y: n
     fig.suptitle(f"top-scoring images | {what} (A = labelled anomaly, N = normal)", fontsize=8)
     fig.tight_layout()
     _atomic_savefig(fig, path)
-    plt.close(fig)

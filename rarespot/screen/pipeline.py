@@ -150,7 +150,6 @@ def _write_summary(detector, out_dir: Path, images: ImageSet, n_normal: int) -> 
     ax.legend(fontsize=7)
     fig.tight_layout()
     _atomic_savefig(fig, out_dir / "training_curve.png")
-    plt.close(fig)
 
 
 def score_data(model: str | Path, data: str | Path, out_csv: str | Path, on_error: str = "skip", log=print):

@@ -22,7 +22,7 @@ import torch
 from rarespot.cpu import channels_last_helps
 from rarespot.screen.config import AutoencoderConfig, TrainConfig
 from rarespot.screen.torch_model import ConvAutoencoder
-from rarespot.io.atomic import atomic_path
+from rarespot.io.checkpoint import atomic_torch_save
 
 
 @dataclass
@@ -74,12 +74,6 @@ class EpochLog:
         self.print(f"CAE epoch {epoch + 1}/{self.epochs}: train MSE {train_loss:.5f}, val MSE {val_loss:.5f} "
                    f"(best: epoch {best_epoch + 1}), {self.epoch_times[-1]:.1f} s, {left}", flush=True)
         self.epoch_start = self.last_line = now
-
-
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace (no half-written files)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def _run_key(model_cfg: AutoencoderConfig, train_cfg: TrainConfig, train_x: np.ndarray, val_x: np.ndarray) -> str:

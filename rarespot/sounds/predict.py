@@ -47,7 +47,8 @@ class SoundClassifier:
         import torch
 
         from rarespot.sounds.torch_model import build_model
-        from rarespot.sounds.train import CHECKPOINT_FORMAT, TrainConfig, pick_device
+        from rarespot.device import torch_device
+        from rarespot.sounds.train import CHECKPOINT_FORMAT, TrainConfig
 
         path, blob = load_tagged_checkpoint(path, "best.pt", CHECKPOINT_FORMAT, "rarespot lung-sound model", "rarespot sounds train")
         config = TrainConfig.model_validate(blob["config"])
@@ -63,7 +64,7 @@ class SoundClassifier:
         model.load_state_dict(saved)
         if config.threads:
             torch.set_num_threads(config.threads)
-        model.to(pick_device(device)).eval()
+        model.to(torch_device(device)).eval()
         return cls(model, config, NormStats.model_validate(blob["norm"]), list(blob["class_names"]), path,
                    {"val": blob.get("val"), "epoch": blob.get("epoch")})
 
@@ -137,8 +138,8 @@ def plot_timeline(audio_path: str | Path, predictions: list[CyclePrediction], pa
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from rarespot.io.atomic import atomic_path
     from rarespot.io.audio import read_audio
+    from rarespot.viz import save_figure
 
     import warnings
 
@@ -188,10 +189,4 @@ def plot_timeline(audio_path: str | Path, predictions: list[CyclePrediction], pa
                    fontsize=7, ncol=4, framealpha=0.8)
     wave_ax.set_title(title or f"{Path(audio_path).name}: predicted class and probability per cycle", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, format="png")

@@ -263,48 +263,46 @@ class PooledLinear(nn.Module):
         return torch.log(probs.clamp_min(1e-12))
 
 
-class EfficientNetClassifier(nn.Module):
-    """ImageNet-pretrained EfficientNet-Lite0 (up to ``effnet_stage``) -> mean/max time pooling -> dropout -> linear."""
+class _OnEffNetEncoder(nn.Module):
+    """A model on the pretrained encoder (:func:`_effnet_encoder`, ``self.encoder``): a frozen
+    encoder stays in eval mode (its batch-norm statistics fixed) while the rest trains."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        from rarespot.pretrained import STAGE_CHANNELS
-
         self.config = config
         self.encoder = _effnet_encoder(config)
-        self.head = nn.Sequential(nn.Dropout(config.drop_rate), nn.Linear(2 * STAGE_CHANNELS[config.effnet_stage], config.num_classes))
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.config.freeze_encoder:
             self.encoder.eval()
         return self
+
+
+class EfficientNetClassifier(_OnEffNetEncoder):
+    """ImageNet-pretrained EfficientNet-Lite0 (up to ``effnet_stage``) -> mean/max time pooling -> dropout -> linear."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        from rarespot.pretrained import STAGE_CHANNELS
+
+        self.head = nn.Sequential(nn.Dropout(config.drop_rate), nn.Linear(2 * STAGE_CHANNELS[config.effnet_stage], config.num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(_time_pool(self.encoder(x.contiguous())[-1]))
 
 
-class EfficientNetTransformer(nn.Module):
+class EfficientNetTransformer(_OnEffNetEncoder):
     """EfficientNet-Lite0 feature maps (stage ``effnet_stage``) -> CBAM -> the seed's ViT/DeiT on 1x1 patches."""
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
+        super().__init__(config)  # refuses an image size that is not a multiple of the stage's stride
         from rarespot.pretrained import STAGE_CHANNELS, STAGE_STRIDES
 
-        self.config = config
-        self.encoder = _effnet_encoder(config)
         channels, stride = STAGE_CHANNELS[config.effnet_stage], STAGE_STRIDES[config.effnet_stage]
         h, w = config.image_size
-        if h % stride or w % stride:
-            raise ValueError(f"effnet_cbam_vit: image size {h}x{w} must be a multiple of stage {config.effnet_stage}'s stride {stride}")
         self.attention = CBAM(channels, config.cbam_reduction)
         self.transformer = build_vit(config.model_copy(update={"image_size": (h // stride, w // stride), "patch_size": 1}), channels)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze_encoder:
-            self.encoder.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.transformer(self.attention(self.encoder(x.contiguous())[-1]))

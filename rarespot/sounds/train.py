@@ -24,12 +24,14 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rarespot.device import torch_device
 from rarespot.errors import InputError
 from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
 from rarespot.sounds.data import class_counts
 from rarespot.sounds.features import FeatureConfig, fit_norm_stats, normalise
 from rarespot.sounds.torch_model import ModelConfig
-from rarespot.io.atomic import atomic_path, atomic_write_text
+from rarespot.io.atomic import atomic_write_text
+from rarespot.io.checkpoint import atomic_torch_save
 
 CHECKPOINT_FORMAT = "rarespot-sounds/1"
 
@@ -127,21 +129,6 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def pick_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_loss(config: TrainConfig, counts: np.ndarray):
@@ -247,7 +234,7 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
+    device = torch_device(config.device)
     y_train = np.asarray(y_train, dtype=np.int64)
     y_val = np.asarray(y_val, dtype=np.int64)
     if config.model.variant == "pooled" and len(x_train):
@@ -347,12 +334,12 @@ def fit(
         improved = metric > best_metric
         if improved:
             best_metric, best_score, best_epoch, stale = metric, scores.score, epoch + 1, 0
-            _atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
+            atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
         else:
             stale += 1
-        _atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
-                            "best_epoch": best_epoch, "best_metric": best_metric, "stale": stale, "history": history}, last_path)
+        atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
+                           "best_epoch": best_epoch, "best_metric": best_metric, "stale": stale, "history": history}, last_path)
         bar.set_postfix(loss=f"{record['loss']:.3f}", score=f"{100 * scores.score:.1f}", best=f"{100 * best_score:.1f}")
         log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val loss {val_loss:.4f}  {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
     bar.close()
@@ -496,9 +483,9 @@ def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str
         atomic_write_text(out_dir / "selection.json", json.dumps(selection, indent=1))
     best_path = out_dir / "best.pt"
     blob = {**meta, "model": model.state_dict(), "epoch": 0, "val": val}
-    _atomic_torch_save(blob, best_path)
-    _atomic_torch_save({**blob, "best_score": score, "best_epoch": 1, "best_metric": score, "stale": 0,
-                        "history": history}, out_dir / "last.pt")
+    atomic_torch_save(blob, best_path)
+    atomic_torch_save({**blob, "best_score": score, "best_epoch": 1, "best_metric": score, "stale": 0,
+                       "history": history}, out_dir / "last.pt")
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
     if scores is not None:
         plot_confusion(scores, out_dir / "val_confusion.png", title="pooled, validation")
@@ -611,6 +598,8 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rarespot.viz import save_figure
+
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=110)
     a.plot(epochs, [h["loss"] for h in history])
@@ -622,9 +611,7 @@ def _plot_curves(history: list[dict], path: Path) -> None:
     b.set_ylabel("validation %")
     b.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path, format="png")
 
 
 # --------------------------------------------------------------------------- whole pipeline
