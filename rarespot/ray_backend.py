@@ -35,7 +35,7 @@ from rarespot.errors import InputError, RarespotError
 
 INSTALL_HINT = "pip install 'rarespot[ray]'"
 #: Scans per block sent to a screening worker (fewer when there are few scans per worker).
-SCAN_BLOCK = 4
+SCAN_BLOCK = 2
 #: Images per block sent to a scoring worker: the autoencoder's batch, so the batches match a local run's.
 IMAGE_BLOCK = 256
 #: Blocks queued on each worker, so it never waits for the driver between two blocks.
@@ -205,8 +205,8 @@ class WorkerPool:
     """Ray actors of one class, each set up once (e.g. one model replica), mapped over blocks.
 
     ``worker_cls(spec, shipped)`` is a plain class with ``setup() -> dict`` (``{"error": exc}`` when it
-    cannot start, ``{"pin": {...}}`` to update the spec of the workers started after it, e.g. the
-    back-end the first one chose) and ``run(block) -> result``. ``shipped`` is sent once (ray.put) and
+    cannot start, ``{"pin": {...}}`` to settle the spec of all workers, e.g. the back-end it timed as the
+    faster) and ``run(block) -> result``. ``shipped`` is sent once (ray.put) and
     shared by all workers. :meth:`map` gives the results in block order, as they come; a block whose
     worker died (a lost node, an out-of-memory kill) is given to a fresh worker and done again, so no
     result is lost or doubled.
@@ -228,8 +228,7 @@ class WorkerPool:
 
     def __enter__(self) -> "WorkerPool":
         try:
-            self._start(1)  # the first one alone: what it settles (the pin) holds for the rest
-            self._start(self.size - 1)
+            self._start(self.size)
         except BaseException:
             self.close()
             raise
@@ -247,12 +246,29 @@ class WorkerPool:
         self.actors = []
 
     def _start(self, n: int) -> list:
+        """Start ``n`` workers at once. The first pin (a setting one of them settled, e.g. the back-end it
+        timed as faster) holds for all: a worker that settled otherwise is started again with it."""
         actors = [self.remote_cls.remote(self.spec, self.shipped) for _ in range(n)]
         self.actors.extend(actors)
-        for answer in self.ray.get([a.setup.remote() for a in actors]):
+        answers = self.ray.get([a.setup.remote() for a in actors])
+        for answer in answers:
             if answer.get("error") is not None:
                 raise answer["error"]
-            self.spec.update(answer.get("pin") or {})
+        pins = [a.get("pin") or {} for a in answers]
+        first = next((pin for pin in pins if pin), {})
+        self.spec.update(first)
+        redo = [i for i, pin in enumerate(pins) if pin and pin != first]
+        if redo:
+            for i in redo:
+                self.ray.kill(actors[i])
+            self.actors = [a for a in self.actors if not any(a is actors[i] for i in redo)]
+            fresh = [self.remote_cls.remote(self.spec, self.shipped) for _ in redo]
+            self.actors.extend(fresh)
+            for answer in self.ray.get([a.setup.remote() for a in fresh]):
+                if answer.get("error") is not None:
+                    raise answer["error"]
+            for i, actor in zip(redo, fresh):
+                actors[i] = actor
         return actors
 
     def _replace(self, dead, why: BaseException):

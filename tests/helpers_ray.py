@@ -63,6 +63,20 @@ class DyingWorker:
         return [x * self.shipped for x in block]
 
 
+class ChoosingWorker:
+    """A WorkerPool worker that settles a setting of its own (its process id, standing for the back-end it
+    timed as faster) unless the spec names one; run() tells which setting it works with."""
+
+    def __init__(self, spec: dict, shipped):
+        self.spec = spec
+
+    def setup(self) -> dict:
+        return {} if "choice" in self.spec else {"pin": {"choice": os.getpid()}}
+
+    def run(self, block):
+        return self.spec.get("choice", os.getpid())
+
+
 def fake_run(job) -> dict:
     """The experiment tests' run function: records its call, 'trains' by writing model.txt (a reusing run first
     reads its source's), fails where the cell says ``fail_seed``, and gives fixed metrics."""

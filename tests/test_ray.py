@@ -16,7 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'rarespot[ray]'")
 
-from helpers_ray import BrightnessPredictor, DyingWorker, fake_run, fit_tiny_cae, worker_pythonpath  # noqa: E402
+from helpers_ray import BrightnessPredictor, ChoosingWorker, DyingWorker, fake_run, fit_tiny_cae, worker_pythonpath  # noqa: E402
 from helpers_screen import make_cells  # noqa: E402
 from serve_fixtures import scan_16bit, tiny_yolo  # noqa: E402
 
@@ -132,6 +132,17 @@ def test_a_real_model_on_ray_gives_the_local_boxes(local_ray, tmp_path):
     assert len(a["detections.jsonl"].splitlines()) == 4
     assert a == b
 
+    from typer.testing import CliRunner
+
+    from rarespot.cli import app
+
+    result = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(onnx), "--out", str(tmp_path / "cli"),
+                                      "--conf", "0.0001", "--flag-conf", "0.0001", "--tile", "256", "--backend",
+                                      "onnxruntime", "--threads", "1", "--ray", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "4 scans (0 from an earlier run), 4 flagged, 0 unreadable" in " ".join(result.output.split())
+    assert outputs(tmp_path / "cli") == a
+
 
 def test_a_model_that_does_not_load_names_the_problem(local_ray, tmp_path):
     src = make_scans(tmp_path, n=2)
@@ -151,6 +162,14 @@ def test_a_worker_that_dies_mid_block_has_its_block_redone(local_ray, tmp_path):
         assert pool.deaths == 1
     assert (tmp_path / "died").exists()  # it did die
     assert results == [[3 * i, 3 * (i + 1)] for i in range(0, 20, 2)]  # nothing lost, nothing twice, in order
+
+
+def test_what_one_worker_settles_holds_for_every_worker(local_ray):
+    """`--backend auto` is timed on each worker: the first choice is every worker's, so a scan's boxes do
+    not depend on which worker screened it."""
+    with connected(RaySettings()) as r, WorkerPool(r, ChoosingWorker, {}, size=2) as pool:
+        choices = list(pool.map(range(8)))
+        assert len(set(choices)) == 1 and pool.spec["choice"] == choices[0]
 
 
 # ------------------------------------------------------------------------------------ screen score
