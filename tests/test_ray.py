@@ -95,6 +95,10 @@ def test_screening_on_ray_writes_what_a_local_run_writes(local_ray, tmp_path):
     rows = (tmp_path / "ray" / "screen.csv").read_text().splitlines()
     assert "missing.png,0,,0,image file not found" in rows[-1]
     assert any("libpng error" in r for r in rows) and any("truncated PNG" in r for r in rows)
+    # --shared-disk: the workers read the scans at their paths instead of being sent them; the same outputs
+    screen_folder(listing, BrightnessPredictor(), tmp_path / "shared", progress=False,
+                  ray=RaySettings(workers=2, block_size=3, shared_disk=True))
+    assert outputs(tmp_path / "shared") == a
 
 
 def test_screening_on_ray_resumes_where_a_run_stopped(local_ray, tmp_path):
