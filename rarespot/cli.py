@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from rarespot.errors import RarespotError
 from rarespot.detect.cli import app as detect_app
@@ -23,7 +24,20 @@ from rarespot.screen.cli import app as screen_app
 from rarespot.serve.cli import serve as serve_command
 from rarespot.sounds.cli import app as sounds_app
 
+
+
+class _Commands(TyperGroup):
+    """``--ray [ADDRESS]``: typer has no option with an optional value, so a bare ``--ray`` is made
+    ``--ray=`` (an empty address: RAY_ADDRESS, else a local Ray) before the arguments are parsed."""
+
+    def parse_args(self, ctx, args):
+        from rarespot.ray_backend import expand_bare_ray_option
+
+        return super().parse_args(ctx, expand_bare_ray_option(list(args)))
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="rarespot",
     help="Find the rare thing in screening data (X-ray detection, imbalance tools, anomaly screening, lung sounds).",
     no_args_is_help=True,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from rarespot.ray_backend import RAY_HELP, WORKERS_HELP  # help texts only: Ray itself is imported with --ray
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -302,20 +304,30 @@ def screen(
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="On resume, screen again the files that could not be read (e.g. still being copied)."
     ),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+    workers: int = typer.Option(None, "--workers", help=WORKERS_HELP),
+    shared_disk: bool = typer.Option(
+        False, "--shared-disk",
+        help="With --ray: the workers read the scans at these paths (a disk every node mounts at the same place) "
+             "instead of this process sending them.",
+    ),
 ) -> None:
     """Screen a folder of scans: CSV of detections per scan + HTML contact sheet of the flagged ones. Resumable."""
     import shlex
     import sys
 
     from rarespot.detect.screen_batch import ScreenInterrupted, screen_folder
+    from rarespot.ray_backend import settings_from_cli
 
     if flag_conf < conf:
         raise typer.BadParameter(f"--flag-conf ({flag_conf}) must be at least --conf ({conf})", param_hint="--flag-conf")
     out = out or Path(f"screen_{source.resolve().name or 'scans'}")
+    on_ray = settings_from_cli(ray, workers, shared_disk=shared_disk)
     try:
         result = screen_folder(
             source, model, out, conf=conf, flag_conf=flag_conf, restart=restart, retry_errors=retry_errors,
             tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip,
+            ray=on_ray,
         )
     except ScreenInterrupted as stop:
         # The same command resumes (without --restart, which would throw the finished scans away).

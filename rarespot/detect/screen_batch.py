@@ -228,25 +228,32 @@ def _thumbnail(image: np.ndarray, records: list[dict], class_names: Sequence[str
     )
 
 
-def _load_predictor(model, conf: float, predictor_options: dict):
-    if not isinstance(model, (str, Path)):
-        return model  # a predictor object (TiledPredictor or anything with .predict and .class_names)
+def _model_file(model: str | Path, predictor_options: dict) -> Path:
+    """The file the predictor will open: for batch work on the CPU, a ``.pt`` becomes its ONNX export
+    (made once, cached), run on the faster of OpenVINO and onnxruntime (timed when the model loads);
+    with ``backend`` openvino or onnxruntime, too. Made here, so Ray workers are sent the export."""
     path = Path(model)
     if not path.is_file():
         raise InputError(path, "model file not found")
     from rarespot.detect.backends import openvino_available
-    from rarespot.detect.predict import TiledPredictor
 
-    options = dict(predictor_options)
-    on_cpu = str(options.get("device", "cpu")).startswith("cpu")
-    if options.get("backend", "auto") == "auto" and path.suffix.lower() != ".onnx" and on_cpu and openvino_available():
-        # Batch work: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and
-        # onnxruntime (timed when the model loads).
+    on_cpu = str(predictor_options.get("device", "cpu")).startswith("cpu")
+    backend = predictor_options.get("backend", "auto")
+    wants_onnx = backend in ("openvino", "onnxruntime", "onnx") or (backend == "auto" and on_cpu and openvino_available())
+    if wants_onnx and path.suffix.lower() not in (".onnx", ".yaml", ".yml"):
         from rarespot.detect.export import cached_onnx
 
-        size = options.get("imgsz") or options.get("tile", 512)
+        size = predictor_options.get("imgsz") or predictor_options.get("tile", 512)
         path = cached_onnx(path, -(-int(size) // 32) * 32)
-    return TiledPredictor(path, conf=conf, **options)
+    return path
+
+
+def _load_predictor(model, conf: float, predictor_options: dict):
+    if not isinstance(model, (str, Path)):
+        return model  # a predictor object (TiledPredictor or anything with .predict and .class_names)
+    from rarespot.detect.predict import TiledPredictor
+
+    return TiledPredictor(_model_file(model, predictor_options), conf=conf, **predictor_options)
 
 
 def screen_folder(
@@ -260,6 +267,7 @@ def screen_folder(
     retry_errors: bool = False,
     thumb_px: int = 384,
     progress: bool = True,
+    ray=None,
     **predictor_options,
 ) -> ScreenResult:
     """Screen every scan in ``source`` and write the CSV, the JSONL of boxes and the contact sheet.
@@ -272,6 +280,8 @@ def screen_folder(
     restart: forget an earlier run in ``out_dir`` instead of resuming it.
     retry_errors: on resume, screen again the scans whose rows hold an error (e.g. a
         file that was still being copied), instead of keeping those rows.
+    ray: a :class:`rarespot.ray_backend.RaySettings` to screen on a Ray cluster (one model replica per
+        worker); the rows, boxes, thumbnails and sheet are written here, by the same code, as locally.
     Ctrl-C: raises :class:`ScreenInterrupted` after saving what is done.
     """
     if not 0.0 <= conf <= 1.0 or not 0.0 <= flag_conf <= 1.0:
@@ -317,11 +327,19 @@ def screen_folder(
     todo = [(f, name) for f, name in todo if name not in done]
 
     if todo:
-        predictor = _load_predictor(model, conf, predictor_options)
-        class_names = list(predictor.class_names)
-        started = time.perf_counter()
         try:
-            _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress)
+            if ray is None:
+                predictor = _load_predictor(model, conf, predictor_options)
+                started = time.perf_counter()
+                outcomes = _screen_here(todo, predictor, conf, flag_conf, thumb_px)
+                _write_outcomes(outcomes, len(todo), out_dir, csv_path, jsonl_path, progress)
+            else:
+                from rarespot.ray_backend import screen_on_ray
+
+                with screen_on_ray(todo, model, ray, conf=conf, flag_conf=flag_conf, thumb_px=thumb_px,
+                                   predictor_options=predictor_options) as (outcomes, label):
+                    started = time.perf_counter()
+                    _write_outcomes(outcomes, len(todo), out_dir, csv_path, jsonl_path, progress, label=label)
         except KeyboardInterrupt:
             rows = _read_done_rows(csv_path)
             write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag_conf=flag_conf)
@@ -356,17 +374,48 @@ def _load_scan(path: Path, prepare, read_image, decoder_messages):
     return image, (prepare(image) if prepare is not None else None)
 
 
-def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag_conf, thumb_px, progress) -> None:
+def _screen_one(name: str, load, predictor, class_names, conf: float, flag_conf: float, thumb_px: int):
+    """One scan's outcome, nothing written: ``(name, row, records, thumbnail PNG bytes or None)``.
+
+    ``load()`` returns ``(image, prepared)`` or raises (an unreadable file becomes a row with its error).
+    The same function runs here and on a Ray worker, so both give the same rows.
+    """
+    from rarespot.io.images import encode_image
+    from rarespot.viz import render_overlay
+
+    row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": "",
+           "tiles": "", "tiles_inspected": "", "note": ""}
+    try:
+        image, prepared = load()
+        dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
+        info = getattr(dets, "info", None) or {}
+        records = detections_to_records(dets, class_names, min_score=conf)
+        top = records[0]["score"] if records else 0.0
+        flagged = bool(records) and top >= flag_conf
+        thumb = encode_image(_thumbnail(image, records, class_names, thumb_px, render_overlay)) if flagged else None
+        row.update(
+            n_detections=len(records), max_confidence=f"{top:.5f}" if records else "", flagged=int(flagged),
+            tiles=info.get("tiles", ""), tiles_inspected=info.get("tiles_run", ""), note=info.get("note", ""),
+        )
+        return name, row, records, thumb
+    except InputError as exc:
+        row["error"] = exc.problem
+    except Exception as exc:  # one bad scan must not end a night's batch; it is reported instead
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    return name, row, [], None
+
+
+def _screen_here(todo, predictor, conf, flag_conf, thumb_px):
+    """Outcomes of ``todo`` in order, screened in this process; the next scans are read and
+    prepared in a background thread meanwhile."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from rarespot.io.images import decoder_messages, read_image
-    from rarespot.viz import render_overlay, save_png  # here, so a broken install fails once, not once per scan
+    import rarespot.viz  # noqa: F401  here, so a broken install fails once, not once per scan
 
+    class_names = list(predictor.class_names)
     prepare = getattr(predictor, "prepare", None)  # TiledPredictor: decode, window and find the foreground ahead
-    new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
     pool = ThreadPoolExecutor(1, thread_name_prefix="rarespot-prefetch")
     pending: deque = deque()
     upcoming = iter(todo)
@@ -377,54 +426,51 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
             pending.append((item, pool.submit(_load_scan, item[0], prepare, read_image, decoder_messages)))
 
     try:
-        with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, Progress(
-            TextColumn("[bold]screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[flagged]} flagged, {task.fields[rate]} scans/s"), disable=not progress,
-        ) as bar:
-            writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
-            if new_csv:
-                writer.writeheader()
-            task = bar.add_task("screen", total=len(todo), flagged=0, rate="-")
-            n_flagged, n_done, started = 0, 0, time.perf_counter()
-            for _ in range(PREFETCH):
-                queue_next()
-            while pending:
-                (path, name), future = pending.popleft()
-                queue_next()
-                row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": "",
-                       "tiles": "", "tiles_inspected": "", "note": ""}
-                try:
-                    image, prepared = future.result()
-                    dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
-                    info = getattr(dets, "info", None) or {}
-                    records = detections_to_records(dets, class_names, min_score=conf)
-                    top = records[0]["score"] if records else 0.0
-                    flagged = bool(records) and top >= flag_conf
-                    if flagged:
-                        # The thumbnail is written before the CSV row: a row always has its thumbnail.
-                        thumb = _thumbnail(image, records, class_names, thumb_px, render_overlay)
-                        save_png(out_dir / THUMB_DIR / _thumb_name(name), thumb)
-                    if records:
-                        jsonl_fh.write(json.dumps({"file": name, "detections": records}) + "\n")
-                        jsonl_fh.flush()
-                    row.update(
-                        n_detections=len(records), max_confidence=f"{top:.5f}" if records else "", flagged=int(flagged),
-                        tiles=info.get("tiles", ""), tiles_inspected=info.get("tiles_run", ""), note=info.get("note", ""),
-                    )
-                    n_flagged += flagged
-                except InputError as exc:
-                    row["error"] = exc.problem
-                except Exception as exc:  # one bad scan must not end a night's batch; it is reported instead
-                    row["error"] = f"{type(exc).__name__}: {exc}"
-                # The CSV row is the commit mark of a scan: flushed and synced before the next one starts.
-                writer.writerow(row)
-                csv_fh.flush()
-                os.fsync(csv_fh.fileno())
-                n_done += 1
-                rate = n_done / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, advance=1, flagged=n_flagged, rate=f"{rate:.2f}")
+        for _ in range(PREFETCH):
+            queue_next()
+        while pending:
+            (path, name), future = pending.popleft()
+            queue_next()
+            yield _screen_one(name, future.result, predictor, class_names, conf, flag_conf, thumb_px)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_outcomes(outcomes, total: int, out_dir, csv_path, jsonl_path, progress, label: str = "screening") -> None:
+    """Commit each scan's outcome, in order: thumbnail, then JSONL line, then the CSV row (the commit mark).
+
+    The one writer of both paths: outcomes screened here (:func:`_screen_here`) or on Ray workers."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
+    with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[flagged]} flagged, {task.fields[rate]} scans/s"), disable=not progress,
+    ) as bar:
+        writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
+        if new_csv:
+            writer.writeheader()
+        task = bar.add_task("screen", total=total, flagged=0, rate="-")
+        n_flagged, n_done, started = 0, 0, time.perf_counter()
+        for name, row, records, thumb in outcomes:
+            try:
+                if thumb is not None:
+                    # The thumbnail is written before the CSV row: a row always has its thumbnail.
+                    atomic_write_bytes(out_dir / THUMB_DIR / _thumb_name(name), thumb)
+                if records:
+                    jsonl_fh.write(json.dumps({"file": name, "detections": records}) + "\n")
+                    jsonl_fh.flush()
+            except Exception as exc:  # e.g. the disk filled up: this scan is reported, the batch goes on
+                row = {**{k: "" for k in CSV_FIELDS}, "file": name, "n_detections": 0, "flagged": 0,
+                       "error": f"{type(exc).__name__}: {exc}"}
+            n_flagged += row["flagged"] == 1
+            # The CSV row is the commit mark of a scan: flushed and synced before the next one starts.
+            writer.writerow(row)
+            csv_fh.flush()
+            os.fsync(csv_fh.fileno())
+            n_done += 1
+            rate = n_done / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=1, flagged=n_flagged, rate=f"{rate:.2f}")
 
 
 def write_contact_sheet(out_dir: Path, rows: Iterable[dict], source: Path, conf: float, flag_conf: float) -> Path:

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from rarespot.ray_backend import RAY_HELP  # help text only: Ray itself is imported with --ray
+
 
 def plan_path(plan: str) -> Path:
     """A plan file, or the name of a packaged plan (synthetic, synthetic-cpu, opixray, opixray-longtail)."""
@@ -31,6 +33,10 @@ def experiment(
     study: Optional[list[str]] = typer.Option(None, help="run only these studies (repeatable)"),
     retry_failed: bool = typer.Option(False, help="run failed cells again"),
     report_only: bool = typer.Option(False, help="only (re)write the report from results.csv"),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="[ADDRESS]",
+        help=RAY_HELP + " Each run is a Ray task with the plan's `resources` (default: its threads CPUs, a GPU per device).",
+    ),
 ) -> None:
     """Run a study plan (base config x axes x seeds): resumable, one results CSV, a report in the seed's form."""
     from rarespot.experiment.detection import run_detection_cell
@@ -49,6 +55,12 @@ def experiment(
             raise typer.BadParameter(f"no such studies in the plan: {sorted(unknown)}")
     out_dir = out or Path("studies") / loaded.name
     if not report_only:
-        run_plan(loaded, out_dir, run_detection_cell, retry_failed=retry_failed, studies=study or None)
+        from rarespot.ray_backend import run_plan_on_ray, settings_from_cli
+
+        on_ray = settings_from_cli(ray)
+        if on_ray is None:
+            run_plan(loaded, out_dir, run_detection_cell, retry_failed=retry_failed, studies=study or None)
+        else:
+            run_plan_on_ray(loaded, out_dir, run_detection_cell, on_ray, retry_failed=retry_failed, studies=study or None)
     report = write_report(loaded, out_dir)
     typer.echo(f"results: {out_dir / 'results.csv'}\nreport:  {report}")

@@ -25,7 +25,20 @@ from rarespot.io.dataset import DetectionDataset
 
 
 def prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
-    """train/val/test for the whole plan, cached as ``out_dir/data/split.json``."""
+    """train/val/test for the whole plan, cached as ``out_dir/data/split.json``.
+
+    Made under a file lock: runs that start together (two runners, or Ray tasks on one node) make
+    the data once, and the others wait for it and read it."""
+    import fcntl
+
+    lock_path = Path(out_dir) / "data" / ".split.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare_splits(plan, Path(out_dir))
+
+
+def _prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
     from rarespot.io.annotations import load_dataset
     from rarespot.io.split import load_saved_splits, save_splits
 

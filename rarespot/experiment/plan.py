@@ -35,6 +35,15 @@ class Budget(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None and k not in {"images", "val_images"}}
 
 
+class Resources(BaseModel):
+    """What one run reserves on a Ray cluster (``rarespot experiment PLAN --ray``); unset: its ``threads``
+    CPUs (1 if unset) and one GPU per device it names (``device: 0`` is 1, ``0,1`` is 2, cpu is 0)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpus: float | None = Field(None, gt=0)
+    gpus: float | None = Field(None, ge=0)
+
+
 class Cell(BaseModel):
     """One arm: a label and the config keys it changes."""
 
@@ -49,6 +58,8 @@ class Cell(BaseModel):
     # Who trains: rarespot's trainer with the cell's settings, or plain Ultralytics with its own
     # defaults (the peer; only model, epochs, imgsz, batch and seed are taken from the cell).
     trainer: Literal["rarespot", "ultralytics"] = "rarespot"
+    # What its runs reserve on a Ray cluster, when not the plan's `resources`.
+    resources: Resources | None = None
 
     @property
     def slug(self) -> str:
@@ -80,6 +91,8 @@ class Plan(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     evaluation: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    # What each run reserves on a Ray cluster (--ray); a cell's own `resources` win.
+    resources: Resources = Field(default_factory=Resources)
     studies: list[Study]
 
     @field_validator("seeds")

@@ -17,9 +17,16 @@ from rarespot.io.atomic import atomic_write_text
 SHOWN = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("map50", "mAP50")]
 
 
+def _done_rows(results_csv: Path) -> list[dict[str, str]]:
+    """The finished rows in a fixed order (study, cell, seed), whatever order they finished in (runs
+    on a Ray cluster finish in any order): the same rows give the same report, to the last digit."""
+    rows = [r for r in read_results(results_csv) if r.get("status") == "done"]
+    return sorted(rows, key=lambda r: (r["study"], r["cell"], int(r["seed"]) if str(r["seed"]).lstrip("-").isdigit() else 0, r["seed"]))
+
+
 def aggregate(plan: Plan, results_csv: Path) -> dict[tuple[str, str], dict[str, object]]:
     """(study, cell slug) -> {metric: (mean, std, n)} over the seeds that finished."""
-    rows = [r for r in read_results(results_csv) if r.get("status") == "done"]
+    rows = _done_rows(results_csv)
     out: dict[tuple[str, str], dict[str, object]] = {}
     for study in plan.studies:
         for cell in study.cells:
@@ -67,8 +74,7 @@ def class_recall_table(study: Study, results_csv: Path) -> str:
     """
     import json
 
-    rows = [r for r in read_results(results_csv)
-            if r.get("status") == "done" and r["study"] == study.name and r.get("class_recall")]
+    rows = [r for r in _done_rows(results_csv) if r["study"] == study.name and r.get("class_recall")]
     if not rows:
         return ""
     names = list(json.loads(rows[0]["class_recall"]))

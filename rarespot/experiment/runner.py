@@ -114,6 +114,91 @@ def _ordered_runs(plan: Plan) -> list[tuple[Study, Cell, int]]:
     return ordered + [r for group in reusing.values() for r in group]  # reuse of reuse: last
 
 
+def pending_runs(
+    plan: Plan, out_dir: Path, retry_failed: bool = False, studies: Collection[str] | None = None
+) -> tuple[Path, list[tuple[Study, Cell, int]], list[tuple[Study, Cell, int]]]:
+    """(results CSV, the runs still to do in run order, the runs planned) of ``studies`` (all if None)."""
+    results_path = Path(out_dir) / "results.csv"
+    rows = read_results(results_path)
+    if retry_failed:
+        rows = [r for r in rows if r.get("status") == "done"]
+    done = {run_key(r["study"], r["cell"], r["seed"]) for r in rows}
+    todo = [(s, c, seed) for s, c, seed in _ordered_runs(plan)
+            if run_key(s.name, c.slug, seed) not in done and (studies is None or s.name in studies)]
+    planned = [r for r in plan.runs() if studies is None or r[0].name in studies]
+    return results_path, todo, planned
+
+
+def finished_keys(results_path: Path) -> set[tuple[str, str, str]]:
+    """Keys of the runs with a ``done`` row (re-read: another runner may share the folder)."""
+    return {run_key(r["study"], r["cell"], r["seed"]) for r in read_results(results_path) if r.get("status") == "done"}
+
+
+def run_sources(plan: Plan, cell: Cell) -> list[tuple[Study, Cell]]:
+    """The cells whose run (of the same seed) this cell's run reads: the model it reuses (``model_from``)
+    and the evaluation a ``score:@study/label`` remap takes its class scores from."""
+    refs = [cell.model_from] if cell.model_from else []
+    for value in cell.set.values():
+        if isinstance(value, str) and value.startswith("score:@"):
+            refs.append(value[len("score:@"):])
+    out = []
+    for ref in refs:
+        try:
+            out.append(plan.cell(ref))
+        except KeyError:
+            pass  # the run itself says what is wrong with it
+    return out
+
+
+def not_trained_message(cell: Cell, seed: int) -> str:
+    return (f"the model it reuses, {cell.model_from} seed {seed}, is not trained: it failed, or "
+            "its study runs elsewhere; run again with --retry-failed once it is")
+
+
+def blocked_message(plan: Plan, cell: Cell, seed: int, source_key: tuple[str, str, str]) -> str:
+    """Why a run that reads ``source_key``'s run did not start."""
+    if cell.model_from:
+        study, source = plan.cell(cell.model_from)
+        if run_key(study.name, source.slug, seed) == source_key:
+            return not_trained_message(cell, seed)
+    return (f"the run it reads, {source_key[0]}/{source_key[1]} seed {seed}, did not finish: it failed, or its study "
+            "runs elsewhere; run again with --retry-failed once it has")
+
+
+def job_for(plan: Plan, out_dir: Path, study: Study, cell: Cell, seed: int) -> CellRun:
+    run_dir = run_dir_for(out_dir, study, cell, seed)
+    model_from_dir = run_dir_for(out_dir, *plan.cell(cell.model_from), seed) if cell.model_from else None
+    return CellRun(plan, study, cell, seed, plan.config_for(cell, seed), run_dir, model_from_dir)
+
+
+def run_one(job: CellRun, run_fn: RunFn, blocked: str | None = None) -> dict[str, Any]:
+    """One run, from a clean folder, into its results row; an error becomes a failed row (and
+    ``error.txt``), never an exception. ``blocked``: the reason it cannot run (recorded as its failure).
+
+    The same function runs a run here (:func:`run_plan`) and in a Ray task (``--ray``).
+    """
+    run_dir = job.run_dir
+    if run_dir.exists():  # interrupted earlier: start this run again from nothing
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    row: dict[str, Any] = {"study": job.study.name, "cell": job.cell.slug, "seed": job.seed, "run_dir": str(run_dir)}
+    start = time.perf_counter()
+    try:
+        if blocked:
+            raise RuntimeError(blocked)
+        metrics = run_fn(job)
+        row.update(metrics)
+        row["status"] = "done"
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad cell must not sink a night of runs
+        row["status"] = "failed"
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+    row.setdefault("train_seconds", round(time.perf_counter() - start, 1))
+    return row
+
+
 def run_plan(
     plan: Plan, out_dir: str | Path, run_fn: RunFn, retry_failed: bool = False, studies: Collection[str] | None = None
 ) -> Path:
@@ -123,20 +208,12 @@ def run_plan(
     cell in another study (``model_from``), which must stay resolvable.
     """
     out_dir = Path(out_dir)
-    results_path = out_dir / "results.csv"
-    rows = read_results(results_path)
-    if retry_failed:
-        rows = [r for r in rows if r.get("status") == "done"]
-    done = {run_key(r["study"], r["cell"], r["seed"]) for r in rows}
-    todo = [(s, c, seed) for s, c, seed in _ordered_runs(plan)
-            if run_key(s.name, c.slug, seed) not in done and (studies is None or s.name in studies)]
-    planned = [r for r in plan.runs() if studies is None or r[0].name in studies]
+    results_path, todo, planned = pending_runs(plan, out_dir, retry_failed, studies)
 
     def source_done(cell: Cell, seed: int) -> bool:
         # re-read: another runner sharing this folder may have finished the source since
         source = plan.cell(cell.model_from)
-        return any(r.get("status") == "done" and run_key(r["study"], r["cell"], r["seed"]) == run_key(
-            source[0].name, source[1].slug, seed) for r in read_results(results_path))
+        return run_key(source[0].name, source[1].slug, seed) in finished_keys(results_path)
 
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
@@ -156,29 +233,11 @@ def run_plan(
             # a plain line too: a study usually runs for hours into a log file, where a live bar never shows
             progress.console.print(f"{time.strftime('%H:%M:%S')} start {study.name}/{cell.label} seed {seed} "
                                    f"({int(progress.tasks[task].completed) + 1} of {len(planned)})")
-            run_dir = run_dir_for(out_dir, study, cell, seed)
-            if run_dir.exists():  # interrupted earlier: start this run again from nothing
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-            model_from_dir = run_dir_for(out_dir, *plan.cell(cell.model_from), seed) if cell.model_from else None
-            job = CellRun(plan, study, cell, seed, plan.config_for(cell, seed), run_dir, model_from_dir)
-            row: dict[str, Any] = {"study": study.name, "cell": cell.slug, "seed": seed, "run_dir": str(run_dir)}
             start = time.perf_counter()
-            try:
-                if cell.model_from and not source_done(cell, seed):
-                    raise RuntimeError(f"the model it reuses, {cell.model_from} seed {seed}, is not trained: it failed, or "
-                                       "its study runs elsewhere; run again with --retry-failed once it is")
-                metrics = run_fn(job)
-                row.update(metrics)
-                row["status"] = "done"
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one bad cell must not sink a night of runs
-                row["status"] = "failed"
-                row["error"] = f"{type(exc).__name__}: {exc}"
-                (run_dir / "error.txt").write_text(traceback.format_exc())
+            blocked = not_trained_message(cell, seed) if cell.model_from and not source_done(cell, seed) else None
+            row = run_one(job_for(plan, out_dir, study, cell, seed), run_fn, blocked=blocked)
+            if row["status"] == "failed":
                 progress.console.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
-            row.setdefault("train_seconds", round(time.perf_counter() - start, 1))
             append_result(results_path, row)
             if row["status"] == "done":
                 progress.console.print(f"{time.strftime('%H:%M:%S')} done  {study.name}/{cell.label} seed {seed} in "

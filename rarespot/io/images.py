@@ -305,19 +305,16 @@ def image_header(path: str | Path) -> tuple[int, int, int]:
         ) from None
 
 
-def write_image(path: str | Path, image: np.ndarray, png_compression: int = 3, fast: bool = False) -> Path:
-    """Write a scan atomically (temp file in the same folder, then rename).
+def encode_image(image: np.ndarray, suffix: str = ".png", png_compression: int = 3, fast: bool = False) -> bytes:
+    """The bytes :func:`write_image` writes for a file of this ``suffix`` (PNG, JPEG, BMP or TIFF).
 
-    PNG keeps 8- and 16-bit integers; TIFF also keeps float; JPEG is 8-bit and
-    lossy (only for display copies). ``image`` is HxW or HxWx3 RGB.
-    fast: PNG with Huffman-only coding: about 2x faster to write, and for noisy
-    16-bit scans (where matching strings are rare) no bigger.
+    For a worker that makes an image and a process elsewhere that writes it (``--ray``): both
+    paths give the same bytes.
     """
-    path = Path(path)
     image = np.asarray(image)
-    suffix = path.suffix.lower()
+    suffix = suffix.lower()
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"{path}: cannot write an image of shape {image.shape}")
+        raise ValueError(f"cannot write an image of shape {image.shape}")
     if suffix in TIFF_SUFFIXES:
         import io
 
@@ -325,14 +322,12 @@ def write_image(path: str | Path, image: np.ndarray, png_compression: int = 3, f
 
         buf = io.BytesIO()
         tifffile.imwrite(buf, image, photometric="rgb" if image.ndim == 3 and image.shape[2] >= 3 else "minisblack")
-        atomic_write_bytes(path, buf.getvalue())
-        return path
+        return buf.getvalue()
     if suffix in PNG_SUFFIXES | JPEG_SUFFIXES | OTHER_CV2_SUFFIXES:
         allowed = (np.uint8, np.uint16) if suffix in PNG_SUFFIXES else (np.uint8,)
         if image.dtype not in allowed:
             raise ValueError(
-                f"{path}: {suffix} cannot hold {image.dtype} pixels without loss; "
-                f"convert explicitly or write .tif"
+                f"{suffix} cannot hold {image.dtype} pixels without loss; convert explicitly or write .tif"
             )
         bgr = image
         if image.ndim == 3 and image.shape[2] == 3:
@@ -346,7 +341,23 @@ def write_image(path: str | Path, image: np.ndarray, png_compression: int = 3, f
                 params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
         ok, buf = cv2.imencode(suffix, np.ascontiguousarray(bgr), params)
         if not ok:
-            raise ValueError(f"{path}: OpenCV could not encode the image")
-        atomic_write_bytes(path, buf.tobytes())
-        return path
-    raise ValueError(f"{path}: cannot write {suffix or '(no suffix)'}; use .png, .tif or .jpg")
+            raise ValueError("OpenCV could not encode the image")
+        return buf.tobytes()
+    raise ValueError(f"cannot write {suffix or '(no suffix)'}; use .png, .tif or .jpg")
+
+
+def write_image(path: str | Path, image: np.ndarray, png_compression: int = 3, fast: bool = False) -> Path:
+    """Write a scan atomically (temp file in the same folder, then rename).
+
+    PNG keeps 8- and 16-bit integers; TIFF also keeps float; JPEG is 8-bit and
+    lossy (only for display copies). ``image`` is HxW or HxWx3 RGB.
+    fast: PNG with Huffman-only coding: about 2x faster to write, and for noisy
+    16-bit scans (where matching strings are rare) no bigger.
+    """
+    path = Path(path)
+    try:
+        data = encode_image(image, path.suffix, png_compression=png_compression, fast=fast)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    atomic_write_bytes(path, data)
+    return path

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from rarespot.ray_backend import RAY_HELP, WORKERS_HELP  # help texts only: Ray itself is imported with --ray
+
 app = typer.Typer(no_args_is_help=True)
 
 _DATA_HELP = "an .npz (images, labels[, names]) or a folder of images (class sub-folders give labels)"
@@ -78,11 +80,14 @@ def score(
     data: Path = typer.Argument(..., help=_DATA_HELP),
     out: Path = typer.Option(Path("scores.csv"), "--out", "-o", help="CSV: name, [label], error, neg_log_density, combined, anomalous, anomalous_or_rule (patch models: name, [label], patch, anomalous)"),
     strict: bool = typer.Option(False, "--strict", help=_ON_ERROR_HELP),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
 ) -> None:
     """Score images (higher = more anomalous) and flag them at the model's stored thresholds."""
+    from rarespot.ray_backend import settings_from_cli
     from rarespot.screen.pipeline import score_data
 
-    score_data(model, data, out, on_error=_on_error(strict), log=typer.echo)
+    score_data(model, data, out, on_error=_on_error(strict), log=typer.echo, ray=settings_from_cli(ray, workers))
 
 
 @app.command()

@@ -152,8 +152,12 @@ def _write_summary(detector, out_dir: Path, images: ImageSet, n_normal: int) -> 
     _atomic_savefig(fig, out_dir / "training_curve.png")
 
 
-def score_data(model: str | Path, data: str | Path, out_csv: str | Path, on_error: str = "skip", log=print):
-    """Score every image of ``data``; writes a CSV (one row per image) and returns the table."""
+def score_data(model: str | Path, data: str | Path, out_csv: str | Path, on_error: str = "skip", log=print, ray=None):
+    """Score every image of ``data``; writes a CSV (one row per image) and returns the table.
+
+    ``ray``: a :class:`rarespot.ray_backend.RaySettings` to score on a Ray cluster (one detector per worker);
+    the images are read and the CSV written here, as locally, and the CSV is the same.
+    """
     from rarespot.screen.evaluate import score_table, write_scores_csv
 
     detector = load_detector(model)
@@ -161,7 +165,12 @@ def score_data(model: str | Path, data: str | Path, out_csv: str | Path, on_erro
     _report_skipped(images, log)
     _report_constant(images, log)
     with _mixed_input_notes(log, images, detector.config_):
-        table = score_table(detector, images)
+        scores = None
+        if ray is not None:
+            from rarespot.ray_backend import analyze_on_ray
+
+            scores = analyze_on_ray(model, images.images, ray)
+        table = score_table(detector, images, scores=scores)
     write_scores_csv(table, out_csv)
     log(f"scored {len(table)} images: {int(table['anomalous'].sum())} flagged ({detector.main_score} score, FAR {detector.far_:g}) -> {out_csv}")
     return table
