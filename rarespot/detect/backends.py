@@ -16,8 +16,9 @@ returns, per tile, boxes in tile pixels with scores and labels. The tiler in
   core, the tiles of a batch shared out between them. Streams do not wait for each other,
   so a core taken by another job slows the run by that core's share, not by a barrier.
 
-All decode with Ultralytics' ``non_max_suppression``, so the paths give the same boxes for
-the same weights (up to float rounding).
+All decode as Ultralytics' ``non_max_suppression`` does, ported to numpy
+(:mod:`rarespot.detect.decode`, the same rows bit for bit), so the paths give the same boxes for
+the same weights (up to the runtimes' float rounding) and the ONNX paths never import torch.
 
 Threads under contention: OpenMP (torch) and onnxruntime's pool busy-wait for each other at
 every layer; on a 2-core machine shared with another job two such threads ran up to 6x slower
@@ -38,6 +39,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rarespot.cpu import ThreadTuner, available_cores, channels_last_helps
+from rarespot.detect.decode import decode_yolo
 from rarespot.detect.precision import check_precision, onnx_metadata
 from rarespot.detect.preprocess import LEGACY_INPUT_MAPPING, MAPPING_KEY, InputMapping, input_mapping_of
 from rarespot.errors import InputError
@@ -97,7 +99,7 @@ def _network_size(tile: int, stride: int = 32) -> int:
 
 class _UltralyticsDecoding:
     """Shared pre/post-processing: resize to the network size, BGR->RGB, /255,
-    Ultralytics NMS, scale boxes back to tile pixels."""
+    Ultralytics' NMS (in numpy), scale boxes back to tile pixels."""
 
     class_names: list[str]
     fixed_imgsz: int | None = None  # set when the model only accepts one input size
@@ -130,28 +132,24 @@ class _UltralyticsDecoding:
         class_agnostic: bool = False,
         max_det: int = 300,
     ) -> list[TileDetections]:
-        import torch
-        import torchvision  # noqa: F401  Ultralytics' NMS uses torchvision's C++ kernel once it is imported
-        from ultralytics.utils.nms import non_max_suppression
-
         tiles = np.asarray(tiles)
         if tiles.ndim != 4 or tiles.shape[3] != 3 or tiles.dtype != np.uint8:
             raise ValueError(f"expected (B, S, S, 3) uint8 BGR tiles, got {tiles.shape} {tiles.dtype}")
         tile = tiles.shape[1]
         size = self._input_size(tile)
-        raw = self._raw(self._prepare(tiles, size))
-        if isinstance(raw, np.ndarray):
-            raw = torch.from_numpy(raw)
-        out = non_max_suppression(
-            raw.float(), conf_thres=conf, iou_thres=iou, agnostic=class_agnostic, max_det=max_det,
-            nc=len(self.class_names), end2end=self.end2end,
-        )
-        scale = tile / size
+        return self._decode(self._raw(self._prepare(tiles, size)), conf, iou, class_agnostic, max_det, tile / size)
+
+    def _decode(self, raw, conf: float, iou: float, class_agnostic: bool, max_det: int, scale: float) -> list[TileDetections]:
+        """Network output -> per tile (boxes in tile pixels, scores, labels): Ultralytics' NMS, in numpy
+        (:func:`rarespot.detect.decode.decode_yolo`, the same rows; torch is not needed for ONNX models)."""
+        if not isinstance(raw, np.ndarray):  # a torch tensor (torch back-end)
+            raw = raw.detach().float().cpu().numpy()
+        out = decode_yolo(raw, conf, iou, agnostic=class_agnostic, max_det=max_det, nc=len(self.class_names),
+                          end2end=self.end2end)
         results: list[TileDetections] = []
         for det in out:
-            det = det.cpu().numpy().astype(np.float64)
-            boxes = det[:, :4] * scale
-            results.append((boxes, det[:, 4].copy(), det[:, 5].astype(np.int64)))
+            det = det.astype(np.float64)
+            results.append((det[:, :4] * scale, det[:, 4].copy(), det[:, 5].astype(np.int64)))
         return results
 
 
