@@ -261,13 +261,12 @@ class OnnxBackend(_UltralyticsDecoding):
         check_input_size(self, tile)
 
     def session_ops(self) -> set[str]:
-        import onnx
+        from rarespot.detect.onnx_header import OnnxFormatError, read_onnx_header
 
         try:
-            graph = onnx.load(str(self.path), load_external_data=False).graph
-        except Exception:  # onnxruntime read it; a model onnx cannot parse has no QDQ nodes we know of
+            return read_onnx_header(self.path).op_types
+        except (OnnxFormatError, OSError):  # onnxruntime read it; a model we cannot parse has no QDQ nodes we know of
             return set()
-        return {n.op_type for n in graph.node}
 
     def _raw(self, batch: np.ndarray) -> np.ndarray:
         if self.fixed_batch is None or len(batch) == self.fixed_batch:

@@ -128,13 +128,11 @@ def read_input_mapping(path: str | Path) -> InputMapping:
     """The mapping stored in a model file: a ``.pt`` checkpoint or an ``.onnx`` export."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        import onnx
+        from rarespot.detect.precision import onnx_metadata
 
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:
-            raise InputError(path, f"not a valid ONNX model ({type(exc).__name__})") from None
-        meta = {p.key: p.value for p in model.metadata_props}
+        if not path.is_file():
+            raise InputError(path, "model file not found")
+        meta = onnx_metadata(path)[0]
         return InputMapping.from_dict(meta[MAPPING_KEY]) if MAPPING_KEY in meta else LEGACY_INPUT_MAPPING
     ckpt = _load_checkpoint(path)
     net = ckpt.get("ema") or ckpt.get("model")
