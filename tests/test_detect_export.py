@@ -50,6 +50,50 @@ def test_export_writes_onnx_with_names_and_nothing_else(models):
     assert type(ort.backend).__name__ == "OnnxBackend" and ort.class_names == NAMES
 
 
+def test_the_auto_choice_is_timed_once_per_model_and_machine_and_kept(models, tmp_path, monkeypatch):
+    """A later process reads the verdict from the cache and opens only the chosen runtime;
+    RARESPOT_RETIME_BACKEND=1 times again; a verdict for another machine or file is not used."""
+    import json
+
+    from rarespot.detect import backends
+
+    _, onnx = models
+    opened = []
+    for cls in (backends.OpenVinoBackend, backends.OnnxBackend):
+        monkeypatch.setattr(cls, "_raw", lambda self, batch, _raw=cls._raw: (opened.append(type(self).__name__), _raw(self, batch))[1])
+
+    def load():
+        monkeypatch.setattr(backends, "_FASTEST", {})  # a new process: nothing remembered in memory
+        opened.clear()
+        return TiledPredictor(onnx, tile=128).backend
+
+    first = load()
+    assert {"OpenVinoBackend", "OnnxBackend"} <= set(opened)  # both timed
+    files = list((tmp_path / "cache" / "backend_choice").glob("lively-*.json"))
+    assert len(files) == 1
+    record = json.loads(files[0].read_text())
+    assert record["backend"] == {"OpenVinoBackend": "openvino", "OnnxBackend": "onnxruntime"}[type(first).__name__]
+    assert set(record["timed"]) == {"openvino", "onnxruntime"} and record["key"]["cores"] >= 1
+
+    # Read back: only the chosen runtime is opened, none is timed. A hand-edited verdict shows it is the file that decides.
+    record["backend"] = "onnxruntime" if record["backend"] == "openvino" else "openvino"
+    files[0].write_text(json.dumps(record))
+    second = load()
+    assert opened == [] and type(second).__name__ != type(first).__name__
+    assert second.timed == record["timed"]
+
+    monkeypatch.setenv("RARESPOT_RETIME_BACKEND", "1")
+    load()
+    assert {"OpenVinoBackend", "OnnxBackend"} <= set(opened)  # timed again, and the verdict replaced
+    assert json.loads(files[0].read_text())["timed_at"] and json.loads(files[0].read_text())["key"] == record["key"]
+    monkeypatch.delenv("RARESPOT_RETIME_BACKEND")
+
+    record["key"] = {**record["key"], "cpu": "another CPU"}  # a verdict copied from another machine
+    files[0].write_text(json.dumps(record))
+    load()
+    assert {"OpenVinoBackend", "OnnxBackend"} <= set(opened)
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_onnx_paths_give_the_torch_boxes(models, backend):
     """The same boxes and scores up to float noise. Not asserted box for box: with random

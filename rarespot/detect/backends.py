@@ -407,8 +407,8 @@ def _check_model_file(path: Path) -> None:
 
 def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     """The back-end that will run ``model``: ``auto`` is OpenVINO or onnxruntime for an ``.onnx``
-    file (:func:`load_backend` times both when both are installed and keeps the faster), torch
-    for a ``.pt`` checkpoint."""
+    file (:func:`load_backend` times both when both are installed and keeps the faster, once per
+    model and machine: :func:`fastest_backend`), torch for a ``.pt`` checkpoint."""
     if backend not in BACKENDS and backend not in ("onnx", "ultralytics"):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     backend = {"onnx": "onnxruntime", "ultralytics": "torch"}.get(backend, backend)
@@ -420,32 +420,106 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
 
 
 def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None  # without importing it (0.15 CPU s)
+
+
+#: Set to 1 to time OpenVINO against onnxruntime again for a model, replacing the kept verdict
+#: (e.g. when the first timing ran while another job loaded the machine).
+RETIME_ENV = "RARESPOT_RETIME_BACKEND"
+#: Part of the verdict's key: raise it when the back-ends change in a way that may change the winner.
+_CHOICE_SCHEMA = 1
+#: (file, size, mtime, threads, imgsz, tile) -> the verdict, so a process reads or times a model once.
+_FASTEST: dict[tuple, dict] = {}
+
+
+def _dist_version(*names: str) -> str:
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def backend_choice_file(path: Path, threads: int | None, imgsz: int | None, tile: int | None, rounds: int,
+                        batch: int) -> tuple[Path, dict]:
+    """Where :func:`fastest_backend` keeps its verdict for ``path`` (in
+    :func:`rarespot.detect.export.cache_dir`), and what the verdict depends on: the file's
+    content, the CPU (model name, instruction sets, cores this process may use), the
+    runtimes' versions and the timing's settings. Any change gives another file, timed anew."""
+    import hashlib
+    import json
+    import platform
+
+    from rarespot.cpu import cpu_model
+    from rarespot.detect.export import cache_dir
+
+    digest = hashlib.sha1()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    name, flags = cpu_model()
+    key = {
+        "schema": _CHOICE_SCHEMA, "model_sha1": digest.hexdigest(), "cpu": name,
+        "cpu_flags_sha1": hashlib.sha1(flags.encode()).hexdigest()[:16], "machine": platform.machine(),
+        "cores": available_threads(), "threads": threads, "imgsz": imgsz, "tile": tile, "rounds": rounds, "batch": batch,
+        "openvino": _dist_version("openvino"),
+        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    }
+    tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "backend_choice" / f"{path.stem}-{tag}.json", key
+
+
+def _read_choice(file: Path, key: dict) -> dict | None:
+    import json
+
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        record = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key or record.get("backend") not in ("openvino", "onnxruntime"):
+        return None
+    return record
 
 
-#: (file, size, mtime, threads, imgsz, tile) -> the back-end name that was faster, so a process times a model once.
-_FASTEST: dict[tuple, str] = {}
+def _open_chosen(record: dict, path: Path, threads, imgsz, tile):
+    cls = OpenVinoBackend if record["backend"] == "openvino" else OnnxBackend
+    chosen = cls(path, threads=threads, imgsz=imgsz, tile=tile)
+    chosen.timed = dict(record.get("timed") or {})  # seconds per batch when it was timed, for logs
+    chosen.timed_at = record.get("timed_at")
+    return chosen
 
 
 def fastest_backend(path: Path, threads: int | None = None, imgsz: int | None = None, tile: int | None = None,
-                    rounds: int = 3, batch: int = 8):
+                    rounds: int = 3, batch: int = 8, retime: bool | None = None):
     """Open an ONNX export on OpenVINO and on onnxruntime, time both on the same batch of tiles
     (alternating, ``rounds`` each, after a warm-up), and keep the faster. Which one wins depends
-    on the CPU and on the model (docs/benchmarks/detect_inference.md); a second call in the same
-    process reuses the verdict."""
+    on the CPU and on the model (docs/benchmarks/detect_inference.md).
+
+    The verdict is timed once per model file and machine: it is kept in the cache folder
+    (:func:`backend_choice_file`) and reused by later processes, which then open only the chosen
+    runtime. ``retime`` (default: the environment variable ``RARESPOT_RETIME_BACKEND=1``) times
+    again and replaces it; so does deleting ``~/.cache/rarespot/backend_choice``."""
+    import datetime
+    import json
+    import os
     import time
 
+    if retime is None:
+        retime = os.environ.get(RETIME_ENV, "").strip().lower() not in ("", "0", "false", "no")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, threads, imgsz, tile)
-    if key in _FASTEST:
-        name = _FASTEST[key]
-        if name == "openvino":
-            return OpenVinoBackend(path, threads=threads, imgsz=imgsz, tile=tile)
-        return OnnxBackend(path, threads=threads, imgsz=imgsz, tile=tile)
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, threads, imgsz, tile)
+    if not retime and memo in _FASTEST:
+        return _open_chosen(_FASTEST[memo], path, threads, imgsz, tile)
+    file, key = backend_choice_file(path, threads, imgsz, tile, rounds, batch)
+    record = None if retime else _read_choice(file, key)
+    if record is not None:
+        _FASTEST[memo] = record
+        return _open_chosen(record, path, threads, imgsz, tile)
     candidates = {
         "openvino": OpenVinoBackend(path, threads=threads, imgsz=imgsz, tile=tile),
         "onnxruntime": OnnxBackend(path, threads=threads, imgsz=imgsz, tile=tile),
@@ -463,9 +537,19 @@ def fastest_backend(path: Path, threads: int | None = None, imgsz: int | None = 
             backend._raw(prepared)
             times[name].append(time.perf_counter() - started)
     best = min(times, key=lambda name: float(np.median(times[name])))
-    _FASTEST[key] = best
+    record = {
+        "backend": best, "timed": {name: float(np.median(t)) for name, t in times.items()},
+        "timed_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "model": str(path), "key": key,
+    }
+    _FASTEST[memo] = record
+    try:
+        from rarespot.io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(file, (json.dumps(record, indent=1) + "\n").encode())
+    except OSError:
+        pass  # a read-only cache: the next process times again
     chosen = candidates.pop(best)
-    chosen.timed = {name: float(np.median(t)) for name, t in times.items()}  # seconds per batch, for logs
+    chosen.timed, chosen.timed_at = record["timed"], record["timed_at"]  # seconds per batch, for logs
     return chosen
 
 

@@ -241,7 +241,7 @@ def _load_predictor(model, conf: float, predictor_options: dict):
     on_cpu = str(options.get("device", "cpu")).startswith("cpu")
     if options.get("backend", "auto") == "auto" and path.suffix.lower() != ".onnx" and on_cpu and openvino_available():
         # Batch work: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and
-        # onnxruntime (timed when the model loads).
+        # onnxruntime (timed the first time this model runs on this machine, the verdict cached).
         from rarespot.detect.export import cached_onnx
 
         size = options.get("imgsz") or options.get("tile", 512)
