@@ -375,10 +375,11 @@ def test_cli_interrupt_prints_the_resume_hint(tmp_path, monkeypatch):
     src = make_folder(tmp_path)
     model = tiny_yolo(tmp_path / "tiny.pt")
 
-    def interrupted(self, image, conf=None, cancel=None, prepared=None):
+    def interrupted(self, scans, conf=None):  # Ctrl-C during the first scan (screening streams scans: predict_many)
         raise KeyboardInterrupt
+        yield
 
-    monkeypatch.setattr(TiledPredictor, "predict", interrupted)
+    monkeypatch.setattr(TiledPredictor, "predict_many", interrupted)
     result = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--out", str(tmp_path / "o")])
     assert result.exit_code == 130
     assert "interrupted after 0 of 4 scans" in result.output and "again to resume" in result.output

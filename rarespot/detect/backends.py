@@ -98,6 +98,13 @@ def _network_size(tile: int, stride: int = 32) -> int:
     return int(np.ceil(tile / stride) * stride)
 
 
+def _checked_tiles(tiles) -> np.ndarray:
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 4 or tiles.shape[3] != 3 or tiles.dtype != np.uint8:
+        raise ValueError(f"expected (B, S, S, 3) uint8 BGR tiles, got {tiles.shape} {tiles.dtype}")
+    return tiles
+
+
 class _UltralyticsDecoding:
     """Shared pre/post-processing: resize to the network size, BGR->RGB, /255,
     Ultralytics' NMS (in numpy), scale boxes back to tile pixels."""
@@ -133,9 +140,7 @@ class _UltralyticsDecoding:
         class_agnostic: bool = False,
         max_det: int = 300,
     ) -> list[TileDetections]:
-        tiles = np.asarray(tiles)
-        if tiles.ndim != 4 or tiles.shape[3] != 3 or tiles.dtype != np.uint8:
-            raise ValueError(f"expected (B, S, S, 3) uint8 BGR tiles, got {tiles.shape} {tiles.dtype}")
+        tiles = _checked_tiles(tiles)
         tile = tiles.shape[1]
         size = self._input_size(tile)
         return self._decode(self._raw(self._prepare(tiles, size)), conf, iou, class_agnostic, max_det, tile / size)
@@ -326,6 +331,11 @@ class OpenVinoBackend(_UltralyticsDecoding):
     :data:`MAX_STREAMS` cores the streams share them out); a batch of tiles is split across the
     streams and run at once. BF16/FP16 only when the file's
     precision record says its accuracy check passed (:mod:`rarespot.detect.precision`).
+
+    Asynchronous: :meth:`submit_tiles` starts a batch and returns, :meth:`collect_tiles` waits
+    for it and decodes, so the tiler keeps the next batch running while it decodes and merges
+    the last (:meth:`rarespot.detect.predict.TiledPredictor.predict_many`). Each batch runs on
+    infer requests of its own from a pool, so threads sharing the model do not wait for each other.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, imgsz: int | None = None, tile: int | None = None):
@@ -370,10 +380,27 @@ class OpenVinoBackend(_UltralyticsDecoding):
             self.compile_cache = None
             self.compiled = core.compile_model(model, "CPU", config)
         self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
-        self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
-        self._lock = threading.Lock()  # one batch at a time per model (the review app calls from threads)
+        self._idle: list = []  # infer requests not running; more are made when threads or the pipeline need them
+        self._pool_lock = threading.Lock()  # the review app calls from threads
+
+    def submit_tiles(self, tiles: np.ndarray):
+        """Start the network on a batch of tiles and return at once (:meth:`collect_tiles` waits for
+        it and decodes): the tiler submits the next batch before it decodes this one, so the
+        streams are not idle while Python crops, decodes and merges."""
+        tiles = _checked_tiles(tiles)
+        size = self._input_size(tiles.shape[1])
+        return self._start(self._prepare(tiles, size)), tiles.shape[1] / size
+
+    def collect_tiles(self, handle, conf: float, iou: float, class_agnostic: bool = False,
+                      max_det: int = 300) -> list[TileDetections]:
+        started, scale = handle
+        return self._decode(self._wait(started), conf, iou, class_agnostic, max_det, scale)
 
     def _raw(self, batch: np.ndarray) -> np.ndarray:
+        return self._wait(self._start(batch))
+
+    def _start(self, batch: np.ndarray):
+        """Share a BCHW batch out to the streams and start them; returns what :meth:`_wait` needs."""
         if self.fixed_batch is not None:
             chunks = [batch[i : i + self.fixed_batch] for i in range(0, len(batch), self.fixed_batch)]
         else:
@@ -382,17 +409,41 @@ class OpenVinoBackend(_UltralyticsDecoding):
         if self.fixed_batch is not None and sizes[-1] < self.fixed_batch:
             pad = np.zeros((self.fixed_batch - sizes[-1],) + batch.shape[1:], batch.dtype)
             chunks[-1] = np.concatenate([chunks[-1], pad])
-        outputs: list = [None] * len(chunks)
-        with self._lock:
+        chunks = [np.ascontiguousarray(c) for c in chunks]
+        with self._pool_lock:
+            requests = [self._idle.pop() for _ in range(min(len(chunks), len(self._idle)))]
+        requests += [self.compiled.create_infer_request() for _ in range(len(chunks) - len(requests))]
+        started = []
+        try:
+            for request, chunk in zip(requests, chunks):
+                # The request reads the chunk in place (no copy): the chunk stays referenced until _wait.
+                request.start_async({0: chunk}, share_inputs=True)
+                started.append(request)
+        except BaseException:
+            self._release(requests, started)
+            raise
+        return requests, sizes, chunks
 
-            def done(request, index):
-                outputs[index] = request.get_output_tensor(0).data.copy()
+    def _wait(self, started) -> np.ndarray:
+        requests, sizes, _chunks = started
+        try:
+            outputs = []
+            for request, n in zip(requests, sizes):
+                request.wait()
+                outputs.append(request.get_output_tensor(0).data[:n].copy())
+        finally:
+            self._release(requests, requests)
+        return np.concatenate(outputs)
 
-            self.queue.set_callback(done)
-            for i, chunk in enumerate(chunks):
-                self.queue.start_async({0: np.ascontiguousarray(chunk)}, i)
-            self.queue.wait_all()
-        return np.concatenate([out[:n] for out, n in zip(outputs, sizes)])
+    def _release(self, requests, running) -> None:
+        """Back to the pool, once none of them runs any more (a busy request refuses new work)."""
+        for request in running:
+            try:
+                request.wait()
+            except Exception:  # its error was (or will be) reported by _wait
+                pass
+        with self._pool_lock:
+            self._idle.extend(requests)
 
 
 def _openvino_cache(core) -> Path | None:

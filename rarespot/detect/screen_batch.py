@@ -388,14 +388,12 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
             n_flagged, n_done, started = 0, 0, time.perf_counter()
             for _ in range(PREFETCH):
                 queue_next()
-            while pending:
-                (path, name), future = pending.popleft()
-                queue_next()
+            for (path, name), image, dets in _predictions(predictor, pending, queue_next):
                 row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": "",
                        "tiles": "", "tiles_inspected": "", "note": ""}
                 try:
-                    image, prepared = future.result()
-                    dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
+                    if isinstance(dets, BaseException):
+                        raise dets
                     info = getattr(dets, "info", None) or {}
                     records = detections_to_records(dets, class_names, min_score=conf)
                     top = records[0]["score"] if records else 0.0
@@ -416,7 +414,7 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
                     row["error"] = exc.problem
                 except Exception as exc:  # one bad scan must not end a night's batch; it is reported instead
                     row["error"] = f"{type(exc).__name__}: {exc}"
-                # The CSV row is the commit mark of a scan: flushed and synced before the next one starts.
+                # The CSV row is the commit mark of a scan: flushed and synced before the next row.
                 writer.writerow(row)
                 csv_fh.flush()
                 os.fsync(csv_fh.fileno())
@@ -425,6 +423,32 @@ def _run(todo, predictor, class_names, out_dir, csv_path, jsonl_path, conf, flag
                 bar.update(task, advance=1, flagged=n_flagged, rate=f"{rate:.2f}")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _predictions(predictor, pending, queue_next):
+    """(item, image, Detections or the scan's exception) for the prefetched scans, in order.
+
+    A TiledPredictor gets them all as one stream (:meth:`~rarespot.detect.predict.TiledPredictor.predict_many`:
+    the network runs the next scan's first tiles while this one is merged and written); any other
+    predictor object is called scan by scan."""
+
+    def scans():
+        while pending:
+            item, future = pending.popleft()
+            queue_next()
+            yield item, future.result  # the scan as read and prepared, or its reading error
+
+    if hasattr(predictor, "predict_many"):
+        yield from predictor.predict_many(scans())
+        return
+    for item, load in scans():
+        try:
+            image, prepared = load()
+            dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
+        except Exception as exc:
+            yield item, None, exc
+            continue
+        yield item, image, dets
 
 
 def write_contact_sheet(out_dir: Path, rows: Iterable[dict], source: Path, conf: float, flag_conf: float) -> Path:
