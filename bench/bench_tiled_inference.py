@@ -25,7 +25,8 @@ so other jobs' load falls on all of them alike.
   gate (calibrated on --check's training scans, F1 checked on its validation scans); a variant
   whose check failed is still timed (exported with force) and its row says so.
 - default: what `rarespot detect screen --model best.pt` runs: fp32, skipping on, on the faster of
-  OpenVINO and onnxruntime as timed when the model loads (the choice is printed under the table).
+  OpenVINO and onnxruntime as timed the first time the model loads on the machine (the choice is
+  printed under the table).
 
 Columns: scans/s (wall), x SAHI, CPU seconds per scan (process_time: all threads), peak RSS in a
 fresh process per method (VmHWM after 3 scans; model loaded in brackets), recall / precision / F1
@@ -95,7 +96,7 @@ def make_runner(method: str, files: dict, args):
         from rarespot.detect.export import cached_onnx
 
         # What `detect screen --model best.pt` does: export once (cached), then the faster of
-        # OpenVINO and onnxruntime, timed as the model loads.
+        # OpenVINO and onnxruntime, timed the first time the model loads (the verdict cached).
         model, backend = cached_onnx(files["pt"], -(-args.tile // 32) * 32), "auto"
     elif base == "torch":
         model, backend = files["pt"], "torch"
@@ -284,30 +285,40 @@ def screen_comparison(args, folder: Path, pt: Path, work: Path) -> None:
                 str(max(args.conf, 0.5)), "--restart"]
     sahi = [sys.executable, "-c", SAHI_LOOP, str(pt), str(folder), str(args.tile), str(args.overlap), str(args.conf),
             str(args.iou), str(args.sahi_threads)]
-    # The one-time export of the .pt for OpenVINO (cached) is made before the timed runs.
+    # The one-time work is done before the timed runs, as on any machine after its first screening: the
+    # export of the .pt, the OpenVINO-vs-onnxruntime verdict and OpenVINO's compiled model, all cached.
     warm = folder.parent / "warm"
     warm.mkdir(exist_ok=True)
     shutil.copy(next(folder.rglob("*.png")), warm / "one.png")
     subprocess.run(rarespot[:5] + [str(warm)] + rarespot[6:] + ["--out", str(work / "screen_warm")], env=env,
                    capture_output=True, check=True)
+    import resource
+
     times = {"rarespot detect screen": [], "SAHI loop": []}
+    cpu = {name: [] for name in times}
     for k in range(args.screen_repeats):  # alternating, so load changes hit both
         for name, cmd in (("rarespot detect screen", rarespot + ["--out", str(work / f"screen{k}")]), ("SAHI loop", sahi)):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             times[name].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the finished process's user + system CPU, all threads
+            cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     n = len(list(folder.rglob("*.png")))
     print(f"\n### `rarespot detect screen` vs a SAHI loop, whole processes, {n} scans\n")
-    print(f"- rarespot: `{' '.join(rarespot[2:])} --out OUT` (the faster of OpenVINO and onnxruntime as timed at load, skipping on; its one-time export cached before)")
+    print(f"- rarespot: `{' '.join(rarespot[2:])} --out OUT` (the faster of OpenVINO and onnxruntime, skipping on; "
+          "its one-time export, back-end verdict and compiled model cached by a one-scan run before)")
     print(f"- SAHI: a plain loop: read_image, the model's 8-bit mapping, get_sliced_prediction (batch 1, torch threads {args.sahi_threads})")
-    print("\n| process | runs (s) | median s | scans / s | x SAHI loop |\n|---|---|---:|---:|---:|")
+    print("\n| process | runs (s) | median s | scans / s | x SAHI loop | CPU s (median) | x SAHI CPU |\n"
+          "|---|---|---:|---:|---:|---:|---:|")
     sahi_median = float(np.median(times["SAHI loop"]))
+    sahi_cpu = float(np.median(cpu["SAHI loop"]))
     for name, values in times.items():
-        median = float(np.median(values))
+        median, cpu_median = float(np.median(values)), float(np.median(cpu[name]))
         print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {median:.1f} | {n / median:.2f} | "
-              f"{sahi_median / median:.2f}x |")
+              f"{sahi_median / median:.2f}x | {cpu_median:.1f} | {sahi_cpu / cpu_median:.2f}x |")
 
 
 # -- main ---------------------------------------------------------------------------------------

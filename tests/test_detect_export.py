@@ -50,6 +50,149 @@ def test_export_writes_onnx_with_names_and_nothing_else(models):
     assert type(ort.backend).__name__ == "OnnxBackend" and ort.class_names == NAMES
 
 
+def test_the_auto_choice_is_timed_once_per_model_and_machine_and_kept(models, tmp_path, monkeypatch):
+    """A later process reads the verdict from the cache and opens only the chosen runtime;
+    RARESPOT_RETIME_BACKEND=1 times again; a verdict for another machine or file is not used."""
+    import json
+
+    from rarespot.detect import backends
+
+    _, onnx = models
+    opened = []
+    for cls in (backends.OpenVinoBackend, backends.OnnxBackend):
+        monkeypatch.setattr(cls, "_raw", lambda self, batch, _raw=cls._raw: (opened.append(type(self).__name__), _raw(self, batch))[1])
+
+    def load():
+        monkeypatch.setattr(backends, "_FASTEST", {})  # a new process: nothing remembered in memory
+        opened.clear()
+        return TiledPredictor(onnx, tile=128).backend
+
+    first = load()
+    assert {"OpenVinoBackend", "OnnxBackend"} <= set(opened)  # both timed
+    files = list((tmp_path / "cache" / "backend_choice").glob("lively-*.json"))
+    assert len(files) == 1
+    record = json.loads(files[0].read_text())
+    assert record["backend"] == {"OpenVinoBackend": "openvino", "OnnxBackend": "onnxruntime"}[type(first).__name__]
+    assert set(record["timed"]) == {"openvino", "onnxruntime"} and record["key"]["cores"] >= 1
+
+    # Read back: only the chosen runtime is opened, none is timed. A hand-edited verdict shows it is the file that decides.
+    record["backend"] = "onnxruntime" if record["backend"] == "openvino" else "openvino"
+    files[0].write_text(json.dumps(record))
+    second = load()
+    assert opened == [] and type(second).__name__ != type(first).__name__
+    assert second.timed == record["timed"]
+
+    monkeypatch.setenv("RARESPOT_RETIME_BACKEND", "1")
+    load()
+    assert {"OpenVinoBackend", "OnnxBackend"} <= set(opened)  # timed again, and the verdict replaced
+    assert json.loads(files[0].read_text())["timed_at"] and json.loads(files[0].read_text())["key"] == record["key"]
+    monkeypatch.delenv("RARESPOT_RETIME_BACKEND")
+
+    record["key"] = {**record["key"], "cpu": "another CPU"}  # a verdict copied from another machine
+    files[0].write_text(json.dumps(record))
+    load()
+    assert {"OpenVinoBackend", "OnnxBackend"} <= set(opened)
+
+
+def test_openvino_keeps_its_compiled_model_in_the_cache_with_the_same_outputs(models, tmp_path):
+    from rarespot.detect.backends import OpenVinoBackend
+
+    _, onnx = models
+    tiles = np.random.default_rng(1).integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
+    first = OpenVinoBackend(onnx, tile=128)
+    blobs = list((tmp_path / "cache" / "openvino").glob("*.blob"))
+    assert first.compile_cache == tmp_path / "cache" / "openvino" and len(blobs) == 1
+    second = OpenVinoBackend(onnx, tile=128)  # imported from the blob, not compiled
+    assert list((tmp_path / "cache" / "openvino").glob("*.blob")) == blobs
+    np.testing.assert_array_equal(first._raw(first._prepare(tiles, 128)), second._raw(second._prepare(tiles, 128)))
+
+
+class _OneBatchAtATime:
+    """The OpenVINO back-end without its asynchronous methods: the tiler waits for every batch."""
+
+    def __init__(self, backend):
+        self.backend, self.class_names, self.input_mapping = backend, backend.class_names, backend.input_mapping
+
+    def predict_tiles(self, *args):
+        return self.backend.predict_tiles(*args)
+
+
+def _same_detections(a, b):
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert {k: v for k, v in a.info.items() if k != "seconds"} == {k: v for k, v in b.info.items() if k != "seconds"}
+
+
+@pytest.mark.parametrize("full_image_pass", [False, True])
+def test_streamed_scans_on_openvino_equal_one_batch_at_a_time(models, full_image_pass):
+    """predict_many keeps a batch running while the last is decoded, across scans: the same boxes,
+    in the same order, as waiting for each batch; a scan that fails is its own result."""
+    from rarespot.detect.backends import OpenVinoBackend
+    from rarespot.errors import InputError
+
+    _, onnx = models
+    backend = OpenVinoBackend(onnx, tile=128)
+    kw = dict(tile=128, overlap=0.25, conf=0.05, iou=0.5, batch=3, full_image_pass=full_image_pass)
+    streamed, waited = TiledPredictor(backend, **kw), TiledPredictor(_OneBatchAtATime(backend), **kw)
+    scans = [_scan(seed) for seed in range(4)] + [np.zeros((90, 400), np.uint16), _scan(9)[:130, :150]]
+
+    def load(k):
+        if k == 2:
+            raise InputError("scan_2.png", "cannot read it")
+        return scans[k], (streamed.prepare(scans[k]) if k % 2 else None)  # prepared ahead or not
+
+    out = list(streamed.predict_many((k, lambda k=k: load(k)) for k in range(len(scans))))
+    assert [tag for tag, _, _ in out] == list(range(len(scans)))
+    assert isinstance(out[2][2], InputError) and out[2][1] is None
+    n_boxes = 0
+    for k, image, dets in out:
+        if k != 2:
+            assert image is scans[k]
+            _same_detections(dets, waited.predict(scans[k]))
+            _same_detections(streamed.predict(scans[k]), dets)
+            n_boxes += len(dets)
+    assert n_boxes > 20
+    assert out[4][2].info["note"]  # the blank scan: nothing to inspect, said so
+
+
+def test_openvino_cancel_and_threads_leave_the_back_end_usable(models):
+    import threading
+
+    from rarespot.detect.backends import OpenVinoBackend
+    from rarespot.detect.predict import DetectionCancelled
+
+    _, onnx = models
+    backend = OpenVinoBackend(onnx, tile=128)
+    predictor = TiledPredictor(backend, tile=128, overlap=0.25, conf=0.05, batch=2)
+    reference = predictor.predict(_scan(0))
+
+    class CancelAfter:  # set once the tiler asked twice: two batches are then running or done
+        def __init__(self):
+            self.asked = 0
+
+        def is_set(self):
+            self.asked += 1
+            return self.asked > 3
+
+    with pytest.raises(DetectionCancelled):
+        predictor.predict(_scan(0), cancel=CancelAfter())
+    results = [None] * 4
+
+    def work(k):
+        results[k] = predictor.predict(_scan(k % 2))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _same_detections(results[0], reference)
+    _same_detections(results[2], reference)
+    _same_detections(results[1], results[3])
+    assert backend._idle and all(r.wait_for(0) for r in backend._idle)  # every request back in the pool, idle
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_onnx_paths_give_the_torch_boxes(models, backend):
     """The same boxes and scores up to float noise. Not asserted box for box: with random

@@ -17,6 +17,7 @@ from rarespot.detect.preprocess import (
     read_input_mapping,
     set_input_mapping,
     to_model_input,
+    window_to_uint8,
 )
 from rarespot.io.images import read_image, write_image
 from rarespot.metrics.detection import box_iou
@@ -155,3 +156,15 @@ def test_onnx_export_carries_the_mapping(stamped_model, tmp_path):
     out = export_onnx(stamped_model, tmp_path / "model.onnx", imgsz=64, simplify=False)
     assert read_input_mapping(out) == CURRENT_INPUT_MAPPING
     assert OnnxBackend(out).input_mapping == CURRENT_INPUT_MAPPING
+
+
+def test_a_grey_scan_becomes_three_equal_channels():
+    rng = np.random.default_rng(2)
+    scan16 = rng.integers(0, 65535, (130, 170), dtype=np.uint16)
+    grey8 = rng.integers(0, 255, (130, 170), dtype=np.uint8)
+    for image, mapping in ((scan16, CURRENT_INPUT_MAPPING), (scan16[::2, 1::3], CURRENT_INPUT_MAPPING),
+                           (grey8, LEGACY_INPUT_MAPPING), (grey8[:, ::-2], LEGACY_INPUT_MAPPING)):
+        out = to_model_input(image, mapping)
+        windowed = window_to_uint8(image, mapping)
+        assert out.dtype == np.uint8 and out.shape == windowed.shape + (3,) and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, np.repeat(windowed[:, :, None], 3, axis=2))

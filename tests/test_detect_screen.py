@@ -244,6 +244,26 @@ def test_cli_screen_with_a_real_untrained_yolo(tmp_path):
     assert all(r["tiles"] == "1" and r["tiles_inspected"] == "1" for r in rows)
     assert "scans/s" in result.output
     assert len(list((tmp_path / "cache" / "onnx").glob("tiny-*-256.onnx"))) == 1
+    assert len(list((tmp_path / "cache" / "backend_choice").glob("tiny-*.json"))) == 1  # OpenVINO vs onnxruntime, timed once
+
+    # The same screening in a fresh process, with the export and the back-end choice cached: the same rows,
+    # and neither torch, torchvision, ultralytics nor onnx is imported (seconds of start-up).
+    import os
+    import subprocess
+    import sys
+
+    again = tmp_path / "again"
+    code = (
+        "import sys\nfrom rarespot.cli import app\n"
+        f"try:\n    app({(args[:6] + [str(again)] + args[7:])!r})\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+        "print('IMPORTED', sorted(m for m in ('torch', 'torchvision', 'ultralytics', 'onnx') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "RARESPOT_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "IMPORTED []" in proc.stdout, proc.stdout[-2000:]
+    assert (again / "screen.csv").read_text() == (out / "screen.csv").read_text()
+    assert (again / "detections.jsonl").read_text() == (out / "detections.jsonl").read_text()
 
     bad = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--conf", "0.5",
                                    "--flag-conf", "0.2"])
@@ -355,10 +375,11 @@ def test_cli_interrupt_prints_the_resume_hint(tmp_path, monkeypatch):
     src = make_folder(tmp_path)
     model = tiny_yolo(tmp_path / "tiny.pt")
 
-    def interrupted(self, image, conf=None, cancel=None, prepared=None):
+    def interrupted(self, scans, conf=None):  # Ctrl-C during the first scan (screening streams scans: predict_many)
         raise KeyboardInterrupt
+        yield
 
-    monkeypatch.setattr(TiledPredictor, "predict", interrupted)
+    monkeypatch.setattr(TiledPredictor, "predict_many", interrupted)
     result = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--out", str(tmp_path / "o")])
     assert result.exit_code == 130
     assert "interrupted after 0 of 4 scans" in result.output and "again to resume" in result.output

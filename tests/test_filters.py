@@ -174,3 +174,35 @@ def test_one_percentile_window_for_display_and_for_the_model():
     # An 8-bit export of the scan windows to (almost) the same picture.
     diff = np.abs(percentile_window((big >> 8).astype(np.uint8)).astype(int) - percentile_window(big).astype(int))
     assert diff.mean() < 2
+
+
+def _percentile_window_per_pixel(img, low=0.5, high=99.5):
+    """The window computed pixel by pixel in float32 (what percentile_window did before its lookup table)."""
+    data = img.astype(np.float32)
+    sample = data[::4, ::4] if data.ndim >= 2 and min(data.shape[:2]) >= 64 else data
+    lo, hi = np.percentile(sample, [low, high])
+    if low == 0:
+        lo = data.min()
+    if high == 100:
+        hi = data.max()
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((data - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int8])
+def test_percentile_window_lookup_table_gives_the_per_pixel_bytes(dtype):
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    shapes = [(300, 200), (40, 50), (120, 90, 3), (1, 7)]
+    for k, shape in enumerate(shapes):
+        img = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        if k == 0:
+            img[:150] = info.min + 3  # a flat background and a narrow band, as scans are
+            img[150:] = np.clip(img[150:], info.min, info.min + (info.max - info.min) // 7)
+        for low, high in ((0.5, 99.5), (0, 100), (2, 98), (0, 50), (50, 100)):
+            np.testing.assert_array_equal(percentile_window(img, low, high), _percentile_window_per_pixel(img, low, high))
+    flat = np.full((80, 80), info.max, dtype)  # no range at all
+    np.testing.assert_array_equal(percentile_window(flat), _percentile_window_per_pixel(flat))
+    for floats in (rng.random((70, 70)).astype(np.float32), rng.random((70, 70, 3)) * 1000):
+        np.testing.assert_array_equal(percentile_window(floats), _percentile_window_per_pixel(floats))

@@ -16,8 +16,9 @@ returns, per tile, boxes in tile pixels with scores and labels. The tiler in
   core, the tiles of a batch shared out between them. Streams do not wait for each other,
   so a core taken by another job slows the run by that core's share, not by a barrier.
 
-All decode with Ultralytics' ``non_max_suppression``, so the paths give the same boxes for
-the same weights (up to float rounding).
+All decode as Ultralytics' ``non_max_suppression`` does, ported to numpy
+(:mod:`rarespot.detect.decode`, the same rows bit for bit), so the paths give the same boxes for
+the same weights (up to the runtimes' float rounding) and the ONNX paths never import torch.
 
 Threads under contention: OpenMP (torch) and onnxruntime's pool busy-wait for each other at
 every layer; on a 2-core machine shared with another job two such threads ran up to 6x slower
@@ -32,12 +33,14 @@ check at export failed or is missing (:mod:`rarespot.detect.precision`).
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from rarespot.cpu import ThreadTuner, available_cores, channels_last_helps
+from rarespot.detect.decode import decode_yolo
 from rarespot.detect.precision import check_precision, onnx_metadata
 from rarespot.detect.preprocess import LEGACY_INPUT_MAPPING, MAPPING_KEY, InputMapping, input_mapping_of
 from rarespot.errors import InputError
@@ -95,9 +98,16 @@ def _network_size(tile: int, stride: int = 32) -> int:
     return int(np.ceil(tile / stride) * stride)
 
 
+def _checked_tiles(tiles) -> np.ndarray:
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 4 or tiles.shape[3] != 3 or tiles.dtype != np.uint8:
+        raise ValueError(f"expected (B, S, S, 3) uint8 BGR tiles, got {tiles.shape} {tiles.dtype}")
+    return tiles
+
+
 class _UltralyticsDecoding:
     """Shared pre/post-processing: resize to the network size, BGR->RGB, /255,
-    Ultralytics NMS, scale boxes back to tile pixels."""
+    Ultralytics' NMS (in numpy), scale boxes back to tile pixels."""
 
     class_names: list[str]
     fixed_imgsz: int | None = None  # set when the model only accepts one input size
@@ -130,28 +140,22 @@ class _UltralyticsDecoding:
         class_agnostic: bool = False,
         max_det: int = 300,
     ) -> list[TileDetections]:
-        import torch
-        import torchvision  # noqa: F401  Ultralytics' NMS uses torchvision's C++ kernel once it is imported
-        from ultralytics.utils.nms import non_max_suppression
-
-        tiles = np.asarray(tiles)
-        if tiles.ndim != 4 or tiles.shape[3] != 3 or tiles.dtype != np.uint8:
-            raise ValueError(f"expected (B, S, S, 3) uint8 BGR tiles, got {tiles.shape} {tiles.dtype}")
+        tiles = _checked_tiles(tiles)
         tile = tiles.shape[1]
         size = self._input_size(tile)
-        raw = self._raw(self._prepare(tiles, size))
-        if isinstance(raw, np.ndarray):
-            raw = torch.from_numpy(raw)
-        out = non_max_suppression(
-            raw.float(), conf_thres=conf, iou_thres=iou, agnostic=class_agnostic, max_det=max_det,
-            nc=len(self.class_names), end2end=self.end2end,
-        )
-        scale = tile / size
+        return self._decode(self._raw(self._prepare(tiles, size)), conf, iou, class_agnostic, max_det, tile / size)
+
+    def _decode(self, raw, conf: float, iou: float, class_agnostic: bool, max_det: int, scale: float) -> list[TileDetections]:
+        """Network output -> per tile (boxes in tile pixels, scores, labels): Ultralytics' NMS, in numpy
+        (:func:`rarespot.detect.decode.decode_yolo`, the same rows; torch is not needed for ONNX models)."""
+        if not isinstance(raw, np.ndarray):  # a torch tensor (torch back-end)
+            raw = raw.detach().float().cpu().numpy()
+        out = decode_yolo(raw, conf, iou, agnostic=class_agnostic, max_det=max_det, nc=len(self.class_names),
+                          end2end=self.end2end)
         results: list[TileDetections] = []
         for det in out:
-            det = det.cpu().numpy().astype(np.float64)
-            boxes = det[:, :4] * scale
-            results.append((boxes, det[:, 4].copy(), det[:, 5].astype(np.int64)))
+            det = det.astype(np.float64)
+            results.append((det[:, :4] * scale, det[:, 4].copy(), det[:, 5].astype(np.int64)))
         return results
 
 
@@ -263,13 +267,12 @@ class OnnxBackend(_UltralyticsDecoding):
         check_input_size(self, tile)
 
     def session_ops(self) -> set[str]:
-        import onnx
+        from rarespot.detect.onnx_header import OnnxFormatError, read_onnx_header
 
         try:
-            graph = onnx.load(str(self.path), load_external_data=False).graph
-        except Exception:  # onnxruntime read it; a model onnx cannot parse has no QDQ nodes we know of
+            return read_onnx_header(self.path).op_types
+        except (OnnxFormatError, OSError):  # onnxruntime read it; a model we cannot parse has no QDQ nodes we know of
             return set()
-        return {n.op_type for n in graph.node}
 
     def _raw(self, batch: np.ndarray) -> np.ndarray:
         if self.fixed_batch is None or len(batch) == self.fixed_batch:
@@ -328,6 +331,11 @@ class OpenVinoBackend(_UltralyticsDecoding):
     :data:`MAX_STREAMS` cores the streams share them out); a batch of tiles is split across the
     streams and run at once. BF16/FP16 only when the file's
     precision record says its accuracy check passed (:mod:`rarespot.detect.precision`).
+
+    Asynchronous: :meth:`submit_tiles` starts a batch and returns, :meth:`collect_tiles` waits
+    for it and decodes, so the tiler keeps the next batch running while it decodes and merges
+    the last (:meth:`rarespot.detect.predict.TiledPredictor.predict_many`). Each batch runs on
+    infer requests of its own from a pool, so threads sharing the model do not wait for each other.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, imgsz: int | None = None, tile: int | None = None):
@@ -349,6 +357,7 @@ class OpenVinoBackend(_UltralyticsDecoding):
         size = self.fixed_imgsz or _network_size(self.imgsz or tile or self.export_imgsz or 640)
         self.fixed_imgsz = size  # compiled for one input size: tiles of another size are resized to it
         core = ov.Core()
+        self.compile_cache = _openvino_cache(core)
         try:
             model = core.read_model(str(self.path))
             model.reshape([self.fixed_batch or -1, 3, size, size])
@@ -362,12 +371,36 @@ class OpenVinoBackend(_UltralyticsDecoding):
             "INFERENCE_NUM_THREADS": self.threads,
             "INFERENCE_PRECISION_HINT": hint,  # f32 by default: never a silent BF16 on CPUs that have it
         }
-        self.compiled = core.compile_model(model, "CPU", config)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError:
+            if self.compile_cache is None:
+                raise
+            core.set_property({"CACHE_DIR": ""})  # e.g. a cache folder that filled up: compile without it
+            self.compile_cache = None
+            self.compiled = core.compile_model(model, "CPU", config)
         self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
-        self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
-        self._lock = threading.Lock()  # one batch at a time per model (the review app calls from threads)
+        self._idle: list = []  # infer requests not running; more are made when threads or the pipeline need them
+        self._pool_lock = threading.Lock()  # the review app calls from threads
+
+    def submit_tiles(self, tiles: np.ndarray):
+        """Start the network on a batch of tiles and return at once (:meth:`collect_tiles` waits for
+        it and decodes): the tiler submits the next batch before it decodes this one, so the
+        streams are not idle while Python crops, decodes and merges."""
+        tiles = _checked_tiles(tiles)
+        size = self._input_size(tiles.shape[1])
+        return self._start(self._prepare(tiles, size)), tiles.shape[1] / size
+
+    def collect_tiles(self, handle, conf: float, iou: float, class_agnostic: bool = False,
+                      max_det: int = 300) -> list[TileDetections]:
+        started, scale = handle
+        return self._decode(self._wait(started), conf, iou, class_agnostic, max_det, scale)
 
     def _raw(self, batch: np.ndarray) -> np.ndarray:
+        return self._wait(self._start(batch))
+
+    def _start(self, batch: np.ndarray):
+        """Share a BCHW batch out to the streams and start them; returns what :meth:`_wait` needs."""
         if self.fixed_batch is not None:
             chunks = [batch[i : i + self.fixed_batch] for i in range(0, len(batch), self.fixed_batch)]
         else:
@@ -376,17 +409,59 @@ class OpenVinoBackend(_UltralyticsDecoding):
         if self.fixed_batch is not None and sizes[-1] < self.fixed_batch:
             pad = np.zeros((self.fixed_batch - sizes[-1],) + batch.shape[1:], batch.dtype)
             chunks[-1] = np.concatenate([chunks[-1], pad])
-        outputs: list = [None] * len(chunks)
-        with self._lock:
+        chunks = [np.ascontiguousarray(c) for c in chunks]
+        with self._pool_lock:
+            requests = [self._idle.pop() for _ in range(min(len(chunks), len(self._idle)))]
+        requests += [self.compiled.create_infer_request() for _ in range(len(chunks) - len(requests))]
+        started = []
+        try:
+            for request, chunk in zip(requests, chunks):
+                # The request reads the chunk in place (no copy): the chunk stays referenced until _wait.
+                request.start_async({0: chunk}, share_inputs=True)
+                started.append(request)
+        except BaseException:
+            self._release(requests, started)
+            raise
+        return requests, sizes, chunks
 
-            def done(request, index):
-                outputs[index] = request.get_output_tensor(0).data.copy()
+    def _wait(self, started) -> np.ndarray:
+        requests, sizes, _chunks = started
+        try:
+            outputs = []
+            for request, n in zip(requests, sizes):
+                request.wait()
+                outputs.append(request.get_output_tensor(0).data[:n].copy())
+        finally:
+            self._release(requests, requests)
+        return np.concatenate(outputs)
 
-            self.queue.set_callback(done)
-            for i, chunk in enumerate(chunks):
-                self.queue.start_async({0: np.ascontiguousarray(chunk)}, i)
-            self.queue.wait_all()
-        return np.concatenate([out[:n] for out, n in zip(outputs, sizes)])
+    def _release(self, requests, running) -> None:
+        """Back to the pool, once none of them runs any more (a busy request refuses new work)."""
+        for request in running:
+            try:
+                request.wait()
+            except Exception:  # its error was (or will be) reported by _wait
+                pass
+        with self._pool_lock:
+            self._idle.extend(requests)
+
+
+def _openvino_cache(core) -> Path | None:
+    """Let OpenVINO keep compiled models in the cache folder (``openvino/`` under
+    :func:`rarespot.detect.export.cache_dir`): a later process loads the compiled blob instead of
+    compiling again (0.08 instead of 0.22 CPU s for the demo's model; the same kernels, the same
+    outputs). OpenVINO keys the blobs on the model, the settings and its own version."""
+    from rarespot.detect.export import cache_dir
+
+    folder = cache_dir() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            return None
+        core.set_property({"CACHE_DIR": str(folder)})
+    except (OSError, RuntimeError):
+        return None
+    return folder
 
 
 def _reason(exc: Exception, path: Path) -> str:
@@ -410,8 +485,8 @@ def _check_model_file(path: Path) -> None:
 
 def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     """The back-end that will run ``model``: ``auto`` is OpenVINO or onnxruntime for an ``.onnx``
-    file (:func:`load_backend` times both when both are installed and keeps the faster), torch
-    for a ``.pt`` checkpoint."""
+    file (:func:`load_backend` times both when both are installed and keeps the faster, once per
+    model and machine: :func:`fastest_backend`), torch for a ``.pt`` checkpoint."""
     if backend not in BACKENDS and backend not in ("onnx", "ultralytics"):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     backend = {"onnx": "onnxruntime", "ultralytics": "torch"}.get(backend, backend)
@@ -423,32 +498,106 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
 
 
 def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None  # without importing it (0.15 CPU s)
+
+
+#: Set to 1 to time OpenVINO against onnxruntime again for a model, replacing the kept verdict
+#: (e.g. when the first timing ran while another job loaded the machine).
+RETIME_ENV = "RARESPOT_RETIME_BACKEND"
+#: Part of the verdict's key: raise it when the back-ends change in a way that may change the winner.
+_CHOICE_SCHEMA = 1
+#: (file, size, mtime, threads, imgsz, tile) -> the verdict, so a process reads or times a model once.
+_FASTEST: dict[tuple, dict] = {}
+
+
+def _dist_version(*names: str) -> str:
+    from importlib import metadata
+
+    for name in names:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def backend_choice_file(path: Path, threads: int | None, imgsz: int | None, tile: int | None, rounds: int,
+                        batch: int) -> tuple[Path, dict]:
+    """Where :func:`fastest_backend` keeps its verdict for ``path`` (in
+    :func:`rarespot.detect.export.cache_dir`), and what the verdict depends on: the file's
+    content, the CPU (model name, instruction sets, cores this process may use), the
+    runtimes' versions and the timing's settings. Any change gives another file, timed anew."""
+    import hashlib
+    import json
+    import platform
+
+    from rarespot.cpu import cpu_model
+    from rarespot.detect.export import cache_dir
+
+    digest = hashlib.sha1()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    name, flags = cpu_model()
+    key = {
+        "schema": _CHOICE_SCHEMA, "model_sha1": digest.hexdigest(), "cpu": name,
+        "cpu_flags_sha1": hashlib.sha1(flags.encode()).hexdigest()[:16], "machine": platform.machine(),
+        "cores": available_threads(), "threads": threads, "imgsz": imgsz, "tile": tile, "rounds": rounds, "batch": batch,
+        "openvino": _dist_version("openvino"),
+        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    }
+    tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "backend_choice" / f"{path.stem}-{tag}.json", key
+
+
+def _read_choice(file: Path, key: dict) -> dict | None:
+    import json
+
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        record = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key or record.get("backend") not in ("openvino", "onnxruntime"):
+        return None
+    return record
 
 
-#: (file, size, mtime, threads, imgsz, tile) -> the back-end name that was faster, so a process times a model once.
-_FASTEST: dict[tuple, str] = {}
+def _open_chosen(record: dict, path: Path, threads, imgsz, tile):
+    cls = OpenVinoBackend if record["backend"] == "openvino" else OnnxBackend
+    chosen = cls(path, threads=threads, imgsz=imgsz, tile=tile)
+    chosen.timed = dict(record.get("timed") or {})  # seconds per batch when it was timed, for logs
+    chosen.timed_at = record.get("timed_at")
+    return chosen
 
 
 def fastest_backend(path: Path, threads: int | None = None, imgsz: int | None = None, tile: int | None = None,
-                    rounds: int = 3, batch: int = 8):
+                    rounds: int = 3, batch: int = 8, retime: bool | None = None):
     """Open an ONNX export on OpenVINO and on onnxruntime, time both on the same batch of tiles
     (alternating, ``rounds`` each, after a warm-up), and keep the faster. Which one wins depends
-    on the CPU and on the model (docs/benchmarks/detect_inference.md); a second call in the same
-    process reuses the verdict."""
+    on the CPU and on the model (docs/benchmarks/detect_inference.md).
+
+    The verdict is timed once per model file and machine: it is kept in the cache folder
+    (:func:`backend_choice_file`) and reused by later processes, which then open only the chosen
+    runtime. ``retime`` (default: the environment variable ``RARESPOT_RETIME_BACKEND=1``) times
+    again and replaces it; so does deleting ``~/.cache/rarespot/backend_choice``."""
+    import datetime
+    import json
+    import os
     import time
 
+    if retime is None:
+        retime = os.environ.get(RETIME_ENV, "").strip().lower() not in ("", "0", "false", "no")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, threads, imgsz, tile)
-    if key in _FASTEST:
-        name = _FASTEST[key]
-        if name == "openvino":
-            return OpenVinoBackend(path, threads=threads, imgsz=imgsz, tile=tile)
-        return OnnxBackend(path, threads=threads, imgsz=imgsz, tile=tile)
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, threads, imgsz, tile)
+    if not retime and memo in _FASTEST:
+        return _open_chosen(_FASTEST[memo], path, threads, imgsz, tile)
+    file, key = backend_choice_file(path, threads, imgsz, tile, rounds, batch)
+    record = None if retime else _read_choice(file, key)
+    if record is not None:
+        _FASTEST[memo] = record
+        return _open_chosen(record, path, threads, imgsz, tile)
     candidates = {
         "openvino": OpenVinoBackend(path, threads=threads, imgsz=imgsz, tile=tile),
         "onnxruntime": OnnxBackend(path, threads=threads, imgsz=imgsz, tile=tile),
@@ -466,9 +615,19 @@ def fastest_backend(path: Path, threads: int | None = None, imgsz: int | None = 
             backend._raw(prepared)
             times[name].append(time.perf_counter() - started)
     best = min(times, key=lambda name: float(np.median(times[name])))
-    _FASTEST[key] = best
+    record = {
+        "backend": best, "timed": {name: float(np.median(t)) for name, t in times.items()},
+        "timed_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "model": str(path), "key": key,
+    }
+    _FASTEST[memo] = record
+    try:
+        from rarespot.io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(file, (json.dumps(record, indent=1) + "\n").encode())
+    except OSError:
+        pass  # a read-only cache: the next process times again
     chosen = candidates.pop(best)
-    chosen.timed = {name: float(np.median(t)) for name, t in times.items()}  # seconds per batch, for logs
+    chosen.timed, chosen.timed_at = record["timed"], record["timed_at"]  # seconds per batch, for logs
     return chosen
 
 

@@ -92,7 +92,8 @@ _IMGSZ = typer.Option(None, "--imgsz", help="Network input size (default: the ti
 _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda:0 ...")
 _BACKEND = typer.Option(
     "auto", "--backend",
-    help="auto (.onnx -> the faster of openvino and onnxruntime, timed as it loads; .pt -> torch), openvino, onnxruntime "
+    help="auto (.onnx -> the faster of openvino and onnxruntime, timed once per model and machine, kept in the cache; "
+         "RARESPOT_RETIME_BACKEND=1 times again; .pt -> torch), openvino, onnxruntime "
          "or torch (openvino/onnxruntime with a .pt export it once, cached).",
 )
 _SKIP = typer.Option(
@@ -296,7 +297,8 @@ def screen(
     device: str = typer.Option("cpu", help="Inference device, e.g. cpu or 0."),
     backend: str = typer.Option(
         "auto", "--backend",
-        help="auto: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and onnxruntime; or name one.",
+        help="auto: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and onnxruntime (timed once per "
+             "model and machine; RARESPOT_RETIME_BACKEND=1 times again); or name one.",
     ),
     threads: int = _THREADS,
     skip: bool = _SKIP,

@@ -249,52 +249,167 @@ class TiledPredictor:
         set, the prediction stops before the next batch of tiles with
         :class:`DetectionCancelled`, so a caller that gave up frees the CPU.
         """
-        import time
         import warnings
 
         check_image(image)
-        conf = self.conf if conf is None else float(conf)
-        started = time.perf_counter()
         if not self._warned_8bit and (note := self.input_warning(image)):
             warnings.warn(note, stacklevel=2)
             self._warned_8bit = True
+        ((_, _, result),) = self._stream([(None, lambda: (image, prepared))], conf, cancel)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def predict_many(self, scans, conf: float | None = None):
+        """Detections for a sequence of scans, in order, with the network kept busy from one scan
+        to the next: batch work (``rarespot detect screen``).
+
+        scans: (tag, load) pairs; ``load()`` returns (image, prepared or None) or raises.
+        Yields (tag, image or None, Detections or the exception that scan raised): one scan's
+        failure is its own result, the others go on. The same Detections as :meth:`predict` on
+        each scan; on a back-end that runs asynchronously (OpenVINO) the next batch of tiles is
+        already running while the previous one is decoded and merged.
+        """
+        import warnings
+
+        def checked():
+            for tag, load in scans:
+                def load_checked(load=load):
+                    image, prepared = load()
+                    check_image(image)
+                    if not self._warned_8bit and (note := self.input_warning(image)):
+                        warnings.warn(note, stacklevel=4)
+                        self._warned_8bit = True
+                    return image, prepared
+
+                yield tag, load_checked
+
+        yield from self._stream(checked(), conf, None)
+
+    def _stream(self, scans, conf: float | None, cancel):
+        """The engine of :meth:`predict` and :meth:`predict_many`: batches of tiles go to the
+        back-end in scan order; with an asynchronous back-end (``submit_tiles``/``collect_tiles``)
+        one batch is submitted ahead of the one being collected, across scan boundaries too.
+        Outputs are collected in submission order, so every scan's boxes come in the order of
+        one-scan-at-a-time prediction, and merge to the same result."""
+        import time
+        from collections import deque
+
+        conf = self.conf if conf is None else float(conf)
+        asynchronous = hasattr(self.backend, "submit_tiles") and hasattr(self.backend, "collect_tiles")
+        ahead = 1 if asynchronous else 0  # batches submitted beyond the one waited for
+        inflight: deque = deque()  # (work, kind, extra, handle) in submission order
+        waiting: deque = deque()  # scans in order, until all their batches are collected
 
         def check_cancelled() -> None:
             if cancel is not None and cancel.is_set():
                 raise DetectionCancelled("detection cancelled")
 
-        check_cancelled()
-        if prepared is None:
-            prepared = self.prepare(image)
-        elif prepared.shape != image.shape[:2]:
-            raise ValueError(f"prepared for a {prepared.shape} scan, given one of {image.shape[:2]}")
-        height, width = prepared.shape
-        windows, n_tiles, note, bgr = prepared.windows, prepared.n_tiles, prepared.note, prepared.bgr
+        def submit(tiles: np.ndarray):
+            if asynchronous:
+                return self.backend.submit_tiles(tiles)
+            return self.backend.predict_tiles(tiles, conf, self.iou, self.class_agnostic, self.max_det)
 
-        parts_boxes, parts_scores, parts_labels = [], [], []
+        def collect_oldest() -> None:
+            work, kind, extra, handle = inflight.popleft()
+            work.pending -= 1
+            try:
+                outputs = (
+                    self.backend.collect_tiles(handle, conf, self.iou, self.class_agnostic, self.max_det)
+                    if asynchronous else handle
+                )
+                if work.error is None:
+                    self._add_outputs(work, kind, extra, outputs)
+            except Exception as exc:  # this scan's failure, not the run's
+                if work.error is None:
+                    work.error = exc
+
+        def finished():
+            while waiting and waiting[0].submitted and waiting[0].pending == 0:
+                work = waiting.popleft()
+                if work.error is None:
+                    try:
+                        result = self._finish(work)
+                    except Exception as exc:
+                        result = exc
+                else:
+                    result = work.error
+                yield work.tag, work.image, result
+
+        try:
+            for tag, load in scans:
+                work = _ScanWork(tag, started=time.perf_counter())
+                waiting.append(work)
+                try:
+                    check_cancelled()
+                    work.image, prepared = load()
+                    if prepared is None:
+                        prepared = self.prepare(work.image)
+                    elif prepared.shape != work.image.shape[:2]:
+                        raise ValueError(f"prepared for a {prepared.shape} scan, given one of {work.image.shape[:2]}")
+                    work.prepared = prepared
+                    for kind, extra, tiles in self._batches(prepared):
+                        check_cancelled()
+                        inflight.append((work, kind, extra, submit(tiles)))
+                        work.pending += 1
+                        while len(inflight) > ahead:
+                            collect_oldest()
+                except DetectionCancelled:
+                    raise
+                except Exception as exc:  # unreadable scan, bad array: this scan's result
+                    work.error = exc
+                work.submitted = True
+                yield from finished()
+            while inflight:
+                collect_oldest()
+                yield from finished()
+            yield from finished()
+        finally:
+            while inflight:  # cancelled or abandoned: wait for what already runs, so the back-end is free again
+                work, _, _, handle = inflight.popleft()
+                if asynchronous:
+                    try:
+                        self.backend.collect_tiles(handle, conf, self.iou, self.class_agnostic, self.max_det)
+                    except Exception:
+                        pass
+
+    def _batches(self, prepared: PreparedScan):
+        """(kind, extra, tiles) of one scan in order: batches of grid tiles, then the full-image tile."""
+        windows, bgr = prepared.windows, prepared.bgr
+        height, width = prepared.shape
         for start in range(0, len(windows), self.batch):
-            check_cancelled()
             chunk = windows[start : start + self.batch]
             tiles = np.stack([crop_tile(bgr, int(x0), int(y0), self.tile, self.pad_value) for x0, y0, _, _ in chunk])
-            outputs = self.backend.predict_tiles(tiles, conf, self.iou, self.class_agnostic, self.max_det)
-            for (x0, y0, _, _), (boxes, scores, labels) in zip(chunk, outputs):
-                # Clip to the tile first: the model saw nothing past it, and training labels were clipped
-                # to their tiles too (rarespot.tiling.boxes_in_tile); Ultralytics and SAHI do the same.
-                boxes = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 0, self.tile)
-                parts_boxes.append(boxes + [x0, y0, x0, y0])
-                parts_scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
-                parts_labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
-
+            yield "tiles", chunk, tiles
         if self.full_image_pass and (height > self.tile or width > self.tile) and bgr is not None:
-            check_cancelled()
-            boxes, scores, labels = self._full_image(bgr, conf)
-            parts_boxes.append(boxes)
-            parts_scores.append(scores)
-            parts_labels.append(labels)
+            canvas, sx, sy = self._full_canvas(bgr)
+            yield "full", (sx, sy), canvas[None]
 
-        boxes = np.concatenate(parts_boxes) if parts_boxes else np.zeros((0, 4))
-        scores = np.concatenate(parts_scores) if parts_scores else np.zeros(0)
-        labels = np.concatenate(parts_labels) if parts_labels else np.zeros(0, dtype=np.int64)
+    def _add_outputs(self, work: "_ScanWork", kind: str, extra, outputs) -> None:
+        if kind == "full":
+            sx, sy = extra
+            boxes, scores, labels = outputs[0]
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
+            work.boxes.append(boxes)
+            work.scores.append(np.asarray(scores, dtype=np.float64))
+            work.labels.append(np.asarray(labels, dtype=np.int64))
+            return
+        for (x0, y0, _, _), (boxes, scores, labels) in zip(extra, outputs):
+            # Clip to the tile first: the model saw nothing past it, and training labels were clipped
+            # to their tiles too (rarespot.tiling.boxes_in_tile); Ultralytics and SAHI do the same.
+            boxes = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 0, self.tile)
+            work.boxes.append(boxes + [x0, y0, x0, y0])
+            work.scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
+            work.labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
+
+    def _finish(self, work: "_ScanWork") -> Detections:
+        """One scan's tile boxes -> clipped to the scan, merged across tiles, capped."""
+        import time
+
+        height, width = work.prepared.shape
+        boxes = np.concatenate(work.boxes) if work.boxes else np.zeros((0, 4))
+        scores = np.concatenate(work.scores) if work.scores else np.zeros(0)
+        labels = np.concatenate(work.labels) if work.labels else np.zeros(0, dtype=np.int64)
         # Boxes may reach into the padding of a small scan: clip to the scan, drop what is left empty.
         boxes = np.clip(boxes, 0, [width, height, width, height])
         visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -305,26 +420,36 @@ class TiledPredictor:
         )
         boxes, scores, labels = boxes[: self.max_det], scores[: self.max_det], labels[: self.max_det]
         info = {
-            "tiles": int(n_tiles), "tiles_run": int(len(windows)), "note": note, "raw_boxes": int(n_raw),
-            "seconds": time.perf_counter() - started,
+            "tiles": int(work.prepared.n_tiles), "tiles_run": int(len(work.prepared.windows)),
+            "note": work.prepared.note, "raw_boxes": int(n_raw), "seconds": time.perf_counter() - work.started,
         }
         return Detections(boxes, scores, labels, self.class_names, (height, width), info)
 
-    def _full_image(self, bgr: np.ndarray, conf: float):
-        """The whole scan shrunk (aspect kept) into one padded tile; boxes scaled back."""
+    def _full_canvas(self, bgr: np.ndarray):
+        """The whole scan shrunk (aspect kept) into one padded tile, and the factors that scale its boxes back."""
         import cv2
 
         height, width = bgr.shape[:2]
         scale = self.tile / max(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         small = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        canvas = crop_tile(small, 0, 0, self.tile, self.pad_value)
-        boxes, scores, labels = self.backend.predict_tiles(
-            canvas[None], conf, self.iou, self.class_agnostic, self.max_det
-        )[0]
-        sx, sy = width / new_w, height / new_h
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
-        return boxes, np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+        return crop_tile(small, 0, 0, self.tile, self.pad_value), width / new_w, height / new_h
+
+
+@dataclass
+class _ScanWork:
+    """One scan on its way through :meth:`TiledPredictor._stream`."""
+
+    tag: object
+    started: float
+    image: np.ndarray | None = None
+    prepared: PreparedScan | None = None
+    error: BaseException | None = None
+    pending: int = 0  # batches submitted and not yet collected
+    submitted: bool = False  # all its batches submitted (or it failed)
+    boxes: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
 
 
 # -- files in, files out (what `rarespot detect predict` runs) ---------------

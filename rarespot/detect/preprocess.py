@@ -92,6 +92,10 @@ def to_model_input(image: np.ndarray, mapping: InputMapping = CURRENT_INPUT_MAPP
     ``mapping``: the model's own (:attr:`TiledPredictor.input_mapping`); the default is what training uses now.
     """
     img = window_to_uint8(image, mapping)
+    if img.ndim == 2 and img.dtype == np.uint8:
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_GRAY2BGR)  # the same bytes as np.repeat, 20x faster
     if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2)
     if img.ndim == 3 and img.shape[2] == 1:
@@ -128,13 +132,11 @@ def read_input_mapping(path: str | Path) -> InputMapping:
     """The mapping stored in a model file: a ``.pt`` checkpoint or an ``.onnx`` export."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        import onnx
+        from rarespot.detect.precision import onnx_metadata
 
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:
-            raise InputError(path, f"not a valid ONNX model ({type(exc).__name__})") from None
-        meta = {p.key: p.value for p in model.metadata_props}
+        if not path.is_file():
+            raise InputError(path, "model file not found")
+        meta = onnx_metadata(path)[0]
         return InputMapping.from_dict(meta[MAPPING_KEY]) if MAPPING_KEY in meta else LEGACY_INPUT_MAPPING
     ckpt = _load_checkpoint(path)
     net = ckpt.get("ema") or ckpt.get("model")

@@ -241,6 +241,8 @@ def _model_file(model: str | Path, predictor_options: dict) -> Path:
     backend = predictor_options.get("backend", "auto")
     wants_onnx = backend in ("openvino", "onnxruntime", "onnx") or (backend == "auto" and on_cpu and openvino_available())
     if wants_onnx and path.suffix.lower() not in (".onnx", ".yaml", ".yml"):
+        # Batch work: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and
+        # onnxruntime (timed the first time this model runs on this machine, the verdict cached).
         from rarespot.detect.export import cached_onnx
 
         size = predictor_options.get("imgsz") or predictor_options.get("tile", 512)
@@ -378,16 +380,28 @@ def _screen_one(name: str, load, predictor, class_names, conf: float, flag_conf:
     """One scan's outcome, nothing written: ``(name, row, records, thumbnail PNG bytes or None)``.
 
     ``load()`` returns ``(image, prepared)`` or raises (an unreadable file becomes a row with its error).
-    The same function runs here and on a Ray worker, so both give the same rows.
+    Ray workers screen scan by scan with this; here, :func:`_screen_here` streams the scans through
+    the network and builds the same outcomes with :func:`_outcome`.
     """
+    try:
+        image, prepared = load()
+        dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
+    except Exception as exc:
+        return _outcome(name, None, exc, class_names, conf, flag_conf, thumb_px)
+    return _outcome(name, image, dets, class_names, conf, flag_conf, thumb_px)
+
+
+def _outcome(name: str, image, dets, class_names, conf: float, flag_conf: float, thumb_px: int):
+    """``(name, row, records, thumbnail PNG bytes or None)`` of one scan's detections (or of the
+    exception its reading or prediction raised)."""
     from rarespot.io.images import encode_image
     from rarespot.viz import render_overlay
 
     row = {"file": name, "n_detections": 0, "max_confidence": "", "flagged": 0, "error": "",
            "tiles": "", "tiles_inspected": "", "note": ""}
     try:
-        image, prepared = load()
-        dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
+        if isinstance(dets, BaseException):
+            raise dets
         info = getattr(dets, "info", None) or {}
         records = detections_to_records(dets, class_names, min_score=conf)
         top = records[0]["score"] if records else 0.0
@@ -428,12 +442,36 @@ def _screen_here(todo, predictor, conf, flag_conf, thumb_px):
     try:
         for _ in range(PREFETCH):
             queue_next()
-        while pending:
-            (path, name), future = pending.popleft()
-            queue_next()
-            yield _screen_one(name, future.result, predictor, class_names, conf, flag_conf, thumb_px)
+        for (path, name), image, dets in _predictions(predictor, pending, queue_next):
+            yield _outcome(name, image, dets, class_names, conf, flag_conf, thumb_px)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _predictions(predictor, pending, queue_next):
+    """(item, image, Detections or the scan's exception) for the prefetched scans, in order.
+
+    A TiledPredictor gets them all as one stream (:meth:`~rarespot.detect.predict.TiledPredictor.predict_many`:
+    the network runs the next scan's first tiles while this one is merged and written); any other
+    predictor object is called scan by scan."""
+
+    def scans():
+        while pending:
+            item, future = pending.popleft()
+            queue_next()
+            yield item, future.result  # the scan as read and prepared, or its reading error
+
+    if hasattr(predictor, "predict_many"):
+        yield from predictor.predict_many(scans())
+        return
+    for item, load in scans():
+        try:
+            image, prepared = load()
+            dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
+        except Exception as exc:
+            yield item, None, exc
+            continue
+        yield item, image, dets
 
 
 def _write_outcomes(outcomes, total: int, out_dir, csv_path, jsonl_path, progress, label: str = "screening") -> None:
