@@ -60,7 +60,8 @@ class ScanTileDataset(YOLODataset):
       tiles (or whole images when full_image), "val" a fixed grid of tiles.
     tiles, tile_size, min_visible, negative_tiles, full_image, val_overlap: as in TrainConfig.
     augmentation: albumentations Compose from rarespot.detect.augment (train only).
-    repeat_factors: per-image repeat factor (LVIS); an image yields round(tiles * r) items per epoch.
+    repeat_factors: per-image repeat factor (LVIS); an image yields tiles * r items per epoch, rounded
+        stochastically (floor + Bernoulli of the fraction, as LVIS does).
     object_weights: per-class weights for choosing which object a positive tile is centred on.
     copy_paste: callable(image, boxes, labels, rng) -> (image, boxes, labels), e.g. XrayCopyPaste.
     ultralytics_augment: run Ultralytics' own v8 transforms (mosaic, HSV, flips, affine) after ours.
@@ -241,7 +242,16 @@ class ScanTileDataset(YOLODataset):
         per_image = np.full(n, 1 if self.full_image else self.tiles, dtype=np.float64)
         if self.repeat_factors is not None:
             per_image = per_image * np.asarray(self.repeat_factors, dtype=np.float64)
-        counts = np.maximum(1, np.round(per_image)).astype(int)
+        counts = np.floor(per_image)
+        fraction = per_image - counts
+        if fraction.any():
+            # LVIS (and detectron2's sampler) round stochastically: floor + Bernoulli(fraction), so a
+            # factor of 1.2 on 2 tiles gives 2.4 items on average, where round() would give 2 and no
+            # effect. Drawn from numpy's global state (seeded by Ultralytics, as the tile draws are),
+            # and only when needed, so runs without fractional factors draw exactly as before.
+            rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+            counts += rng.random(n) < fraction
+        counts = np.maximum(1, counts).astype(int)
         return [(i, None) for i in range(n) for _ in range(counts[i])]
 
     def draw_tile(self, image_index: int, rng: np.random.Generator) -> tuple[int, int]:
