@@ -108,7 +108,7 @@ def test_openvino_keeps_its_compiled_model_in_the_cache_with_the_same_outputs(mo
 
 
 class _OneBatchAtATime:
-    """The OpenVINO back-end without its asynchronous methods: the tiler waits for every batch."""
+    """A back-end without its asynchronous methods: the tiler waits for every batch."""
 
     def __init__(self, backend):
         self.backend, self.class_names, self.input_mapping = backend, backend.class_names, backend.input_mapping
@@ -124,15 +124,16 @@ def _same_detections(a, b):
     assert {k: v for k, v in a.info.items() if k != "seconds"} == {k: v for k, v in b.info.items() if k != "seconds"}
 
 
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
 @pytest.mark.parametrize("full_image_pass", [False, True])
-def test_streamed_scans_on_openvino_equal_one_batch_at_a_time(models, full_image_pass):
+def test_streamed_scans_equal_one_batch_at_a_time(models, runtime, full_image_pass):
     """predict_many keeps a batch running while the last is decoded, across scans: the same boxes,
     in the same order, as waiting for each batch; a scan that fails is its own result."""
-    from rarespot.detect.backends import OpenVinoBackend
+    from rarespot.detect.backends import OnnxBackend, OpenVinoBackend
     from rarespot.errors import InputError
 
     _, onnx = models
-    backend = OpenVinoBackend(onnx, tile=128)
+    backend = {"openvino": OpenVinoBackend, "onnxruntime": OnnxBackend}[runtime](onnx, tile=128)
     kw = dict(tile=128, overlap=0.25, conf=0.05, iou=0.5, batch=3, full_image_pass=full_image_pass)
     streamed, waited = TiledPredictor(backend, **kw), TiledPredictor(_OneBatchAtATime(backend), **kw)
     scans = [_scan(seed) for seed in range(4)] + [np.zeros((90, 400), np.uint16), _scan(9)[:130, :150]]

@@ -230,7 +230,14 @@ class UltralyticsBackend(_UltralyticsDecoding):
 
 
 class OnnxBackend(_UltralyticsDecoding):
-    """An Ultralytics ONNX export run by onnxruntime (class names from its metadata)."""
+    """An Ultralytics ONNX export run by onnxruntime (class names from its metadata).
+
+    Asynchronous like :class:`OpenVinoBackend`: :meth:`submit_tiles` hands the batch to a worker
+    thread (``session.run`` releases the GIL) and returns, so the tiler crops, decodes and merges
+    while the network runs; one batch runs at a time, the next waits its turn.
+    """
+
+    _runner = None  # the worker thread, made at the first submit
 
     def __init__(
         self, path: str | Path, device: str = "cpu", threads: int | None = None, imgsz: int | None = None,
@@ -286,6 +293,21 @@ class OnnxBackend(_UltralyticsDecoding):
                 chunk = np.concatenate([chunk, np.zeros((self.fixed_batch - n,) + chunk.shape[1:], chunk.dtype)])
             outs.append(self.session.run(None, {self.input_name: chunk})[0][:n])
         return np.concatenate(outs)
+
+    def submit_tiles(self, tiles: np.ndarray):
+        """Start the network on a batch of tiles in the worker thread and return at once."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        tiles = _checked_tiles(tiles)
+        size = self._input_size(tiles.shape[1])
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(1, thread_name_prefix="rarespot-onnxruntime")
+        return self._runner.submit(self._raw, self._prepare(tiles, size)), tiles.shape[1] / size
+
+    def collect_tiles(self, handle, conf: float, iou: float, class_agnostic: bool = False,
+                      max_det: int = 300) -> list[TileDetections]:
+        future, scale = handle
+        return self._decode(future.result(), conf, iou, class_agnostic, max_det, scale)
 
 
 def _read_export_metadata(backend, meta: dict) -> None:
