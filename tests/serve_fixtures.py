@@ -75,6 +75,15 @@ def scan_16bit(h: int = 300, w: int = 240, peak: int = 60000, seed: int = 0) -> 
     return img
 
 
+
+def corrupt_png() -> bytes:
+    """A complete PNG (end chunk and all) whose image data fails its checksum: libpng complains."""
+    import cv2
+
+    data = bytearray(cv2.imencode(".png", scan_16bit(40, 40))[1].tobytes())
+    data[data.index(b"IDAT") + 10] ^= 0xFF
+    return bytes(data)
+
 def png_bytes(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     assert ok

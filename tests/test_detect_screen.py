@@ -18,22 +18,13 @@ from rarespot.detect.screen_batch import (
 )
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.images import write_image
-from serve_fixtures import CLASS_NAMES, FakePredictor, FakeDetections, scan_16bit, tiny_yolo
+from serve_fixtures import CLASS_NAMES, FakePredictor, FakeDetections, corrupt_png, scan_16bit, tiny_yolo
 
 
 @pytest.fixture(autouse=True)
 def _private_model_cache(tmp_path, monkeypatch):
     """A .pt screened on OpenVINO is exported once into the cache: a test's own, not the user's."""
     monkeypatch.setenv("RARESPOT_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def corrupt_png() -> bytes:
-    """A complete PNG (end chunk and all) whose image data fails its checksum: libpng complains."""
-    import cv2
-
-    data = bytearray(cv2.imencode(".png", scan_16bit(40, 40))[1].tobytes())
-    data[data.index(b"IDAT") + 10] ^= 0xFF
-    return bytes(data)
 
 
 def make_folder(root: Path) -> Path:

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'rare
 
 from helpers_ray import BrightnessPredictor, ChoosingWorker, DyingWorker, fake_run, fit_tiny_cae, worker_pythonpath  # noqa: E402
 from helpers_screen import make_cells  # noqa: E402
-from serve_fixtures import scan_16bit, tiny_yolo  # noqa: E402
+from serve_fixtures import corrupt_png, scan_16bit, tiny_yolo  # noqa: E402
 
 from rarespot.detect.screen_batch import screen_folder  # noqa: E402
 from rarespot.errors import InputError  # noqa: E402
@@ -45,14 +45,6 @@ def local_ray():
 @pytest.fixture(autouse=True)
 def _private_model_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RARESPOT_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def corrupt_png() -> bytes:
-    import cv2
-
-    data = bytearray(cv2.imencode(".png", scan_16bit(40, 40))[1].tobytes())
-    data[data.index(b"IDAT") + 10] ^= 0xFF
-    return bytes(data)
 
 
 def make_scans(root: Path, n: int = 9) -> Path:
