@@ -316,12 +316,7 @@ def run_one(variant, k, train_idx, test_idx, cycles, features, labels, args, res
     result = fit(features[tr], labels[tr], features[va], labels[va], config, args.out / "runs" / f"{variant}_fold{k}",
                  progress=False, log=lambda m: print("  " + m, flush=True))
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-    from rarespot.sounds.predict import SoundClassifier
-
-    clf = SoundClassifier.load(result.checkpoint, device="cpu")
-    pred = clf.predict_features(features[test_idx]).argmax(1)
-    scores = icbhi_scores(labels[test_idx], pred)
-    print(f"  TEST fold {k}: {scores.summary()}", flush=True)
+    _, scores = score_test_fold(result.checkpoint, features, labels, test_idx, k)
     record = {
         "variant": variant, "fold": k, **scores.as_dict(),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds_per_epoch": result.seconds_per_epoch,
@@ -332,12 +327,20 @@ def run_one(variant, k, train_idx, test_idx, cycles, features, labels, args, res
     _write(result_path, json.dumps(record, indent=1))
 
 
+def score_test_fold(checkpoint, features, labels, test_idx, k):
+    """(classifier, ICBHI scores) of a fold's model on its test cycles, scored once."""
+    from rarespot.sounds.predict import SoundClassifier
+
+    clf = SoundClassifier.load(checkpoint, device="cpu")
+    scores = icbhi_scores(labels[test_idx], clf.predict_features(features[test_idx]).argmax(1))
+    print(f"  TEST fold {k}: {scores.summary()}", flush=True)
+    return clf, scores
+
+
 def run_nested(variant, k, train_idx, test_idx, cycles, features, labels, args, result_path: Path) -> None:
     """The library default: ``fit`` with ``select="inner_cv"`` chooses on the training patients only (inner
     patient-grouped 4-fold CV, seed 100 + fold; ``select_pooled``: best inner Score with inner Se >= 35), refits on
     every training patient, and the test fold is scored once."""
-    from rarespot.sounds.predict import SoundClassifier
-
     config = bench_config(variant, args).model_copy(update={"select_seed": 100 + k})
     groups = np.array([cycles[i].patient for i in train_idx])
     print(f"\n== {variant} fold {k + 1}/{args.folds}: fit (inner CV, then refit) on {len(train_idx)}, test {len(test_idx)}", flush=True)
@@ -346,10 +349,7 @@ def run_nested(variant, k, train_idx, test_idx, cycles, features, labels, args, 
     result = fit(features[train_idx], labels[train_idx], empty, np.zeros(0, np.int64), config, args.out / "runs" / f"{variant}_fold{k}",
                  groups_train=groups, resume=False, progress=False, log=lambda m: print("  " + m, flush=True))
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-    clf = SoundClassifier.load(result.checkpoint, device="cpu")
-    pred = clf.predict_features(features[test_idx]).argmax(1)
-    scores = icbhi_scores(labels[test_idx], pred)
-    print(f"  TEST fold {k}: {scores.summary()}", flush=True)
+    clf, scores = score_test_fold(result.checkpoint, features, labels, test_idx, k)
     record = {
         "variant": variant, "fold": k, **scores.as_dict(),
         "best_epoch": 1, "epochs_run": 1, "seconds_per_epoch": result.seconds_per_epoch,
