@@ -25,6 +25,19 @@ With --cells-model (a fitted `rarespot screen fit` model), `rarespot screen scor
 cells (the seeded 20% test split of bench_screen.py) is timed the same way, locally and on the warm Ray:
 
     python bench/bench_ray_screen.py --scans 40 --cells-model runs/screen/model.pt
+
+With --scaling, a measured cost model says how throughput would grow with more nodes (this machine has
+2 cores, so a cluster cannot be timed here). It measures on a local Ray, for 1 and for 2 workers of one
+CPU each: the wall time to start the pool and load the model (S, from a run of one scan a worker), each
+worker's seconds per scan (c), and the driver's CPU seconds per scan (d: listing, reading and shipping
+scans, writing rows, thumbnails and the sheet). The model
+
+    wall(n scans, N workers) = S + n * max(c / N, d, b / bandwidth)
+
+(b: bytes a scan sends through the driver when workers do not share a disk) is checked against the
+measured 2-worker wall time, then tabled for N up to 64 at two assumed network bandwidths:
+
+    python bench/bench_ray_screen.py --scans 200 --repeats 1 --scaling
 """
 
 from __future__ import annotations
@@ -52,6 +65,60 @@ def timed(fn) -> dict:
             "loadavg_1m_before": round(load, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2)}
 
 
+def cost_of(run, scans: int, workers: int) -> dict:
+    """S, c and d (see the module docstring) of one Ray configuration, on a fresh local Ray."""
+    import ray
+
+    from rarespot.ray_backend import RaySettings
+
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        settings = RaySettings(workers=workers)
+        run(f"warm{workers}", settings, scans=workers)  # worker processes and imports, once per cluster
+        started = time.perf_counter()
+        run(f"start{workers}", settings, scans=workers)  # one scan a worker: mostly the pool's start
+        one_each = time.perf_counter() - started
+        cpu, started = time.process_time(), time.perf_counter()
+        run(f"scale{workers}", settings)
+        wall, driver_cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        ray.shutdown()
+    per_scan = (wall - one_each) / (scans - workers)  # the steady state, after the pool is up
+    return {"workers": workers, "wall_s": round(wall, 2), "one_scan_each_s": round(one_each, 2),
+            "start_s": round(max(0.0, one_each - per_scan * workers), 2),
+            "worker_s_per_scan": round(per_scan * workers, 4), "driver_cpu_s_per_scan": round(driver_cpu / scans, 4)}
+
+
+def model_wall(n: int, workers: int, start: float, worker_s: float, driver_s: float, bytes_per_scan: float,
+               bandwidth: float | None) -> float:
+    network = bytes_per_scan / bandwidth if bandwidth else 0.0
+    return start + n * max(worker_s / workers, driver_s, network)
+
+
+def scaling_table(costs: list[dict], scans: int, bytes_per_scan: float, local_wall: float) -> dict:
+    one, two = costs
+    start, worker_s, driver_s = one["start_s"], one["worker_s_per_scan"], max(c["driver_cpu_s_per_scan"] for c in costs)
+    predicted_two = model_wall(scans, 2, two["start_s"], worker_s, driver_s, 0.0, None)
+    rows = []
+    n = 10_000
+    for workers in (1, 2, 4, 8, 16, 32, 64):
+        row = {"workers": workers}
+        for label, bandwidth in (("shared_disk", None), ("via_driver_1Gbps", 125e6), ("via_driver_10Gbps", 1.25e9)):
+            wall = model_wall(n, workers, start, worker_s, driver_s, bytes_per_scan, bandwidth)
+            row[f"{label}_scans_per_s"] = round(n / wall, 2)
+        rows.append(row)
+    return {
+        "model": "wall = S + n * max(c / N, d, b / bandwidth); c from 1 worker, d the larger driver cost",
+        "S_start_s": start, "c_worker_s_per_scan": worker_s, "d_driver_cpu_s_per_scan": driver_s,
+        "b_bytes_per_scan": int(bytes_per_scan),
+        "check_2_workers": {"measured_wall_s": two["wall_s"], "predicted_wall_s": round(predicted_two, 2),
+                            "error": round(predicted_two / two["wall_s"] - 1, 3)},
+        "local_path_scans_per_s": round(scans / local_wall, 3),
+        "driver_bound_at_workers": round(worker_s / driver_s, 1) if driver_s > 0 else None,
+        "table_10000_scans": rows, "measured": costs,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scans", type=int, default=40)
@@ -63,6 +130,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cells-model", type=Path, default=None, help="a screen model: also time scoring the malaria test cells")
     ap.add_argument("--cells-npz", type=Path, default=None, help="default: bench_screen.py's malaria npz")
+    ap.add_argument("--scaling", action="store_true", help="measure the per-scan cost model and table it (see above)")
     args = ap.parse_args()
 
     import ray
@@ -81,10 +149,14 @@ def main() -> None:
     options = dict(tile=args.tile, backend=args.backend, progress=False)
     settings = RaySettings(workers=args.workers)
 
-    def run(name: str, ray_settings=None):
+    def run(name: str, ray_settings=None, scans: int | None = None):
         out = work / "out" / name
         shutil.rmtree(out, ignore_errors=True)
-        return screen_folder(src, model, out, ray=ray_settings, **options)
+        source = src
+        if scans is not None:  # the first `scans` scans, as a list file
+            source = work / f"first{scans}.txt"
+            source.write_text("".join(f"{p}\n" for p in sorted(src.rglob("*.png"))[:scans]))
+        return screen_folder(source, model, out, ray=ray_settings, **options)
 
     cells, n_cells = None, 0
     if args.cells_model is not None:
@@ -125,6 +197,12 @@ def main() -> None:
     if cells is not None:
         same_cells = (work / "out" / "cells_local.csv").read_bytes() == (work / "out" / "cells_ray.csv").read_bytes()
     median = {k: statistics.median(r["wall_s"] for r in v) for k, v in rows.items() if v}
+    scaling = None
+    if args.scaling:
+        scan_files = sorted(src.rglob("*.png"))
+        bytes_per_scan = sum(p.stat().st_size for p in scan_files) / len(scan_files)
+        scaling = scaling_table([cost_of(run, args.scans, w) for w in (1, 2)], args.scans, bytes_per_scan,
+                                median["local"])
     print(json.dumps({
         "scans": args.scans, "tile": args.tile, "backend": args.backend, "workers": args.workers,
         "model": str(model), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "ray": ray.__version__,
@@ -135,6 +213,7 @@ def main() -> None:
         **({"cells": n_cells,
             "cells_ray_warm_over_local": round(median["cells_ray_warm"] / median["cells_local"], 3),
             "same_cells_csv": same_cells} if cells is not None else {}),
+        **({"scaling": scaling} if scaling is not None else {}),
     }, indent=2))
 
 
