@@ -14,12 +14,12 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from rarespot.errors import RarespotError
+from rarespot.data_cli import app as data_app
+from rarespot.data_cli import synth as synth_command
 from rarespot.detect.cli import app as detect_app
 from rarespot.detect.cli import demo as demo_command
 from rarespot.experiment.cli import experiment as experiment_command
 from rarespot.imbalance.cli import app as imbalance_app
-from rarespot.io.cli import app as data_app
-from rarespot.io.cli import synth as synth_command
 from rarespot.screen.cli import app as screen_app
 from rarespot.serve.cli import serve as serve_command
 from rarespot.sounds.cli import app as sounds_app

@@ -18,8 +18,8 @@ from rarespot.synth import (
     generate_scan,
     make_body,
     subject_id,
-    _subject_index,
 )
+from rarespot.synth.scan import _subject_index
 
 
 def test_seed_classes_in_order():

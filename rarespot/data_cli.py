@@ -1,6 +1,7 @@
 """`rarespot data ...` and `rarespot synth`: thin wrappers over rarespot.io,
-rarespot.synth and rarespot.viz. Library imports happen inside the commands so
-`rarespot --help` stays fast."""
+rarespot.synth, rarespot.filters and rarespot.viz. Here, not in io/, because
+io/ is the bottom of the core and imports nothing above it. Library imports
+happen inside the commands so `rarespot --help` stays fast."""
 
 from __future__ import annotations
 
