@@ -1,4 +1,5 @@
-"""Cross-tile merging: exact hand-computed NMS and weighted-box-fusion cases."""
+"""Cross-tile merging: exact hand-computed NMS and weighted-box-fusion cases, and randomized cross-checks
+of NMS against torchvision and of WBF against ensemble-boxes."""
 
 from __future__ import annotations
 
@@ -64,6 +65,58 @@ def test_wbf_compares_with_the_running_fused_box():
     fused, _, _ = weighted_box_fusion([a, b, c], [0.5, 0.5, 0.5], [0, 0, 0], iou=0.3)
     np.testing.assert_allclose(fused, [[11 / 3, 0, 41 / 3, 10]])
 
+
+
+def _clustered_unit_boxes(rng, n: int, classes: int):
+    """``n`` boxes in normalised [0, 1] coordinates (what ensemble-boxes requires), jittered around 40 objects."""
+    centres = rng.uniform(0.1, 0.9, (40, 2))
+    sizes = rng.uniform(0.03, 0.1, (40, 2))
+    which = rng.integers(0, 40, n)
+    xy = centres[which] + rng.normal(0, 0.01, (n, 2))
+    wh = sizes[which] * rng.uniform(0.8, 1.2, (n, 2))
+    boxes = np.clip(np.hstack([xy - wh / 2, xy + wh / 2]), 0, 1)
+    scores = rng.permutation(n) / n + 0.001  # distinct: tie order is each implementation's own
+    return boxes, scores, rng.integers(0, classes, n)
+
+
+@pytest.mark.parametrize("models", [1, 3])
+@pytest.mark.parametrize("class_agnostic", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wbf_equals_ensemble_boxes(seed, class_agnostic, models):
+    """The reference: ensemble-boxes' ``weighted_boxes_fusion`` (Solovyev et al.'s own code), on clustered
+    random boxes, under the settings that mean what rarespot's WBF means:
+
+    - ``conf_type="max"``: rarespot's fused score is the cluster's highest score by design (a partial view in
+      a neighbouring tile must not lower the confidence of the tile that saw the object whole);
+      ensemble-boxes' default ``"avg"`` averages the members' scores (scaled by how many models voted).
+    - the tiles' boxes are one list: splitting them into several equal-weight "models" changes nothing with
+      ``"max"`` (ensemble-boxes pools every model's boxes of a label and sorts them by score), checked too.
+    - class-agnostic: ensemble-boxes always fuses per label, so it gets one label for every box; rarespot's
+      fused box takes the label of its highest-scoring member, checked against the input.
+    - ensemble-boxes needs normalised coordinates (it clips to [0, 1]) and fuses in float32, hence the
+      tolerances; it has no IoS matching, so only IoU is compared.
+    """
+    ensemble_boxes = pytest.importorskip("ensemble_boxes")
+    rng = np.random.default_rng(seed)
+    boxes, scores, labels = _clustered_unit_boxes(rng, 300, 3)
+    model_of = rng.integers(0, models, len(boxes))
+    ref_labels_in = np.zeros_like(labels) if class_agnostic else labels
+    split = [np.flatnonzero(model_of == m) for m in range(models)]
+    for iou in (0.3, 0.55, 0.7):
+        ours = weighted_box_fusion(boxes, scores, labels, iou=iou, class_agnostic=class_agnostic)
+        ref = ensemble_boxes.weighted_boxes_fusion(
+            [boxes[i] for i in split], [scores[i] for i in split], [ref_labels_in[i] for i in split],
+            iou_thr=iou, skip_box_thr=0.0, conf_type="max",
+        )
+        assert 30 < len(ours[0]) < len(boxes)  # clusters did fuse, and not into one
+        assert len(ours[0]) == len(ref[0])
+        np.testing.assert_allclose(ours[0], ref[0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(ours[1], ref[1], rtol=0, atol=1e-6)
+        if class_agnostic:  # the label of the member whose score the fused box carries
+            founder = np.abs(ours[1][:, None] - scores[None, :]).argmin(1)
+            assert ours[2].tolist() == labels[founder].tolist()
+        else:
+            assert ours[2].tolist() == ref[2].astype(np.int64).tolist()
 
 def test_merge_dispatch_and_errors():
     boxes, scores, labels = merge_detections([A, A_SHIFTED], [0.9, 0.8], [0, 0], "nms")

@@ -189,7 +189,8 @@ def evaluate(
     order) when ``class_aware``; with ``class_aware=False`` any box matches any
     object (the seed's class-agnostic protocol).
     """
-    from rarespot.detect.predict import check_image, progress_iter
+    from rarespot.detect.predict import check_image
+    from rarespot.progress import progress_iter
     from rarespot.io.images import read_image
 
     if not 0.0 < iou < 1.0:

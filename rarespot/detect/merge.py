@@ -16,8 +16,9 @@ Hand-written in numpy rather than taken from a package: torchvision's
 ``batched_nms`` would pull torch into the light core and has no IoS or fusion,
 and ``ensemble-boxes`` (the reference WBF) needs numba and works in
 normalised coordinates with per-model lists. Both are ~40 lines here and
-tested against exact hand-computed cases, and NMS against torchvision's
-``batched_nms``, in tests/test_detect_merge.py.
+tested against exact hand-computed cases, NMS against torchvision's
+``batched_nms`` and WBF against ensemble-boxes' ``weighted_boxes_fusion``, in
+tests/test_detect_merge.py.
 """
 
 from __future__ import annotations

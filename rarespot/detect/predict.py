@@ -29,6 +29,7 @@ from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS, merge_detections
 from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.atomic import ensure_writable_dir
+from rarespot.progress import progress_iter
 from rarespot.tiling import crop_tile, grid_tiles
 
 #: Pixel types a scan may have (what rarespot.io.images.read_image returns, plus DICOM's signed 16-bit).
@@ -517,21 +518,6 @@ def predict_files(
         if out is not None:
             write_predictions(results, out, skipped)
     return results, skipped
-
-
-def progress_iter(items, enabled: bool, label: str):
-    """Yield ``items`` with a rich progress bar (count and time left) when ``enabled``."""
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(label, total=len(items))
-        for item in items:
-            yield item
-            bar.advance(task)
 
 
 def _unique_name(path: Path, taken: set[str]) -> str:

@@ -146,21 +146,15 @@ def longtail_subsample(
     ratios: list[float],
     seed: int = 0,
     order: list[str] | None = None,
-    head_images: int | None = None,
 ) -> DetectionDataset:
     """Make ``ds`` long-tailed: class counts fall off like ``ratios`` (e.g. 1, 1/3, 1/10, 1/30, 1/100).
 
     ``ratios[i]`` belongs to the i-th class in ``order`` (default: the dataset's class
     order); classes not named keep ratio 1. An image counts for its rarest class (the
-    smallest ratio among its objects). Two ways, each deterministic for a seed:
-
-    - by chance (default, ``head_images=None``): each image is kept with its class's ratio
-      as probability, so the counts scatter around ratio x images; pure negatives are all
-      kept. The experiment runner's way (a plan's ``data.longtail``): the OPIXray long-tail
-      study's training images depend on it, so it stays exactly as it is.
-    - exact counts (``head_images=n``): class c keeps exactly ``max(1, round(n * ratio_c))``
-      images, drawn without replacement; pure negatives are dropped. ValueError, naming the
-      class, when a class has fewer images than that. The imbalance benchmark's way.
+    smallest ratio among its objects) and is kept with that class's ratio as probability
+    (seeded), so the counts scatter around ratio x images; pure negatives are all kept.
+    The experiment runner's way (a plan's ``data.longtail``): the OPIXray long-tail study's
+    training images depend on it, so it stays exactly as it is.
     """
     names = order or list(ds.class_names)
     if len(ratios) != len(names):
@@ -170,24 +164,10 @@ def longtail_subsample(
         share[ds.class_names.index(name)] = float(r)
     rng = np.random.default_rng(seed)
     keep = []
-    if head_images is None:
-        for i, rec in enumerate(ds.records):
-            if len(rec.labels) == 0 or rng.random() < share[rec.labels].min():
-                keep.append(i)
-        return ds.subset(keep)
-    by_class: dict[int, list[int]] = {c: [] for c in range(ds.num_classes)}
     for i, rec in enumerate(ds.records):
-        if len(rec.labels):
-            by_class[min(set(rec.labels.tolist()), key=lambda c: share[c])].append(i)
-    for c, idx in by_class.items():
-        n = max(1, int(round(head_images * share[c])))
-        if n > len(idx):
-            raise ValueError(
-                f"class {ds.class_names[c]!r} has {len(idx)} images, {n} asked "
-                f"({head_images} head images x ratio {share[c]:g})"
-            )
-        keep.extend(rng.choice(idx, size=n, replace=False).tolist())
-    return ds.subset(sorted(keep))
+        if len(rec.labels) == 0 or rng.random() < share[rec.labels].min():
+            keep.append(i)
+    return ds.subset(keep)
 
 
 # --- keeping splits -----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from rarespot.errors import InputError
 from rarespot.io.audio import AudioQualityWarning, ResampleNotice, announce_resample, read_audio, resample
 from rarespot.sounds.data import Cycle, cut_cycle, fit_length
 from rarespot.io.atomic import atomic_path
+from rarespot.progress import ProgressBar
 
 CHANNELS = ("mfcc", "mel", "cqt")
 
@@ -234,8 +235,8 @@ def extract_features(
     files = list(todo)
     tasks = (delayed(_extract_file)(f, [cycles[i] for i in todo[f]], config, cache) for f in files)
     runner = Parallel(n_jobs=n_jobs, return_as="generator")
-    bar = _progress(sum(len(v) for v in todo.values()), "extracting features", progress)
-    try:
+    total = sum(len(v) for v in todo.values())
+    with ProgressBar(total, "extracting features", progress, unit="cycles", transient=True) as bar:
         for f, (feats, error, notes, rate) in zip(files, runner(tasks)):
             for category, message in notes:
                 if category == ResampleNotice.__name__:
@@ -247,16 +248,8 @@ def extract_features(
                 announce_resample(f, rate, config.sample_rate)
             for i, feat in zip(todo[f], feats):
                 result[i] = feat
-            bar.update(len(feats))
-    finally:
-        bar.close()
+            bar.advance(len(feats))
     return result
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="cycle", disable=not enabled, leave=False)
 
 
 # --------------------------------------------------------------------------- normalisation

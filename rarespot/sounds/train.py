@@ -32,6 +32,7 @@ from rarespot.sounds.features import FeatureConfig, fit_norm_stats, normalise
 from rarespot.sounds.torch_model import ModelConfig
 from rarespot.io.atomic import atomic_write_text
 from rarespot.io.checkpoint import atomic_torch_save
+from rarespot.progress import ProgressBar
 
 CHECKPOINT_FORMAT = "rarespot-sounds/1"
 
@@ -226,7 +227,6 @@ def fit(
     nothing on it).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from rarespot.sounds.torch_model import build_model, count_parameters, load_encoder_weights
 
@@ -286,63 +286,63 @@ def fit(
     }
     generator = torch.Generator().manual_seed(config.seed)
     epoch_times = [h["seconds"] for h in history]
-    bar = tqdm(range(start_epoch, config.epochs), desc=config.model.variant, unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        if stale >= config.patience:
-            break
-        # Same batches, augmentations and dropout masks after a resume: both the batch generator and torch's
-        # global RNG (dropout, drop-path) restart from a seed of the epoch.
-        generator.manual_seed(config.seed * 100003 + epoch)
-        torch.manual_seed(config.seed * 100003 + epoch)
-        t0 = time.perf_counter()
-        model.train()
-        order = epoch_order(yt, config.sampler, generator)
-        mix_rng = np.random.default_rng(config.seed * 100003 + epoch)
-        total, seen = 0.0, 0
-        for i in range(0, len(order), config.batch_size):
-            idx = order[i : i + config.batch_size]
-            if len(idx) < 2 and config.model.variant != "vit":
-                continue  # BatchNorm cannot train on a batch of one
-            xb, yb = xt[idx], yt[idx]
-            if config.augment:
-                xb = augment_batch(xb, generator)
-            if config.mixup_alpha > 0:
-                lam = float(mix_rng.beta(config.mixup_alpha, config.mixup_alpha))
-                partner = torch.randperm(len(idx), generator=generator)
-                xb = lam * xb + (1 - lam) * xb[partner]
-                out = model(xb.to(device))
-                loss = lam * criterion(out, yb.to(device)) + (1 - lam) * criterion(out, yb[partner].to(device))
+    with ProgressBar(config.epochs - start_epoch, config.model.variant, progress, unit="epochs", transient=True) as bar:
+        for epoch in range(start_epoch, config.epochs):
+            if stale >= config.patience:
+                break
+            # Same batches, augmentations and dropout masks after a resume: both the batch generator and torch's
+            # global RNG (dropout, drop-path) restart from a seed of the epoch.
+            generator.manual_seed(config.seed * 100003 + epoch)
+            torch.manual_seed(config.seed * 100003 + epoch)
+            t0 = time.perf_counter()
+            model.train()
+            order = epoch_order(yt, config.sampler, generator)
+            mix_rng = np.random.default_rng(config.seed * 100003 + epoch)
+            total, seen = 0.0, 0
+            for i in range(0, len(order), config.batch_size):
+                idx = order[i : i + config.batch_size]
+                if len(idx) < 2 and config.model.variant != "vit":
+                    continue  # BatchNorm cannot train on a batch of one
+                xb, yb = xt[idx], yt[idx]
+                if config.augment:
+                    xb = augment_batch(xb, generator)
+                if config.mixup_alpha > 0:
+                    lam = float(mix_rng.beta(config.mixup_alpha, config.mixup_alpha))
+                    partner = torch.randperm(len(idx), generator=generator)
+                    xb = lam * xb + (1 - lam) * xb[partner]
+                    out = model(xb.to(device))
+                    loss = lam * criterion(out, yb.to(device)) + (1 - lam) * criterion(out, yb[partner].to(device))
+                else:
+                    loss = criterion(model(xb.to(device)), yb.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+            scheduler.step()
+            seconds = time.perf_counter() - t0
+            epoch_times.append(seconds)
+            val_logits = predict_logits(model, xv, device=device)
+            scores = icbhi_scores(y_val, val_logits.argmax(1))
+            with torch.no_grad():
+                val_loss = float(criterion(torch.from_numpy(val_logits).to(device), torch.from_numpy(y_val).to(device)))
+            record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_loss": val_loss, "se": scores.se, "sp": scores.sp,
+                      "score": scores.score, "seconds": seconds, "lr": optimizer.param_groups[0]["lr"]}
+            history.append(record)
+            metric = {"score": scores.score, "loss": -val_loss, "last": float(epoch)}[config.select_by]
+            improved = metric > best_metric
+            if improved:
+                best_metric, best_score, best_epoch, stale = metric, scores.score, epoch + 1, 0
+                atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
             else:
-                loss = criterion(model(xb.to(device)), yb.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-        scheduler.step()
-        seconds = time.perf_counter() - t0
-        epoch_times.append(seconds)
-        val_logits = predict_logits(model, xv, device=device)
-        scores = icbhi_scores(y_val, val_logits.argmax(1))
-        with torch.no_grad():
-            val_loss = float(criterion(torch.from_numpy(val_logits).to(device), torch.from_numpy(y_val).to(device)))
-        record = {"epoch": epoch + 1, "loss": total / max(seen, 1), "val_loss": val_loss, "se": scores.se, "sp": scores.sp,
-                  "score": scores.score, "seconds": seconds, "lr": optimizer.param_groups[0]["lr"]}
-        history.append(record)
-        metric = {"score": scores.score, "loss": -val_loss, "last": float(epoch)}[config.select_by]
-        improved = metric > best_metric
-        if improved:
-            best_metric, best_score, best_epoch, stale = metric, scores.score, epoch + 1, 0
-            atomic_torch_save({**meta, "model": model.state_dict(), "epoch": epoch, "val": scores.as_dict()}, best_path)
-        else:
-            stale += 1
-        atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
-                           "best_epoch": best_epoch, "best_metric": best_metric, "stale": stale, "history": history}, last_path)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", score=f"{100 * scores.score:.1f}", best=f"{100 * best_score:.1f}")
-        log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val loss {val_loss:.4f}  {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
-    bar.close()
+                stale += 1
+            atomic_torch_save({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score,
+                               "best_epoch": best_epoch, "best_metric": best_metric, "stale": stale, "history": history}, last_path)
+            bar.status(loss=f"{record['loss']:.3f}", score=f"{100 * scores.score:.1f}", best=f"{100 * best_score:.1f}")
+            bar.advance()
+            log(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  val loss {val_loss:.4f}  {scores.summary()}{'  *' if improved else ''}  {seconds:.1f}s")
 
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
     _plot_curves(history, out_dir / "curves.png")
