@@ -121,7 +121,7 @@ def build_splits(args):
 
 # --- one run -------------------------------------------------------------------------------
 def arm_config(arm: str, seed: int, args, run_dir: Path):
-    from rarespot.detect.config import CopyPasteConfig, TrainConfig
+    from rarespot.detect.config import CopyPasteConfig, DetectTrainConfig
 
     cfg = dict(
         model="yolo11n", full_image=True, imgsz=args.imgsz, epochs=args.epochs, batch=args.batch, nbs=args.batch,
@@ -137,7 +137,7 @@ def arm_config(arm: str, seed: int, args, run_dir: Path):
         cfg["copy_paste"] = CopyPasteConfig(p=args.copy_paste_p, target_distribution="uniform")
     elif arm != "bce":
         raise SystemExit(f"unknown arm {arm!r}; choose from {ARMS}")
-    return TrainConfig(**cfg)
+    return DetectTrainConfig(**cfg)
 
 
 def run_one(arm: str, seed: int, splits, args) -> dict:
