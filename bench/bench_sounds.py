@@ -34,7 +34,7 @@ from rarespot.metrics.icbhi import icbhi_scores
 from rarespot.sounds.data import describe, load_manifest, patient_kfold, patient_split
 from rarespot.sounds.features import FeatureConfig, extract_features
 from rarespot.sounds.torch_model import ModelConfig, build_model, count_parameters
-from rarespot.sounds.train import TrainConfig, fit
+from rarespot.sounds.train import SoundsTrainConfig, fit
 
 NOTES_MARKER = "<!-- hand-written notes below: kept when the report above is rewritten -->"
 
@@ -52,25 +52,25 @@ VARIANT_NAMES = {
 }
 
 
-NESTED = ("pooled_effnet_levers", "pooled_effnet_cv")  # the library default (TrainConfig.select "inner_cv") and its control
+NESTED = ("pooled_effnet_levers", "pooled_effnet_cv")  # the library default (SoundsTrainConfig.select "inner_cv") and its control
 
 
-def bench_config(variant: str, args) -> TrainConfig:
+def bench_config(variant: str, args) -> SoundsTrainConfig:
     features = FeatureConfig(sample_rate=args.sample_rate, n_bins=args.bins, n_fft=args.n_fft, hop_length=args.hop,
                              image_size=(args.height, args.width))
     if variant in NESTED:
-        # The library default (TrainConfig()): lever, TTA and normal bias chosen by inner CV on the training patients.
+        # The library default (SoundsTrainConfig()): lever, TTA and normal bias chosen by inner CV on the training patients.
         model = ModelConfig(variant="pooled", pretrained_embedding=True)
-        return TrainConfig(features=features, model=model, head_c=args.head_c, select="inner_cv",
+        return SoundsTrainConfig(features=features, model=model, head_c=args.head_c, select="inner_cv",
                            select_grid="levers" if variant == "pooled_effnet_levers" else "bias", threads=args.threads, device="cpu")
     if variant in ("pooled", "pooled_effnet"):
         # Session 4's default: no lever, a fixed normal bias (select "fixed"), with only the bench's shared settings set.
         model = ModelConfig(variant="pooled", pretrained_embedding=variant == "pooled_effnet")
-        return TrainConfig(features=features, model=model, head_c=args.head_c, normal_bias=args.normal_bias, select="fixed",
+        return SoundsTrainConfig(features=features, model=model, head_c=args.head_c, normal_bias=args.normal_bias, select="fixed",
                            threads=args.threads, device="cpu")
     model = ModelConfig(variant=variant, encoder="deit_tiny_patch16_224", patch_size=args.patch, depth=args.depth,
                         embed_dim=args.embed_dim, num_heads=args.heads, cnn_width=args.cnn_width)
-    return TrainConfig(features=features, model=model, epochs=args.epochs, patience=args.patience, lr=args.lr,
+    return SoundsTrainConfig(features=features, model=model, epochs=args.epochs, patience=args.patience, lr=args.lr,
                        warmup_epochs=1, batch_size=32, loss=args.loss, beta=args.beta, select_by=args.select_by,
                        mixup_alpha=args.mixup, sampler=args.sampler, threads=args.threads, device="cpu")
 
@@ -81,8 +81,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "rarespot_bench_sounds")
     ap.add_argument("--report", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "sounds.md")
     ap.add_argument("--variants", default="pooled_effnet,pooled,conv_cbam_vit,cnn,vit,conv_vit")
-    ap.add_argument("--head-c", type=float, default=TrainConfig().head_c, help="pooled models: logistic-regression C")
-    ap.add_argument("--normal-bias", type=float, default=TrainConfig().normal_bias,
+    ap.add_argument("--head-c", type=float, default=SoundsTrainConfig().head_c, help="pooled models: logistic-regression C")
+    ap.add_argument("--normal-bias", type=float, default=SoundsTrainConfig().normal_bias,
                     help="pooled, pooled_effnet: log-odds added to 'normal' (the nested variants choose it by inner CV)")
     ap.add_argument("--device-check", action="store_true",
                     help="also train on the Meditron cycles of the patients never recorded with a Littmann and score the "
@@ -394,7 +394,7 @@ def _nested_section(args, variants) -> str:
     return f"""
 ## Inner cross-validation (training patients of each outer fold only)
 
-`TrainConfig(select="inner_cv")` (the library default): inside each outer fold's training part, patient-grouped
+`SoundsTrainConfig(select="inner_cv")` (the library default): inside each outer fold's training part, patient-grouped
 4-fold CV (sklearn StratifiedGroupKFold, seed 100 + fold), out-of-fold predictions pooled over the 4 inner folds,
 ICBHI Score over all of them. Every lever x TTA x normal bias {{0, 0.25, 0.5, 0.75, 1, 1.5}} is scored from the same fits.
 Rule (`rarespot.sounds.train.select_pooled`, the same in every fold): the highest inner Score among the settings with
@@ -498,7 +498,7 @@ then `--report-only` writes this file):
   over time of the MFCC map (+ `pooled_effnet`: the frozen ImageNet EfficientNet-Lite0 stage-6 embedding, mean and max over
   time; its parameter count includes the frozen encoder), {args.normal_bias:g} added to the "normal" log-odds; one fit, no
   epochs, the validation patients are only scored. `effnet`: ImageNet EfficientNet-Lite0 fine-tuned whole, trained as below.
-- `pooled_effnet_levers` = the library default (`TrainConfig()`, `select="inner_cv"`): the same features and head, with the
+- `pooled_effnet_levers` = the library default (`SoundsTrainConfig()`, `select="inner_cv"`): the same features and head, with the
   lever (concatenation / patch-mix augmentation), test-time shifts and "normal" bias chosen per outer fold by inner
   patient-wise CV on that fold's training patients, then refitted on all of them (no early-stopping split);
   `pooled_effnet_cv` is its control (only the bias chosen). See "Inner cross-validation" below.

@@ -104,9 +104,9 @@ def run_ultralytics(splits, out: Path, args) -> dict:
 
 
 def rarespot_config(out: Path, args, **kw):
-    from rarespot.detect.config import TrainConfig
+    from rarespot.detect.config import DetectTrainConfig
 
-    return TrainConfig(full_image=True, imgsz=args.imgsz, epochs=args.epochs, batch=args.batch, device="cpu",
+    return DetectTrainConfig(full_image=True, imgsz=args.imgsz, epochs=args.epochs, batch=args.batch, device="cpu",
                        val_every=10_000, out=out, exist_ok=True, **kw)
 
 

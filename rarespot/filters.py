@@ -26,8 +26,9 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
+from rarespot.config import StrictModel, validate_config
 from rarespot.errors import InputError
 
 
@@ -215,7 +216,7 @@ PARAM_BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
 INTEGER_PARAMS = {("clahe", "tile_grid")}
 
 
-class FilterStep(BaseModel):
+class FilterStep(StrictModel):
     """One filter and its parameters, e.g. ``clahe`` with ``{"clip_limit": 2.0}``."""
 
     name: str
@@ -256,7 +257,7 @@ class FilterStep(BaseModel):
         return f"{self.name}:{args}" if args else self.name
 
 
-class ViewFilter(BaseModel):
+class ViewFilter(StrictModel):
     """An ordered chain of filters. Loads from a string, a list of steps, or YAML."""
 
     steps: list[FilterStep] = Field(default_factory=list, max_length=MAX_STEPS)
@@ -292,12 +293,12 @@ class ViewFilter(BaseModel):
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            return cls.model_validate(data if data is not None else [])
         except FileNotFoundError:
             raise InputError(path, "view filter file not found") from None
-        except Exception as exc:
-            msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-            raise InputError(path, f"not a view filter spec: {msg.removeprefix('Value error, ')}") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise InputError(path, f"not a view filter spec: {exc}") from None
+        # Not a mapping (a spec string or a list of steps are fine), so not read_yaml_mapping; errors as every config's.
+        return validate_config(cls, data if data is not None else [], path, "view filter spec")
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         for step in self.steps:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rarespot.detect.augment import apply_augmentation, build_augmentation
-from rarespot.detect.config import TrainConfig
+from rarespot.detect.config import DetectTrainConfig
 
 
 def tile() -> np.ndarray:
@@ -69,9 +69,9 @@ def test_unknown_augmentation_is_rejected():
     with pytest.raises(ValueError, match="mosaic"):
         build_augmentation(["hflip", "mosaic"])
     with pytest.raises(ValueError, match="unknown augmentation"):
-        TrainConfig(aug="hflip,rotate")
+        DetectTrainConfig(aug="hflip,rotate")
 
 
 def test_config_parses_comma_lists():
-    assert TrainConfig(aug="hflip, blur,rbc").aug == ["hflip", "blur", "rbc"]
-    assert TrainConfig(aug="none").aug == []
+    assert DetectTrainConfig(aug="hflip, blur,rbc").aug == ["hflip", "blur", "rbc"]
+    assert DetectTrainConfig(aug="none").aug == []

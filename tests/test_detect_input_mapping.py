@@ -134,13 +134,13 @@ def test_a_model_without_a_stored_mapping_keeps_the_one_it_was_trained_with(tmp_
 
 def test_training_stores_the_mapping_with_the_weights(tmp_path):
     """A real (1-epoch) run: best.pt and last.pt carry the mapping its training tiles got."""
-    from rarespot.detect.config import TrainConfig
+    from rarespot.detect.config import DetectTrainConfig
     from rarespot.detect.train import train_on_splits
     from test_detect_train import make_scans
 
     ds = make_scans(tmp_path / "scans", 4, size=(96, 96))
     splits = {"train": ds.subset(range(3)), "val": ds.subset([3]), "test": ds.subset([3])}
-    config = TrainConfig(tiles=1, tile_size=64, imgsz=64, batch=4, nbs=4, epochs=1, warmup_epochs=0, val_every=1,
+    config = DetectTrainConfig(tiles=1, tile_size=64, imgsz=64, batch=4, nbs=4, epochs=1, warmup_epochs=0, val_every=1,
                          device="cpu", out=tmp_path / "run", aug=[])
     result = train_on_splits(config, splits, quiet=True)
     for weights in (result.best, result.last):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rarespot.detect.config import TrainConfig, load_config, packaged_config
+from rarespot.detect.config import DetectTrainConfig, load_config, packaged_config
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset, ImageRecord
 
@@ -39,7 +39,7 @@ def make_scans(
     return DetectionDataset(list(names), records, folder)
 
 
-def hyp_for(config: TrainConfig):
+def hyp_for(config: DetectTrainConfig):
     from ultralytics.cfg import get_cfg
 
     from rarespot.detect.train import ultralytics_overrides
@@ -52,8 +52,8 @@ def hyp_for(config: TrainConfig):
 def tile_dataset(ds: DetectionDataset, mode: str = "train", **kw):
     from rarespot.detect.data import ScanTileDataset
 
-    config_keys = set(TrainConfig.model_fields) - {"copy_paste"}  # copy_paste here is the ready transform
-    cfg = TrainConfig(**{k: v for k, v in kw.items() if k in config_keys})
+    config_keys = set(DetectTrainConfig.model_fields) - {"copy_paste"}  # copy_paste here is the ready transform
+    cfg = DetectTrainConfig(**{k: v for k, v in kw.items() if k in config_keys})
     options = dict(tiles=cfg.tiles, tile_size=cfg.tile_size, min_visible=cfg.min_visible,
                    negative_tiles=cfg.negative_tiles, full_image=cfg.full_image, val_overlap=cfg.val_overlap,
                    ultralytics_augment=cfg.ultralytics_augment)
@@ -63,15 +63,15 @@ def tile_dataset(ds: DetectionDataset, mode: str = "train", **kw):
 
 # --- config -----------------------------------------------------------------------------------
 def test_defaults_follow_the_seed():
-    cfg = TrainConfig()
+    cfg = DetectTrainConfig()
     assert (cfg.model, cfg.tiles, cfg.tile_size, cfg.batch, cfg.optimizer, cfg.lr0, cfg.val_every) == (
         "yolo11n", 4, 512, 8, "Adam", 0.001, 2
     )
-    assert cfg.input_size == 512 and TrainConfig(full_image=True).input_size == 640
+    assert cfg.input_size == 512 and DetectTrainConfig(full_image=True).input_size == 640
 
 
 def test_config_yaml_round_trip(tmp_path):
-    cfg = TrainConfig(tiles=6, tile_size=384, remap="agnostic", aug=["hflip", "rbc"], out=tmp_path / "run")
+    cfg = DetectTrainConfig(tiles=6, tile_size=384, remap="agnostic", aug=["hflip", "rbc"], out=tmp_path / "run")
     path = cfg.dump_yaml(tmp_path / "cfg.yaml")
     assert load_config(path) == cfg
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not left with mkstemp's private mode
@@ -344,7 +344,7 @@ def test_repeat_factor_sampler_repeats_images_with_rare_classes(tmp_path):
     for i, lab in enumerate(labels):
         rec = ds.records[i]
         ds.records[i] = ImageRecord(rec.path, rec.width, rec.height, rec.boxes, [lab])
-    cfg = TrainConfig(sampler="repeat_factor", repeat_threshold=1.0, tiles=2)
+    cfg = DetectTrainConfig(sampler="repeat_factor", repeat_threshold=1.0, tiles=2)
     repeat, weights, copy_paste = imbalance_hooks(cfg, ds)
     # LVIS: r_c = max(1, sqrt(t / f_c)) -> class 0: sqrt(1/0.75) = 1.155, class 1: sqrt(1/0.25) = 2
     np.testing.assert_allclose(repeat, [np.sqrt(4 / 3)] * 3 + [2.0])
@@ -379,7 +379,7 @@ def test_copy_paste_and_class_aware_hooks_run_on_tiles(tmp_path):
     from rarespot.detect.trainer import imbalance_hooks
 
     ds = make_scans(tmp_path, 4, size=(200, 240), objects=(2, 3))
-    cfg = TrainConfig(tile_object_choice="class_aware", copy_paste={"p": 1.0}, tiles=2, tile_size=96)
+    cfg = DetectTrainConfig(tile_object_choice="class_aware", copy_paste={"p": 1.0}, tiles=2, tile_size=96)
     repeat, weights, copy_paste = imbalance_hooks(cfg, ds)
     assert repeat is None and weights.shape == (2,) and copy_paste is not None
     data = tile_dataset(ds, tiles=2, tile_size=96, imgsz=96, object_weights=weights, copy_paste=copy_paste)

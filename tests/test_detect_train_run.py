@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rarespot.detect.config import TrainConfig
+from rarespot.detect.config import DetectTrainConfig
 from rarespot.detect.train import read_metrics_csv, resume_run, train_on_splits
 from rarespot.io.split import load_saved_splits
 from rarespot.errors import InputError
@@ -17,11 +17,11 @@ from test_detect_train import make_scans
 torch.set_num_threads(2)
 
 
-def tiny_config(out, **kw) -> TrainConfig:
+def tiny_config(out, **kw) -> DetectTrainConfig:
     base = dict(tiles=2, tile_size=96, imgsz=64, batch=4, nbs=4, epochs=1, warmup_epochs=0, val_every=1,
                 device="cpu", out=out, aug=["hflip"])
     base.update(kw)
-    return TrainConfig(**base)
+    return DetectTrainConfig(**base)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ pytest.importorskip("sklearn")
 from rarespot.sounds.augment import concat_cycles, mix_cycles, splice  # noqa: E402
 from rarespot.sounds.features import FeatureConfig  # noqa: E402
 from rarespot.sounds.torch_model import ModelConfig, build_model  # noqa: E402
-from rarespot.sounds.train import TrainConfig, fit, fit_pooled_head, inner_cv_pooled, select_pooled  # noqa: E402
+from rarespot.sounds.train import SoundsTrainConfig, fit, fit_pooled_head, inner_cv_pooled, select_pooled  # noqa: E402
 
 H, W = 8, 16
 
@@ -86,7 +86,7 @@ def test_weighted_head_equals_the_balanced_fit_of_the_same_rows():
     rng = np.random.default_rng(0)
     z, y = rng.standard_normal((60, 5)), np.arange(60) % 3
     z[:, 0] += y
-    cfg = TrainConfig()
+    cfg = SoundsTrainConfig()
     real, syn = slice(0, 40), slice(40, 60)
     head = fit_pooled_head(z[real], y[real], np.concatenate([z[syn], z[syn]]), np.concatenate([y[syn], y[syn]]),
                            np.full(40, 0.5), cfg)
@@ -145,7 +145,7 @@ def _separable(n_patients=8, per=12, seed=0):
 
 def test_inner_cv_scores_every_candidate_bias_and_tta():
     x, y, g = _separable()
-    base = TrainConfig(features=FeatureConfig(image_size=(32, 64)), model=ModelConfig(variant="pooled", pretrained_embedding=False))
+    base = SoundsTrainConfig(features=FeatureConfig(image_size=(32, 64)), model=ModelConfig(variant="pooled", pretrained_embedding=False))
     cands = [base, base.model_copy(update={"concat_augment": 1.0}), base.model_copy(update={"mix_augment": 0.5})]
     recs = inner_cv_pooled(x, y, g, cands, biases=(0.0, 1.0), tta=(1, 2), n_splits=4)
     assert len(recs) == 3 * 2 * 2
@@ -161,7 +161,7 @@ def test_inner_cv_scores_every_candidate_bias_and_tta():
 
 def test_fit_pooled_with_concatenation_and_no_validation(tmp_path):
     x, y, g = _separable(per=8)
-    cfg = TrainConfig(features=FeatureConfig(image_size=(32, 64)), model=ModelConfig(variant="pooled", pretrained_embedding=False),
+    cfg = SoundsTrainConfig(features=FeatureConfig(image_size=(32, 64)), model=ModelConfig(variant="pooled", pretrained_embedding=False),
                       concat_augment=0.5, concat_both=True, select="fixed")
     lines = []
     result = fit(x, y, x[:0], y[:0], cfg, tmp_path, groups_train=g, log=lines.append)
@@ -181,7 +181,7 @@ def test_default_selects_by_inner_cv_on_the_training_patients(tmp_path):
     from rarespot.sounds.train import POOLED_LEVERS
 
     x, y, g = _separable(per=8)
-    cfg = TrainConfig(features=FeatureConfig(image_size=(32, 64)), model=ModelConfig(variant="pooled", pretrained_embedding=False))
+    cfg = SoundsTrainConfig(features=FeatureConfig(image_size=(32, 64)), model=ModelConfig(variant="pooled", pretrained_embedding=False))
     assert cfg.select == "inner_cv"
     lines = []
     result = fit(x, y, x[:8], y[:8], cfg, tmp_path, groups_train=g, log=lines.append)

@@ -17,15 +17,15 @@ from rarespot.io.audio import AudioQualityWarning  # noqa: E402
 from rarespot.sounds.data import Cycle  # noqa: E402
 from rarespot.sounds.features import FeatureConfig, extract_features  # noqa: E402
 from rarespot.sounds.torch_model import ModelConfig  # noqa: E402
-from rarespot.sounds.train import TrainConfig, train  # noqa: E402
+from rarespot.sounds.train import SoundsTrainConfig, train  # noqa: E402
 from helpers_sounds import RATE, make_recordings  # noqa: E402  (tests/ is on sys.path under pytest)
 
 FEATURES = dict(sample_rate=RATE, cycle_seconds=1.0, n_bins=32, n_fft=256, hop_length=64, image_size=(32, 64))
 
 
-def pooled_config(pretrained: bool = False, **kw) -> TrainConfig:
+def pooled_config(pretrained: bool = False, **kw) -> SoundsTrainConfig:
     kw.setdefault("select", "fixed")  # the options as given (the default chooses them by inner CV: test_sounds_augment.py)
-    return TrainConfig(features=FeatureConfig(**FEATURES), model=ModelConfig(variant="pooled", pretrained_embedding=pretrained),
+    return SoundsTrainConfig(features=FeatureConfig(**FEATURES), model=ModelConfig(variant="pooled", pretrained_embedding=pretrained),
                        threads=1, device="cpu", **kw)
 
 
@@ -42,7 +42,7 @@ def pooled_run(recordings, tmp_path_factory):
 
 
 def test_default_config_is_the_pooled_model_at_4khz():
-    cfg = TrainConfig()
+    cfg = SoundsTrainConfig()
     assert cfg.model.variant == "pooled" and cfg.model.pretrained_embedding and cfg.model.pooled_channels == ("mfcc",)
     assert (cfg.features.sample_rate, cfg.features.n_bins, cfg.features.n_fft, cfg.features.hop_length) == (4000, 64, 512, 128)
     assert cfg.features.image_size == (64, 128) and cfg.head_c == 0.01 and cfg.normal_bias == 0.5
@@ -58,11 +58,11 @@ def test_configs_refuse_unknown_keys(tmp_path, data, where):
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
-        TrainConfig.model_validate(data)
+        SoundsTrainConfig.model_validate(data)
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match=rf"c\.yaml: invalid training config: {where}: unknown key$"):
-        TrainConfig.from_yaml(path)
+        SoundsTrainConfig.from_yaml(path)
 
 
 def test_pooled_head_is_sklearns_logistic_regression(pooled_run, recordings):

@@ -17,15 +17,15 @@ pytest.importorskip("librosa")
 from rarespot.errors import InputError  # noqa: E402
 from rarespot.sounds.features import FeatureConfig  # noqa: E402
 from rarespot.sounds.torch_model import ModelConfig  # noqa: E402
-from rarespot.sounds.train import TrainConfig, train  # noqa: E402
+from rarespot.sounds.train import SoundsTrainConfig, train  # noqa: E402
 from helpers_sounds import RATE, make_recordings  # noqa: E402  (tests/ is on sys.path under pytest)
 
 TINY_FEATURES = dict(sample_rate=RATE, cycle_seconds=1.0, n_bins=16, n_fft=256, hop_length=64, image_size=(16, 32))
 TINY_MODEL = dict(patch_size=8, depth=1, embed_dim=32, num_heads=2, cnn_width=4)
 
 
-def tiny_config(variant="conv_cbam_vit", **kw) -> TrainConfig:
-    return TrainConfig(features=FeatureConfig(**TINY_FEATURES), model=ModelConfig(variant=variant, **TINY_MODEL),
+def tiny_config(variant="conv_cbam_vit", **kw) -> SoundsTrainConfig:
+    return SoundsTrainConfig(features=FeatureConfig(**TINY_FEATURES), model=ModelConfig(variant=variant, **TINY_MODEL),
                        epochs=kw.pop("epochs", 2), batch_size=8, threads=1, device="cpu", **kw)
 
 
@@ -138,13 +138,13 @@ def test_loss_comes_from_the_imbalance_toolkit():
 def test_config_yaml_roundtrip_and_errors(tmp_path):
     good = tmp_path / "c.yaml"
     good.write_text("epochs: 3\nloss: cb_focal\nfeatures: {sample_rate: 4000, image_size: [32, 64]}\nmodel: {variant: cnn}\n")
-    cfg = TrainConfig.from_yaml(good)
+    cfg = SoundsTrainConfig.from_yaml(good)
     assert (cfg.epochs, cfg.loss, cfg.model.variant) == (3, "cb_focal", "cnn")
     assert tuple(cfg.model.image_size) == (32, 64)  # the model follows the feature size
     bad = tmp_path / "bad.yaml"
     bad.write_text("loss: hinge\n")
     with pytest.raises(InputError, match="bad.yaml: invalid training config"):
-        TrainConfig.from_yaml(bad)
+        SoundsTrainConfig.from_yaml(bad)
 
 
 def test_predict_with_annotation_and_with_windows(trained, recordings, tmp_path):

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rarespot.config import StrictModel, read_yaml_mapping, validate_config
 from rarespot.detect.augment import AUGMENTATION_NAMES as AUGMENTATIONS
 from rarespot.errors import InputError
 from rarespot.io.atomic import atomic_write_text
@@ -23,8 +24,12 @@ ClsLoss = Literal["bce", "focal", "cb-bce", "cb-focal"]
 CLS_LOSSES: tuple[str, ...] = get_args(ClsLoss)  # rarespot.detect.loss checks against these
 
 
-class CopyPasteConfig(BaseModel):
-    """Options passed to ``rarespot.imbalance.copy_paste.XrayCopyPaste``."""
+class CopyPasteConfig(StrictModel):
+    """Options passed to ``rarespot.imbalance.copy_paste.XrayCopyPaste``.
+
+    Its other keyword options (max_objects, scale, blend, ...) are passed on as given, so they keep one
+    home (the class); a key it does not take is refused here, not when training starts.
+    """
 
     model_config = ConfigDict(extra="allow")
     p: float = Field(0.5, ge=0.0, le=1.0, description="probability that a training tile receives pasted objects")
@@ -32,11 +37,30 @@ class CopyPasteConfig(BaseModel):
         "uniform", description="class mix the pasting aims for (e.g. 'uniform' or {class: share})"
     )
 
+    @model_validator(mode="after")
+    def _known_options(self) -> "CopyPasteConfig":
+        unknown = [key for key in self.model_extra or {} if key not in copy_paste_options()]
+        if unknown:  # reported like any unknown key: copy_paste.<key>: unknown key
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [{"type": "extra_forbidden", "loc": (key,), "input": self.model_extra[key]} for key in unknown]
+            )
+        return self
 
-class TrainConfig(BaseModel):
-    """Everything one training run needs; ``rarespot detect train --config run.yaml`` reads this."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def copy_paste_options() -> list[str]:
+    """The keyword options of XrayCopyPaste a config may set (not the donors or the callables training passes)."""
+    import inspect
+
+    from rarespot.imbalance.copy_paste import XrayCopyPaste
+
+    skip = {"self", "donors", "reader", "donor_transform"}
+    return [name for name in inspect.signature(XrayCopyPaste.__init__).parameters if name not in skip]
+
+
+class DetectTrainConfig(StrictModel):
+    """Everything one detection training run needs; ``rarespot detect train --config run.yaml`` reads this."""
+
+    model_config = ConfigDict(validate_assignment=True)  # extra="forbid" from StrictModel
 
     # --- data ---------------------------------------------------------------------------
     data: Path | None = Field(None, description="dataset folder or annotation file (VOC, YOLO, COCO)")
@@ -139,7 +163,7 @@ class TrainConfig(BaseModel):
         return str(value)
 
     @model_validator(mode="after")
-    def _check_split(self) -> "TrainConfig":
+    def _check_split(self) -> "DetectTrainConfig":
         if any(s < 0 for s in self.split) or self.split[0] <= 0 or self.split[1] <= 0:
             raise ValueError(f"split needs positive train and val shares, got {self.split}")
         return self
@@ -159,7 +183,7 @@ class TrainConfig(BaseModel):
         return path
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+def load_config(path: str | Path | None = None, **overrides: Any) -> DetectTrainConfig:
     """Read a YAML config (or start from the defaults) and apply ``overrides`` (None values are ignored).
 
     ``path`` may also name a packaged config: ``seed`` (the seed's ideal parameters), ``demo``.
@@ -171,17 +195,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     if source is not None and not source.exists() and not source.suffix and source.name == str(path):
         source = packaged_config(source.name)  # a bare name: one of the shipped configs ('seed', 'demo')
     if source is not None:
-        try:
-            loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(source, "config file not found") from None
-        except yaml.YAMLError as exc:
-            raise InputError(source, f"not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise InputError(source, "a training config must be a YAML mapping of setting: value")
-        raw.update(loaded)
+        raw.update(read_yaml_mapping(source, "training config"))
         # Relative data paths in a config file mean "relative to the file", not to the cwd.
         for key in ("data", "val_data"):
             if raw.get(key) and not Path(str(raw[key])).is_absolute():
@@ -189,11 +203,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
                 if candidate.exists():
                     raw[key] = str(candidate)
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise InputError(source, f"invalid training config: {problems}") from None
+    return validate_config(DetectTrainConfig, raw, source, "training config")
 
 
 def packaged_config(name: str) -> Path:

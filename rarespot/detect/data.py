@@ -58,7 +58,7 @@ class ScanTileDataset(YOLODataset):
 
     source: the (already remapped) split. mode: "train" draws random positive
       tiles (or whole images when full_image), "val" a fixed grid of tiles.
-    tiles, tile_size, min_visible, negative_tiles, full_image, val_overlap: as in TrainConfig.
+    tiles, tile_size, min_visible, negative_tiles, full_image, val_overlap: as in DetectTrainConfig.
     augmentation: albumentations Compose from rarespot.detect.augment (train only).
     repeat_factors: per-image repeat factor (LVIS); an image yields tiles * r items per epoch, rounded
         stochastically (floor + Bernoulli of the fraction, as LVIS does).

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rarespot.detect.config import TrainConfig, load_config, packaged_config
+from rarespot.detect.config import DetectTrainConfig, load_config, packaged_config
 from rarespot.io.atomic import atomic_write_text
 from rarespot.errors import InputError
 
@@ -47,7 +47,7 @@ class DemoResult:
 
 def demo_config(
     out: Path, quick: bool, epochs: int | None, device: str | None, seed: int, overrides: dict | None = None
-) -> TrainConfig:
+) -> DetectTrainConfig:
     """The packaged demo settings (``configs/demo.yaml`` or ``demo_quick.yaml``) for this run."""
     name = "demo_quick" if quick else "demo"
     settings = dict(overrides or {})
@@ -83,7 +83,7 @@ def run_demo(
     progress: bool = True,
     overrides: dict | None = None,
 ) -> DemoResult:
-    """Run the main job into ``out``; ``overrides`` change any TrainConfig key of the packaged demo config."""
+    """Run the main job into ``out``; ``overrides`` change any DetectTrainConfig key of the packaged demo config."""
     from rich.console import Console
 
     from rarespot.detect.remap import remap_splits
@@ -168,7 +168,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _finished(config: TrainConfig) -> bool:
+def _finished(config: DetectTrainConfig) -> bool:
     """A complete earlier run with the same settings (its last.pt is final: optimiser stripped)."""
     run = Path(config.out)
     last = run / "weights" / "last.pt"
@@ -182,7 +182,7 @@ def _finished(config: TrainConfig) -> bool:
         return False
 
 
-def evaluate_run(best: Path, config: TrainConfig, splits: dict, out_dir: Path, progress: bool = True):
+def evaluate_run(best: Path, config: DetectTrainConfig, splits: dict, out_dir: Path, progress: bool = True):
     """Seed protocol: fixed-grid tiled inference at the training tile size; confidence chosen on validation."""
     from rarespot.detect.evaluate import calibrate_conf, evaluate, write_evaluation_report
     from rarespot.detect.predict import TiledPredictor
@@ -274,7 +274,7 @@ def _fmt(value) -> str:
 
 
 def write_report(
-    out: Path, config: TrainConfig, run, evaluation, splits: dict, data, timings: dict, quick: bool = False,
+    out: Path, config: DetectTrainConfig, run, evaluation, splits: dict, data, timings: dict, quick: bool = False,
     found: list[dict] | None = None,
 ) -> Path:
     """A self-contained report.html (images embedded), written atomically."""

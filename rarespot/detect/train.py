@@ -16,7 +16,7 @@ folder, reports progress (rich on a terminal, a line per epoch in a log) and
 collects the result.
 
 Run folder (``config.out``):
-  config.yaml   the resolved TrainConfig (what ``--resume`` reuses)
+  config.yaml   the resolved DetectTrainConfig (what ``--resume`` reuses)
   split.json    class names and the exact train/val/test records
   weights/      last.pt (every epoch), best.pt (lowest validation loss)
   metrics.csv   one row per epoch; validation columns empty on skipped epochs
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from rarespot.detect.config import TrainConfig
+from rarespot.detect.config import DetectTrainConfig
 from rarespot.detect.remap import remap_splits  # its home is detect/remap.py (still importable from here)
 from rarespot.device import default_device  # the device rule (still importable from here)
 from rarespot.io.atomic import atomic_write_text, ensure_writable_dir
@@ -78,7 +78,7 @@ class RunResult:
     best_val_loss: float | None
     best_metrics: dict[str, float]
     seconds: float
-    config: TrainConfig
+    config: DetectTrainConfig
     splits: dict[str, DetectionDataset] = field(default_factory=dict, repr=False)
 
     @property
@@ -87,7 +87,7 @@ class RunResult:
 
 
 # --- data preparation --------------------------------------------------------------------------
-def load_splits(config: TrainConfig) -> dict[str, DetectionDataset]:
+def load_splits(config: DetectTrainConfig) -> dict[str, DetectionDataset]:
     """Read the data named in the config and split it (seeded) into train/val/test; remap classes.
 
     The remap is computed on the training split only (size quartiles, say) and
@@ -159,7 +159,7 @@ def warn_missing_classes(splits: dict[str, DetectionDataset]) -> list[str]:
     return messages
 
 
-def ultralytics_overrides(config: TrainConfig, run_dir: Path, model: str) -> dict[str, Any]:
+def ultralytics_overrides(config: DetectTrainConfig, run_dir: Path, model: str) -> dict[str, Any]:
     """Ultralytics settings for a controlled study: its own augmentations off unless asked for,
     nothing that would reach the network (AMP check, font download for plots)."""
     device = default_device(config.device)
@@ -479,7 +479,7 @@ def plot_loss_curves(rows: list[dict[str, float]], out: Path) -> Path:
 
 
 # --- entry points ------------------------------------------------------------------------------
-def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> RunResult:
+def train(config: DetectTrainConfig, resume: bool = False, quiet: bool = False) -> RunResult:
     """Train from a config (``resume=True``: continue the run in ``config.out`` from its last.pt)."""
     run_dir = Path(config.out)
     if resume:
@@ -490,7 +490,7 @@ def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> Run
 
 
 def train_on_splits(
-    config: TrainConfig, splits: dict[str, DetectionDataset], quiet: bool = False, _resume_from: Path | None = None
+    config: DetectTrainConfig, splits: dict[str, DetectionDataset], quiet: bool = False, _resume_from: Path | None = None
 ) -> RunResult:
     """Train on ready splits (``train``, ``val``, optional ``test``), e.g. built in Python or by the demo."""
     from rarespot.detect.model import resolve_model
@@ -553,7 +553,7 @@ def checkpoint_is_final(last: Path) -> bool:
     return ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0
 
 
-def collect_result(run_dir: Path, config: TrainConfig, splits: dict[str, DetectionDataset], seconds: float) -> RunResult:
+def collect_result(run_dir: Path, config: DetectTrainConfig, splits: dict[str, DetectionDataset], seconds: float) -> RunResult:
     metrics_path = run_dir / "metrics.csv"
     rows = read_metrics_csv(metrics_path) if metrics_path.exists() else []
     validated = [r for r in rows if not math.isnan(r.get("val_loss", float("nan")))]

@@ -24,7 +24,7 @@ from ultralytics.utils import DEFAULT_CFG, RANK
 from ultralytics.utils.torch_utils import strip_optimizer, unwrap_model
 
 from rarespot.detect.augment import build_augmentation
-from rarespot.detect.config import TrainConfig
+from rarespot.detect.config import DetectTrainConfig
 from rarespot.detect.data import ScanTileDataset
 from rarespot.detect.loss import RarespotDetectionModel
 from rarespot.detect.preprocess import stamp_input_mapping
@@ -49,7 +49,7 @@ class TileTrainer(DetectionTrainer):
         overrides: dict | None = None,
         _callbacks=None,
         *,
-        config: TrainConfig | None = None,
+        config: DetectTrainConfig | None = None,
         splits: dict[str, DetectionDataset] | None = None,
     ):
         # Ultralytics' own signature first: its DDP launcher pickles this class and rebuilds it in
@@ -208,7 +208,7 @@ class TileTrainer(DetectionTrainer):
                 strip_optimizer(ckpt)
 
 
-def imbalance_hooks(config: TrainConfig, train: DetectionDataset):
+def imbalance_hooks(config: DetectTrainConfig, train: DetectionDataset):
     """(repeat factors, object-choice class weights, copy-paste transform) from the config; None where off."""
     repeat = weights = copy_paste = None
     labels_per_image = [r.labels for r in train.records]

@@ -39,6 +39,7 @@ def experiment(
     ),
 ) -> None:
     """Run a study plan (base config x axes x seeds): resumable, one results CSV, a report in the seed's form."""
+    from rarespot.detect.config import DetectTrainConfig
     from rarespot.experiment.detection import run_detection_cell
     from rarespot.experiment.plan import load_plan
     from rarespot.experiment.report import write_report
@@ -48,7 +49,7 @@ def experiment(
                  dict(images=images, epochs=epochs, imgsz=imgsz, model=model, device=device, threads=threads).items() if v is not None}
     if seeds:
         overrides["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
-    loaded = load_plan(plan_path(plan), overrides)
+    loaded = load_plan(plan_path(plan), overrides, training_settings=DetectTrainConfig)
     if study:
         unknown = set(study) - {s.name for s in loaded.studies}
         if unknown:

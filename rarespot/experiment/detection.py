@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rarespot.errors import InputError
-from rarespot.experiment.plan import Plan
+from rarespot.experiment.plan import DataSource, Plan
 from rarespot.experiment.runner import CellRun, run_dir_for
 from rarespot.io.atomic import atomic_write_text
 from rarespot.io.dataset import DetectionDataset
@@ -43,8 +43,8 @@ def _prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
     from rarespot.io.split import load_saved_splits, save_splits
 
     data_dir = out_dir / "data"
-    # The cached splits are only valid for the data section and image budget they were made from.
-    spec_of = {"data": plan.data, "images": plan.budget.images}
+    # The cached splits are only valid for the data section (as written) and image budget they were made from.
+    spec_of = {"data": plan.data.model_dump(mode="json", exclude_unset=True), "images": plan.budget.images}
     if plan.budget.val_images is not None:  # only when set, so folders made before it existed stay valid
         spec_of["val_images"] = plan.budget.val_images
     wanted = json.dumps(spec_of, sort_keys=True, default=str)
@@ -57,21 +57,20 @@ def _prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
             "these splits were made from another data section or image budget than the plan's now; "
             "use another --out for the changed plan (finished runs in this folder used the old splits)",
         )
-    spec = dict(plan.data)
-    if "synth" in spec:
+    source = plan.data
+    if source.synth is not None:
         from rarespot.synth import generate
 
-        synth = dict(spec["synth"] or {})
-        size = tuple(synth.get("size", (1500, 1216)))  # (height, width); small sizes for smoke tests
-        dataset = generate(int(synth.get("n", 100)), data_dir / "scans", seed=int(synth.get("seed", 0)), size=size)
-    elif "path" in spec:
-        path = Path(spec["path"]).expanduser()
+        synth = source.synth
+        dataset = generate(synth.n, data_dir / "scans", seed=synth.seed, size=synth.size)
+    elif source.path is not None:
+        path = Path(source.path).expanduser()
         if not path.exists():
             raise InputError(path, "the plan's data path does not exist")
-        dataset = load_dataset(path, fmt=spec.get("format", "auto"))
+        dataset = load_dataset(path, fmt=source.format)
     else:
         raise InputError(None, "plan data needs 'synth: {n, seed}' or 'path: DIR'")
-    splits = draw_splits(dataset, spec, plan.budget.images, plan.budget.val_images)
+    splits = draw_splits(dataset, source, plan.budget.images, plan.budget.val_images)
     data_dir.mkdir(parents=True, exist_ok=True)
     save_splits(splits, data_dir / "split.json")
     atomic_write_text(made_from, wanted)
@@ -79,7 +78,7 @@ def _prepare_splits(plan: Plan, out_dir: Path) -> dict[str, DetectionDataset]:
 
 
 def draw_splits(
-    dataset: DetectionDataset, spec: dict[str, Any], images: int | None = None, val_images: int | None = None
+    dataset: DetectionDataset, spec: DataSource, images: int | None = None, val_images: int | None = None
 ) -> dict[str, DetectionDataset]:
     """The plan's train/val/test drawn from its dataset (``spec``: the plan's data section), seeded.
 
@@ -89,20 +88,17 @@ def draw_splits(
     """
     from rarespot.io.split import carve_holdout, longtail_subsample, split_dataset, subsample
 
-    split_seed = int(spec.get("split_seed", 0))
-    holdout = spec.get("holdout")
-    if holdout:
+    split_seed = spec.split_seed
+    if spec.holdout is not None:
         # A final test set cut off before anything else and never scored by the study: the
         # study's "test" split is development data, so a recipe chosen on it stays honest.
-        dataset, _ = carve_holdout(dataset, float(holdout.get("share", 0.2)), int(holdout.get("seed", 0)))
-    splits = dict(split_dataset(dataset, tuple(spec.get("fractions", (0.6, 0.2, 0.2))), split_seed))
-    longtail = spec.get("longtail")
-    if longtail:
+        dataset, _ = carve_holdout(dataset, spec.holdout.share, spec.holdout.seed)
+    splits = dict(split_dataset(dataset, spec.fractions, split_seed))
+    longtail = spec.longtail
+    if longtail is not None:
         # Only the training data become long-tailed; val/test keep the natural mix
         # so per-class recall of the rare classes is measured on enough objects.
-        splits["train"] = longtail_subsample(
-            splits["train"], list(longtail["ratios"]), int(longtail.get("seed", 0)), longtail.get("order")
-        )
+        splits["train"] = longtail_subsample(splits["train"], list(longtail.ratios), longtail.seed, longtail.order)
     splits["train"] = subsample(splits["train"], images, split_seed)
     splits["val"] = subsample(splits["val"], val_images, split_seed + 1)
     return splits
@@ -123,8 +119,8 @@ def make_predictor(job: CellRun, model: Path, config, scored: list[DetectionData
     from rarespot.detect.predict import TiledPredictor
 
     ev = job.plan.evaluation
-    overlap = float(ev.get("overlap", 0.2))
-    agnostic = bool(ev.get("class_agnostic_merge", False))
+    overlap = ev.overlap
+    agnostic = ev.class_agnostic_merge
     if job.cell.inference == "sahi":
         from rarespot.detect.sahi_adapter import SahiPredictor
 
@@ -137,7 +133,7 @@ def make_predictor(job: CellRun, model: Path, config, scored: list[DetectionData
         tile, overlap = max(max(r.height, r.width) for ds in scored for r in ds.records), 0.0
     # Tile skipping stays off unless a plan asks for it: every cell of a study is scored the same way,
     # including runs scored before skipping existed (the evaluation setting `skip_background: true`).
-    skip = bool(ev.get("skip_background", False))
+    skip = ev.skip_background
     return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=config.input_size, class_agnostic=agnostic,
                           skip_background=skip)
 

@@ -53,10 +53,14 @@ def fit(
         raw["far"] = far
     if detector is not None:
         raw["detector"] = detector
+    from pydantic import ValidationError
+
+    from rarespot.config import config_problems
+
     try:
         cfg = ScreenConfig.model_validate(raw)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ValidationError as exc:
+        raise typer.BadParameter(config_problems(exc, raw)) from None
     try:
         det = fit_model(data, out, normal_label=normal_label, config=cfg, on_error=_on_error(strict), log=typer.echo)
     except ImportError as exc:  # --detector patch without rarespot[pretrained]: say how to install, no traceback

@@ -12,28 +12,23 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from rarespot.errors import InputError
-
-
-class _Strict(BaseModel):
-    # A typo in a YAML key should fail loudly, not be ignored.
-    model_config = ConfigDict(extra="forbid")
+from rarespot.config import StrictModel, load_config_file
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     size: int = Field(48, ge=8, description="images are resized to size x size; a multiple of 2**len(channels)")
     color: Literal["gray", "rgb"] = "gray"
 
 
-class AutoencoderConfig(_Strict):
+class AutoencoderConfig(StrictModel):
     # 16/32/64 beat 8/16/32 and 32/64/128 on the malaria validation split (docs/benchmarks/screen.md).
     channels: tuple[int, ...] = Field((16, 32, 64), description="conv widths of the encoder stages (each halves H, W)")
     latent_channels: int = Field(4, ge=1, description="channels of the bottleneck map; latent dim = this * (size / 2**stages)**2")
 
 
-class TrainConfig(_Strict):
+class ScreenTrainConfig(StrictModel):
     # The malaria CAE's validation MSE still fell at epoch 40 (about 6 s an epoch for 8,000 48x48 cells on 2 cores).
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -45,7 +40,7 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
-class ScoreConfig(_Strict):
+class ScoreConfig(StrictModel):
     """How the per-pixel error map becomes one number per image, and the latent density."""
 
     # Defaults chosen on the malaria validation split (held-out Uninfected + non-test Parasitized cells;
@@ -81,7 +76,7 @@ class ScoreConfig(_Strict):
     )
 
 
-class PatchConfig(_Strict):
+class PatchConfig(StrictModel):
     """The pretrained-feature detector (``detector: patch``; rarespot.screen.patch)."""
 
     method: Literal["patchcore", "padim", "gaussian"] = Field(
@@ -105,11 +100,11 @@ class PatchConfig(_Strict):
         return self
 
 
-class ScreenConfig(_Strict):
+class ScreenConfig(StrictModel):
     detector: Literal["cae", "patch"] = Field("cae", description="convolutional autoencoder (+ latent KDE), or pretrained patch features")
     data: DataConfig = DataConfig()
     model: AutoencoderConfig = AutoencoderConfig()
-    train: TrainConfig = TrainConfig()
+    train: ScreenTrainConfig = ScreenTrainConfig()
     score: ScoreConfig = ScoreConfig()
     patch: PatchConfig = PatchConfig()
     far: float = Field(0.05, gt=0, lt=1, description="false-alarm rate on held-out normal images at which thresholds are set")
@@ -127,14 +122,7 @@ class ScreenConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ScreenConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-            return cls.model_validate(raw)
-        except (yaml.YAMLError, ValueError) as exc:
-            raise InputError(path, f"invalid screen config: {exc}") from exc
+        return load_config_file(path, cls, "screen config")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from rarespot.cpu import channels_last_helps
-from rarespot.screen.config import AutoencoderConfig, TrainConfig
+from rarespot.screen.config import AutoencoderConfig, ScreenTrainConfig
 from rarespot.screen.torch_model import ConvAutoencoder
 from rarespot.io.checkpoint import atomic_torch_save
 
@@ -76,7 +76,7 @@ class EpochLog:
         self.epoch_start = self.last_line = now
 
 
-def _run_key(model_cfg: AutoencoderConfig, train_cfg: TrainConfig, train_x: np.ndarray, val_x: np.ndarray) -> str:
+def _run_key(model_cfg: AutoencoderConfig, train_cfg: ScreenTrainConfig, train_x: np.ndarray, val_x: np.ndarray) -> str:
     """Identifies a training run, so a checkpoint is only resumed for the same run."""
     settings = {"model": model_cfg.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json", exclude={"threads", "epochs"})}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
@@ -100,7 +100,7 @@ def train_autoencoder(
     train_x: np.ndarray,
     val_x: np.ndarray,
     model_cfg: AutoencoderConfig,
-    train_cfg: TrainConfig,
+    train_cfg: ScreenTrainConfig,
     checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[ConvAutoencoder, TrainHistory]:

@@ -11,9 +11,9 @@ import ipaddress
 import os
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
+from rarespot.config import StrictModel, load_config_file
 from rarespot.errors import InputError
 
 # Suffix -> format name. The only file names the server ever builds are private
@@ -44,7 +44,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(StrictModel):
     """Limits and inference parameters of the review app.
 
     models: model files (Ultralytics ``.pt``) offered in the page's model list;
@@ -59,8 +59,6 @@ class ServeSettings(BaseModel):
     it on every request (HTTP Basic password or ``Authorization: Bearer``). A
     token is required when ``host`` is not a loopback address.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     models: list[Path] = Field(default_factory=list)
     host: str = "127.0.0.1"
@@ -151,20 +149,4 @@ class ServeSettings(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ServeSettings":
         """Read settings from a YAML mapping; unknown keys are an error (typos must not pass silently)."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise InputError(path, "settings file not found") from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(path, f"cannot read settings: {exc}") from None
-        if not isinstance(data, dict):
-            raise InputError(path, "settings must be a YAML mapping of key: value")
-        try:
-            return cls(**data)
-        except ValueError as exc:
-            # pydantic's message lists each bad field; keep it on one line for the CLI.
-            problem = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in getattr(exc, "errors", lambda: [])()
-            ) or str(exc)
-            raise InputError(path, f"invalid settings: {problem}") from None
+        return load_config_file(path, cls, "settings", noun="settings")

@@ -22,7 +22,7 @@ def _plain_warnings() -> None:
 def train(
     data: Path = typer.Argument(..., help="manifest CSV (file, crackle, wheeze columns) or a folder of <recording>.wav|flac + .txt"),
     out: Path = typer.Option(Path("runs/sounds"), "--out", "-o", help="output folder (best.pt, last.pt, history, plots); re-running resumes"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML TrainConfig (features, model, epochs, loss, ...)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML SoundsTrainConfig (features, model, epochs, loss, ...)"),
     variant: Optional[str] = typer.Option(None, help="pooled (default) | effnet | effnet_cbam_vit | vit | conv_vit | conv_cbam_vit | cnn"),
     encoder: Optional[str] = typer.Option(None, help="timm ViT/DeiT name, e.g. deit_tiny_patch16_224, deit_small_patch16_224"),
     depth: Optional[int] = typer.Option(None, help="transformer blocks (fewer = faster on a CPU)"),
@@ -41,9 +41,9 @@ def train(
 ) -> None:
     """Train a lung-sound classifier (seed: conv branches + CBAM + DeiT, class-balanced loss)."""
     _plain_warnings()
-    from rarespot.sounds.train import TrainConfig, train as run_train
+    from rarespot.sounds.train import SoundsTrainConfig, train as run_train
 
-    cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
+    cfg = SoundsTrainConfig.from_yaml(config) if config else SoundsTrainConfig()
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "loss": loss, "beta": beta}
     data_cfg = cfg.model_dump()
     data_cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -54,11 +54,12 @@ def train(
         data_cfg["features"]["sample_rate"] = sample_rate
     from pydantic import ValidationError
 
+    from rarespot.config import config_problems
+
     try:
-        cfg = TrainConfig.model_validate(data_cfg)
+        cfg = SoundsTrainConfig.model_validate(data_cfg)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise typer.BadParameter(problems) from None
+        raise typer.BadParameter(config_problems(exc, data_cfg)) from None
     result = run_train(data, out, cfg, split=None if split == "all" else split, val_data=val_data, weights=weights,
                        cache_dir=cache_dir, n_jobs=jobs, resume=resume)
     kept = (f"best validation ICBHI score {100 * result.best_score:.2f} at epoch {result.best_epoch}" if cfg.select_by == "score"

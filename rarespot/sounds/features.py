@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from rarespot.config import StrictModel
 from rarespot.errors import InputError
 from rarespot.io.audio import AudioQualityWarning, ResampleNotice, announce_resample, read_audio, resample
 from rarespot.sounds.data import Cycle, cut_cycle, fit_length
@@ -49,14 +50,12 @@ from rarespot.progress import ProgressBar
 CHANNELS = ("mfcc", "mel", "cqt")
 
 
-class FeatureConfig(BaseModel):
+class FeatureConfig(StrictModel):
     """How a cycle becomes a (3, H, W) image. Changing any field invalidates the cache.
 
     The defaults are the benchmark's (docs/benchmarks/sounds.md): 4 kHz, so recordings from 4 kHz and
     44.1 kHz stethoscopes look alike; 64 bins; 128 ms windows every 32 ms (see the module doc).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     sample_rate: int = Field(4000, gt=0, description="every cycle is resampled to this rate (Hz)")
     cycle_seconds: float = Field(8.0, gt=0, description="fixed cycle length: longer cycles are cropped, shorter padded")

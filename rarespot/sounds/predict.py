@@ -36,7 +36,7 @@ class CyclePrediction:
 @dataclass
 class SoundClassifier:
     model: object
-    config: object  # TrainConfig
+    config: object  # SoundsTrainConfig
     norm: NormStats
     class_names: list[str]
     source: Path | None = None
@@ -48,10 +48,10 @@ class SoundClassifier:
 
         from rarespot.sounds.torch_model import build_model
         from rarespot.device import torch_device
-        from rarespot.sounds.train import CHECKPOINT_FORMAT, TrainConfig
+        from rarespot.sounds.train import CHECKPOINT_FORMAT, SoundsTrainConfig
 
         path, blob = load_tagged_checkpoint(path, "best.pt", CHECKPOINT_FORMAT, "rarespot lung-sound model", "rarespot sounds train")
-        config = TrainConfig.model_validate(blob["config"])
+        config = SoundsTrainConfig.model_validate(blob["config"])
         model = build_model(config.model)
         own, saved = model.state_dict(), blob["model"]
         missing = [k for k in own if k not in saved]

@@ -30,17 +30,16 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from rarespot.config import StrictModel
 from rarespot.errors import InputError
 
 VARIANTS = ("vit", "conv_vit", "conv_cbam_vit", "cnn", "pooled", "effnet", "effnet_cbam_vit")
 
 
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ModelConfig(StrictModel):
     variant: Literal["vit", "conv_vit", "conv_cbam_vit", "cnn", "pooled", "effnet", "effnet_cbam_vit"] = Field(
         "pooled", description="pooled = the best measured on unseen patients (docs/benchmarks/sounds.md)")
     encoder: str = Field("deit_tiny_patch16_224", description="timm ViT/DeiT name (built with pretrained=False)")

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from rarespot.config import StrictModel, load_config_file
 from rarespot.device import torch_device
 from rarespot.errors import InputError
 from rarespot.metrics.icbhi import ICBHI_CLASSES, icbhi_scores, plot_confusion
@@ -37,14 +37,12 @@ from rarespot.progress import ProgressBar
 CHECKPOINT_FORMAT = "rarespot-sounds/1"
 
 
-class TrainConfig(BaseModel):
-    """Everything that decides a training run; loadable from YAML (``TrainConfig.from_yaml``).
+class SoundsTrainConfig(StrictModel):
+    """Everything that decides a lung-sound training run; loadable from YAML (``SoundsTrainConfig.from_yaml``).
 
     Unknown keys are refused (a misspelt option would otherwise be silently ignored). The defaults are the
     best measured on unseen patients (docs/benchmarks/sounds.md): the ``pooled`` model, fitted in seconds.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     features: FeatureConfig = FeatureConfig()
     model: ModelConfig = ModelConfig()
@@ -100,23 +98,17 @@ class TrainConfig(BaseModel):
         return self
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "config file not found")
-        from pydantic import ValidationError
+    def from_yaml(cls, path: str | Path) -> "SoundsTrainConfig":
+        return load_config_file(path, cls, "training config")
 
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            # One line per problem, named by its key path: "model.varient: unknown key" rather than pydantic's essay.
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-                for e in exc.errors())
-            raise InputError(path, f"invalid training config: {problems[:400]}") from None
-        except (yaml.YAMLError, ValueError) as exc:
-            raise InputError(path, f"invalid training config: {str(exc).strip()[:400]}") from None
+
+def __getattr__(name: str):
+    # The README documented `from rarespot.sounds.train import TrainConfig` before the three
+    # pipelines' TrainConfig classes got distinct names (issue #19): the old name still works.
+    if name == "TrainConfig":
+        warnings.warn("rarespot.sounds.train.TrainConfig is now SoundsTrainConfig", DeprecationWarning, stacklevel=2)
+        return SoundsTrainConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -132,7 +124,7 @@ class FitResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def make_loss(config: TrainConfig, counts: np.ndarray):
+def make_loss(config: SoundsTrainConfig, counts: np.ndarray):
     """The training criterion, from the imbalance toolkit (one implementation of eq. 13 in rarespot)."""
     from rarespot.imbalance.losses import ClassBalancedLoss
 
@@ -186,7 +178,7 @@ def epoch_order(labels, sampler: str, generator):
     return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
 
-def _lr_factor(config: TrainConfig, epoch: int) -> float:
+def _lr_factor(config: SoundsTrainConfig, epoch: int) -> float:
     if epoch < config.warmup_epochs:
         return (epoch + 1) / (config.warmup_epochs + 1)
     if config.schedule == "constant":
@@ -209,7 +201,7 @@ def fit(
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    config: TrainConfig,
+    config: SoundsTrainConfig,
     out_dir: str | Path,
     *,
     resume: bool = True,
@@ -354,7 +346,7 @@ def fit(
     return FitResult(best_score, best_epoch, len(history), float(np.mean(epoch_times)) if epoch_times else float("nan"), best_path, history)
 
 
-def synthetic_rows(x_train, y_train, groups_train, config: TrainConfig):
+def synthetic_rows(x_train, y_train, groups_train, config: SoundsTrainConfig):
     """The pooled model's synthetic training cycles (``concat_augment``, ``mix_augment``) as (x, y, weight):
     a patch-mixed cycle is two rows, one per source class, weighted by its share of the time."""
     from rarespot.sounds.augment import concat_cycles, mix_cycles
@@ -390,7 +382,7 @@ def _embed(model, x: np.ndarray, norm, shift: int = 0) -> np.ndarray:
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, model.dim))
 
 
-def fit_pooled_head(z_real, y_real, z_syn, y_syn, w_syn, config: TrainConfig) -> dict:
+def fit_pooled_head(z_real, y_real, z_syn, y_syn, w_syn, config: SoundsTrainConfig) -> dict:
     """Class-balanced logistic regression on standardised embeddings (statistics of the real cycles only).
 
     Without weighted rows this is scikit-learn's ``class_weight="balanced"``; with them (patch-mix) the same
@@ -420,7 +412,7 @@ def fit_pooled_head(z_real, y_real, z_syn, y_syn, w_syn, config: TrainConfig) ->
     return {"weight": weight, "bias": bias, "mean": mean, "scale": scale}
 
 
-def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str | Path, *, groups_train=None, log=print) -> FitResult:
+def fit_pooled(x_train, y_train, x_val, y_val, config: SoundsTrainConfig, out_dir: str | Path, *, groups_train=None, log=print) -> FitResult:
     """The ``pooled`` model: scikit-learn's class-balanced logistic regression on the time-pooled embedding,
     copied into the torch head (so predict / evaluate / the checkpoint work as for every variant).
 
@@ -495,7 +487,7 @@ def fit_pooled(x_train, y_train, x_val, y_val, config: TrainConfig, out_dir: str
 # --------------------------------------------------------------------------- choosing by inner cross-validation
 
 DEFAULT_BIASES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-# The levers select="inner_cv" compares (issue #15), as TrainConfig options; the first is "no lever".
+# The levers select="inner_cv" compares (issue #15), as SoundsTrainConfig options; the first is "no lever".
 POOLED_LEVERS = (
     ("none", {"concat_augment": 0.0, "mix_augment": 0.0}),
     ("concat other-patient x0.5", {"concat_augment": 0.5, "concat_pairs": "other_patient", "concat_both": False, "mix_augment": 0.0}),
@@ -508,7 +500,7 @@ POOLED_LEVERS = (
 POOLED_TTA = (1, 4)
 
 
-def select_by_inner_cv(x_train, y_train, groups_train, config: TrainConfig, *, log=print) -> tuple[TrainConfig, dict]:
+def select_by_inner_cv(x_train, y_train, groups_train, config: SoundsTrainConfig, *, log=print) -> tuple[SoundsTrainConfig, dict]:
     """``select="inner_cv"``: score every lever (``POOLED_LEVERS``; only "none" with ``select_grid="bias"``) x TTA
     (``POOLED_TTA``; only 1 with "bias") x normal bias (``DEFAULT_BIASES``) by ``inner_cv_pooled`` on the training
     patients, pick by ``select_pooled``. Returns the chosen config (``select="fixed"``) and the selection record."""
@@ -528,13 +520,13 @@ def select_by_inner_cv(x_train, y_train, groups_train, config: TrainConfig, *, l
     return chosen, {"lever": name, **choice, "levers": [n for n, _ in levers], "seed": seed, "records": records}
 
 
-def inner_cv_pooled(x, y, groups, candidates: list[TrainConfig], *, biases=DEFAULT_BIASES, tta=(1,), n_splits: int = 4,
+def inner_cv_pooled(x, y, groups, candidates: list[SoundsTrainConfig], *, biases=DEFAULT_BIASES, tta=(1,), n_splits: int = 4,
                     seed: int = 0, log=None) -> list[dict]:
     """Patient-grouped ``n_splits``-fold cross-validation of pooled-model candidates inside (x, y), e.g. the
     training part of an outer fold: each candidate is fitted on the other folds' patients and scores the held-out
     ones; the out-of-fold predictions are pooled, and the ICBHI scores computed once over all cycles.
 
-    candidates: TrainConfigs that differ only in the head's options (head_c, concat_*, mix_augment); their
+    candidates: SoundsTrainConfigs that differ only in the head's options (head_c, concat_*, mix_augment); their
     normal_bias and model.tta_shifts are ignored: every bias in ``biases`` and every shift count in ``tta`` is
     scored from the same fits. Returns one record per (candidate, tta, bias):
     {"candidate": index, "tta": k, "bias": b, "se", "sp", "score"}.
@@ -620,7 +612,7 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 def train(
     data: str | Path,
     out_dir: str | Path,
-    config: TrainConfig | None = None,
+    config: SoundsTrainConfig | None = None,
     *,
     split: str | None = "train",
     val_data: str | Path | None = None,
@@ -640,7 +632,7 @@ def train(
     from rarespot.sounds.data import describe, patient_split
     from rarespot.sounds.features import extract_features
 
-    config = config or TrainConfig()
+    config = config or SoundsTrainConfig()
     cycles = _load_with_optional_split(data, split)
     if val_data is not None:
         train_cycles, val_cycles = cycles, _load_with_optional_split(val_data, None)
