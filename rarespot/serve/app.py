@@ -299,20 +299,10 @@ def _load_models(model, settings: ServeSettings) -> list[_ModelEntry]:
                 raise InputError(path, "model file not found")
             from rarespot.detect.predict import TiledPredictor
 
-            predictor = TiledPredictor(
-                path,
-                tile=settings.tile,
-                overlap=settings.overlap,
-                conf=settings.floor_conf,
-                iou=settings.iou,
-                merge=settings.merge,
-                class_agnostic=settings.class_agnostic,
-                full_image_pass=settings.full_image_pass,
-                batch=settings.batch,
-                device=settings.device,
-            )
+            inference = settings.inference()
+            predictor = TiledPredictor(path, inference)
             name = path.stem
-            info = dict(tile=settings.tile, overlap=settings.overlap, iou=settings.iou, merge=settings.merge)
+            info = dict(tile=inference.tile, overlap=inference.overlap, iou=inference.iou, merge=inference.merge)
         else:
             predictor = source
             name = str(getattr(source, "name", None) or f"model{i + 1}")
