@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -121,6 +121,15 @@ def check_image(image: np.ndarray, path: str | Path | None = None) -> None:
         )
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise InputError(path, "image holds NaN or infinite values")
+
+
+class Predictor(Protocol):
+    """What the review app and batch screening need from a model: :class:`TiledPredictor`, or a
+    stand-in in tests."""
+
+    class_names: list[str]
+
+    def predict(self, image: np.ndarray) -> Any: ...
 
 
 class TiledPredictor:

@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -55,7 +55,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 import rarespot
-from rarespot.detect.predict import DetectionCancelled, detections_to_records
+from rarespot.detect.predict import DetectionCancelled, Predictor, detections_to_records
 from rarespot.errors import InputError
 from rarespot.serve import security
 from rarespot.serve.settings import ALLOWED_SUFFIXES, ServeSettings
@@ -64,14 +64,6 @@ STATIC_DIR = Path(__file__).with_name("static")
 ACCEPTED = "PNG, TIFF, DICOM or JPEG"
 # Suffix the private temp file gets for each sniffed format, so the reader picks the right decoder.
 _FORMAT_SUFFIX = {"PNG": ".png", "TIFF": ".tif", "DICOM": ".dcm", "JPEG": ".jpg"}
-
-
-class Predictor(Protocol):
-    """What the app needs from a model: TiledPredictor, or a stand-in in tests."""
-
-    class_names: list[str]
-
-    def predict(self, image: np.ndarray) -> Any: ...
 
 
 # ----------------------------------------------------------------- API schemas
