@@ -29,9 +29,12 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from rarespot.errors import InputError, RarespotError
+
+if TYPE_CHECKING:  # the CLI imports this module: no pydantic or numpy at import time
+    from rarespot.detect.settings import InferenceSettings
 
 INSTALL_HINT = "pip install 'rarespot[ray]'"
 #: Scans per block sent to a screening worker (fewer when there are few scans per worker).
@@ -366,18 +369,18 @@ class ScanWorker:
             if isinstance(model, tuple) and model and model[0] == "file":  # ("file", name, bytes)
                 model = self.scratch / model[1]
                 model.write_bytes(self.model[2])
-            options = dict(self.spec["predictor_options"])
-            if options.get("threads") is None:
-                options["threads"] = max(1, int(self.spec["cpus"]))
-            self.predictor = _load_predictor(model, self.spec["conf"], options)
+            inference = self.spec["inference"]
+            if inference.threads is None:
+                inference = inference.replace(threads=max(1, int(self.spec["cpus"])))
+            self.predictor = _load_predictor(model, inference)
             self.class_names = list(self.predictor.class_names)
         except Exception as exc:
             return {"error": _as_driver_file(exc, self.scratch, self.spec.get("model_path"))}
         chosen = self._BACKENDS.get(type(getattr(self.predictor, "backend", None)).__name__)
-        if options.get("backend", "auto") == "auto" and chosen:
+        if inference.backend == "auto" and chosen:
             # `auto` times OpenVINO against onnxruntime on each machine: the first worker's choice is
             # every worker's, so a scan gets the same boxes whichever worker screens it.
-            return {"pin": {"predictor_options": {**self.spec["predictor_options"], "backend": chosen}}}
+            return {"pin": {"inference": self.spec["inference"].replace(backend=chosen)}}
         return {}
 
     def run(self, block: list[tuple[str, tuple]]) -> list[tuple]:
@@ -414,20 +417,20 @@ def gpus_of_device(device: str | None) -> float:
 
 @contextmanager
 def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *, conf: float, flag_conf: float,
-                  thumb_px: int, predictor_options: dict):
+                  thumb_px: int, inference: InferenceSettings):
     """Yields ``(outcomes, label)``: the outcome of each scan of ``todo``, in its order, screened on Ray
     (see :func:`rarespot.detect.screen_batch._screen_one`), and a progress label."""
     from rarespot.detect.screen_batch import _model_file
 
     if isinstance(model, (str, Path)):
-        path = _model_file(model, predictor_options)  # a .pt is exported to ONNX here, once, not on each worker
+        path = _model_file(model, inference)  # a .pt is exported to ONNX here, once, not on each worker
         shipped: Any = ("file", path.name, path.read_bytes())
     else:
         shipped = model  # a predictor object: sent as it is (it must pickle)
     cpus = settings.cpus_per_worker
     gpus = settings.gpus_per_worker if settings.gpus_per_worker is not None else min(
-        1.0, gpus_of_device(predictor_options.get("device")))
-    spec = {"predictor_options": dict(predictor_options), "conf": conf, "flag_conf": flag_conf,
+        1.0, gpus_of_device(inference.device))
+    spec = {"inference": inference, "conf": conf, "flag_conf": flag_conf,
             "thumb_px": thumb_px, "cpus": cpus, "model_path": str(model) if isinstance(model, (str, Path)) else None}
     with connected(settings) as ray:
         size = _pool_size(ray, settings, cpus, gpus, len(todo))

@@ -161,6 +161,43 @@ def test_bad_settings_are_refused():
             TiledPredictor(fake, **kw)
 
 
+def test_settings_object_and_keywords_build_the_same_predictor():
+    from rarespot.detect.settings import InferenceSettings
+
+    fake = FakeBackend(["a"], {}, 256)
+    settings = InferenceSettings(tile=256, conf=0.4, merge="wbf", match_metric="ios", skip_background=False)
+    by_object = TiledPredictor(fake, settings)
+    by_keywords = TiledPredictor(fake, tile=256, conf=0.4, merge="wbf", match_metric="ios", skip_background=False)
+    assert by_object.settings == by_keywords.settings == settings
+    assert TiledPredictor(fake, settings, conf=0.1).settings == settings.replace(conf=0.1)
+    assert (by_object.tile, by_object.conf, by_object.merge, by_object.skip_background) == (256, 0.4, "wbf", False)
+    with pytest.raises(ValueError):
+        TiledPredictor(fake, unknown_option=1)
+    with pytest.raises(TypeError, match="InferenceSettings"):
+        TiledPredictor(fake, 512)
+
+
+def test_cli_defaults_are_the_inference_settings_defaults():
+    """The flags of `detect predict`/`evaluate`/`screen` state their defaults for --help; they are InferenceSettings'."""
+    import typer.main
+
+    from rarespot.detect.cli import _inference_settings, app
+    from rarespot.detect.settings import InferenceSettings
+
+    commands = {c.name: typer.main.get_command_from_info(c, pretty_exceptions_short=True, rich_markup_mode=None)
+                for c in app.registered_commands}
+    keys = ("conf", "tile", "overlap", "iou", "merge", "match", "agnostic", "full_pass", "batch", "imgsz", "device",
+            "backend", "threads", "skip")
+    predict_defaults = {p.name: p.default for p in commands["predict"].params}
+    assert _inference_settings(*(predict_defaults[k] for k in keys)) == InferenceSettings()
+    evaluate_defaults = {p.name: p.default for p in commands["evaluate"].params}
+    assert all(evaluate_defaults[k] == predict_defaults[k] for k in keys if k != "conf")
+    screen_defaults = {p.name: p.default for p in commands["screen"].params}
+    fields = {"conf": "conf", "tile": "tile", "overlap": "overlap", "device": "device", "backend": "backend",
+              "threads": "threads", "skip": "skip_background"}
+    assert {f: screen_defaults[k] for k, f in fields.items()} == InferenceSettings().model_dump(include=set(fields.values()))
+
+
 # -- model files ------------------------------------------------------------
 
 

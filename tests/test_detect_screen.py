@@ -160,6 +160,35 @@ def test_changed_settings_refuse_to_resume_until_restart(tmp_path):
     assert fresh.calls == 3 and result.n_skipped == 0 and result.n_scans == 4
 
 
+def test_screen_json_keeps_the_options_given(tmp_path, monkeypatch):
+    """screen.json lists the predictor settings given (not every default), as the keyword options of
+    earlier versions did: their runs resume. The CLI's are the flags it passes on."""
+    from rarespot.cli import app
+    from rarespot.detect import screen_batch
+    from rarespot.detect.settings import InferenceSettings
+
+    src = make_folder(tmp_path)
+
+    def options(out):
+        return json.loads((out / "screen.json").read_text())["predictor_options"]
+
+    screen_folder(src, brightness_predictor(), tmp_path / "kw", tile=256, progress=False)
+    screen_folder(src, brightness_predictor(), tmp_path / "obj", settings=InferenceSettings(tile=256), progress=False)
+    assert options(tmp_path / "kw") == options(tmp_path / "obj") == {"tile": "256"}
+
+    given = {}
+    monkeypatch.setattr(screen_batch, "screen_folder", lambda *a, **kw: given.update(kw) or 1 / 0)
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model)])
+    monkeypatch.undo()
+    given.pop("ray")
+    screen_folder(src, brightness_predictor(), tmp_path / "cli", progress=False, **given)
+    assert options(tmp_path / "cli") == {"backend": "auto", "device": "cpu", "overlap": "0.2", "skip_background": "True",
+                                         "threads": "None", "tile": "512"}
+    assert json.loads((tmp_path / "cli" / "screen.json").read_text())["conf"] == 0.25
+
+
 def test_list_file_and_bad_sources(tmp_path):
     src = make_folder(tmp_path)
     listing = tmp_path / "todo.txt"

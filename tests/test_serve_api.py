@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rarespot.errors import InputError
-from rarespot.serve.app import create_app, sanitize_filename, sniff_format
+from rarespot.serve.app import create_app
+from rarespot.serve.routes.detect import sanitize_filename, sniff_format
 from rarespot.serve.settings import ServeSettings
 from helpers_io import write_dicom
 from serve_fixtures import CLASS_NAMES, FakePredictor, png_bytes, scan_16bit, tiny_yolo

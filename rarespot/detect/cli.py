@@ -69,14 +69,16 @@ def train(
     typer.echo(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s{best}\nbest: {result.best}\nrun: {result.run_dir}")
 
 
-def _tiled_predictor(model, tile, overlap, conf, iou, merge, agnostic, full_pass, batch, imgsz, device, backend, match,
-                     threads=None, skip=True):
-    from rarespot.detect.predict import TiledPredictor
+def _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_pass, batch, imgsz, device, backend,
+                        threads, skip):
+    """The flags `detect predict` and `detect evaluate` share, as the predictor's settings
+    (their defaults are InferenceSettings' own: tests/test_detect_predict.py checks)."""
+    from rarespot.detect.settings import InferenceSettings
 
-    return TiledPredictor(
-        model, tile=tile, overlap=overlap, conf=conf, iou=iou, merge=merge, class_agnostic=agnostic,
-        full_image_pass=full_pass, batch=batch, imgsz=imgsz, device=device, backend=backend, match_metric=match,
-        threads=threads, skip_background=skip,
+    return InferenceSettings(
+        conf=conf, tile=tile, overlap=overlap, iou=iou, merge=merge, match_metric=match, class_agnostic=agnostic,
+        full_image_pass=full_pass, batch=batch, imgsz=imgsz, device=device, backend=backend, threads=threads,
+        skip_background=skip,
     )
 
 
@@ -116,11 +118,12 @@ def predict(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable scan (default: skip it and list it in skipped.csv)."),
 ) -> None:
     """Tiled inference on full-resolution scans: predictions.json, predictions.csv and overlay PNGs."""
-    from rarespot.detect.predict import collect_images, predict_files
+    from rarespot.detect.predict import TiledPredictor, collect_images, predict_files
 
     paths = collect_images(images)  # a missing input fails before the model loads
-    predictor = _tiled_predictor(model, tile, overlap, conf, iou, merge, agnostic, full_pass, batch, imgsz, device,
-                                 backend, match, threads, skip)
+    settings = _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_pass, batch, imgsz, device,
+                                   backend, threads, skip)
+    predictor = TiledPredictor(model, settings)
     results, skipped = predict_files(predictor, paths, out, overlays=overlays, strict=strict)
     n_boxes = sum(len(d) for _, d in results)
     flagged = sum(1 for _, d in results if len(d))
@@ -154,12 +157,14 @@ def evaluate(
     from rarespot.detect.evaluate import (
         calibrate_conf, evaluate as run_evaluation, load_eval_data, write_evaluation_overlays, write_evaluation_report,
     )
+    from rarespot.detect.predict import TiledPredictor
     from rarespot.io.atomic import ensure_writable_dir
 
     ensure_writable_dir(out)  # fail before the long part
     dataset = load_eval_data(data, split, data_format, seed)
-    predictor = _tiled_predictor(model, tile, overlap, conf if conf is not None else 0.25, iou, merge, agnostic,
-                                 full_pass, batch, imgsz, device, backend, match, threads, skip)
+    settings = _inference_settings(conf if conf is not None else 0.25, tile, overlap, iou, merge, match, agnostic,
+                                   full_pass, batch, imgsz, device, backend, threads, skip)
+    predictor = TiledPredictor(model, settings)
     class_aware = not class_agnostic_eval
     if class_agnostic_eval is None:
         class_aware = not (len(predictor.class_names) == 1 and dataset.num_classes > 1)
@@ -319,16 +324,19 @@ def screen(
     import sys
 
     from rarespot.detect.screen_batch import ScreenInterrupted, screen_folder
+    from rarespot.detect.settings import InferenceSettings
     from rarespot.ray_backend import settings_from_cli
 
     if flag_conf < conf:
         raise typer.BadParameter(f"--flag-conf ({flag_conf}) must be at least --conf ({conf})", param_hint="--flag-conf")
     out = out or Path(f"screen_{source.resolve().name or 'scans'}")
     on_ray = settings_from_cli(ray, workers, shared_disk=shared_disk)
+    settings = InferenceSettings(
+        conf=conf, tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip
+    )
     try:
         result = screen_folder(
-            source, model, out, conf=conf, flag_conf=flag_conf, restart=restart, retry_errors=retry_errors,
-            tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip,
+            source, model, out, settings=settings, flag_conf=flag_conf, restart=restart, retry_errors=retry_errors,
             ray=on_ray,
         )
     except ScreenInterrupted as stop:

@@ -186,11 +186,13 @@ def evaluate_run(best: Path, config: DetectTrainConfig, splits: dict, out_dir: P
     """Seed protocol: fixed-grid tiled inference at the training tile size; confidence chosen on validation."""
     from rarespot.detect.evaluate import calibrate_conf, evaluate, write_evaluation_report
     from rarespot.detect.predict import TiledPredictor
+    from rarespot.detect.settings import InferenceSettings
     from rarespot.device import default_device
 
     device = default_device(config.device or None)
     tile = config.tile_size if not config.full_image else max(max(r.width, r.height) for r in splits["test"].records)
-    predictor = TiledPredictor(best, tile=tile, overlap=0.2, conf=0.25, iou=0.5, imgsz=config.input_size, device=device)
+    settings = InferenceSettings(tile=tile, overlap=0.2, conf=0.25, iou=0.5, imgsz=config.input_size, device=device)
+    predictor = TiledPredictor(best, settings)
     conf = float(calibrate_conf(predictor, splits["val"], progress=progress))
     result = evaluate(predictor, splits["test"], iou=0.5, conf_for_prf=conf, progress=progress)
     write_evaluation_report(result, out_dir)

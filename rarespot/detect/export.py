@@ -201,8 +201,9 @@ def _f1_on(model: Path, data, tile: int, conf: float, progress: bool, backend: s
     """F1 of ``model`` at ``conf`` on ``data`` with the seed's protocol (tiles of the network size, IoU 0.5)."""
     from rarespot.detect.evaluate import evaluate
     from rarespot.detect.predict import TiledPredictor
+    from rarespot.detect.settings import InferenceSettings
 
-    predictor = TiledPredictor(model, tile=tile, overlap=0.2, conf=conf, backend=backend)
+    predictor = TiledPredictor(model, InferenceSettings(tile=tile, overlap=0.2, conf=conf, backend=backend))
     aware = not (len(predictor.class_names) == 1 and data.num_classes > 1)
     result = evaluate(predictor, data, conf_for_prf=conf, progress=progress, class_aware=aware, keep_predictions=False)
     return float(result.f1)

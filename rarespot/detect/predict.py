@@ -9,7 +9,7 @@ scan pixels and merged across tiles (NMS or weighted box fusion). An optional
 extra pass over the whole scan, shrunk to one tile, finds objects larger than
 a tile.
 
-    >>> predictor = TiledPredictor("runs/exp/best.pt", tile=512, conf=0.25)
+    >>> predictor = TiledPredictor("runs/exp/best.pt", InferenceSettings(tile=512, conf=0.25))
     >>> dets = predictor.predict_path("scan_0001.png")
     >>> dets.to_records()[0]
     {'x1': ..., 'y1': ..., 'x2': ..., 'y2': ..., 'score': ..., 'label': 0, 'class_name': 'knife'}
@@ -19,14 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from rarespot.detect.backends import DetectionBackend, load_backend
-from rarespot.detect.foreground import ALL_BACKGROUND, ForegroundSettings, find_foreground
-from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS, merge_detections
+from rarespot.detect.foreground import ALL_BACKGROUND, find_foreground
+from rarespot.detect.merge import merge_detections
 from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
+from rarespot.detect.settings import InferenceSettings
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.atomic import ensure_writable_dir
 from rarespot.progress import progress_iter
@@ -123,78 +124,57 @@ def check_image(image: np.ndarray, path: str | Path | None = None) -> None:
         raise InputError(path, "image holds NaN or infinite values")
 
 
+class Predictor(Protocol):
+    """What the review app and batch screening need from a model: :class:`TiledPredictor`, or a
+    stand-in in tests."""
+
+    class_names: list[str]
+
+    def predict(self, image: np.ndarray) -> Any: ...
+
+
 class TiledPredictor:
-    """Sliced inference with any back-end (``.pt`` via torch, ``.onnx`` via onnxruntime).
+    """Sliced inference with any back-end (``.pt`` via torch, ``.onnx`` via OpenVINO or onnxruntime).
 
     model: a weights file, or a ready :class:`DetectionBackend` (tests pass fakes).
-    tile, overlap: the grid (pixels, fraction of a tile); use the training tile size.
-    conf: keep detections scoring at least this; iou: NMS / fusion threshold,
-      used both inside each tile and across tiles.
-    merge: "nms" keeps the best box of a cluster, "wbf" fuses its corners.
-    class_agnostic: merge across classes (one object, one box).
-    full_image_pass: also run the scan shrunk to one tile (objects larger than a tile).
-    batch: tiles per forward pass. imgsz: network input size (default: the tile size).
-    match_metric: "iou" or "ios" for the cross-tile merge (IoS also folds a
-      partial box cut by a tile edge into the whole one).
-    max_det: cap per tile and per scan. pad_value: fill for tiles past the edge
-      of a scan smaller than a tile (0, as the training tiles are padded).
-    threads: CPU threads for the back-end (default: all cores this process may use).
-    skip_background: run only the tiles that hold foreground (:mod:`rarespot.detect.foreground`:
-      a test on the scan as read, once per scan; a scan without a uniform background at its
-      border runs every tile). ``False`` runs every tile, as SAHI does. ``foreground``: its settings.
-    input_mapping: how scans become the network's 8-bit input; default: the one stored
-      with the model (:mod:`rarespot.detect.preprocess`), so inference maps scans as training did.
+    settings: an :class:`~rarespot.detect.settings.InferenceSettings` (tile, thresholds, merge,
+      back-end, device ...; its fields are documented there).
+    options: fields of the settings given as keywords, e.g. ``TiledPredictor(model, tile=512,
+      conf=0.25)``; with ``settings`` too, they change those fields.
     """
 
     def __init__(
         self,
         model: str | Path | DetectionBackend,
-        tile: int = 512,
-        overlap: float = 0.2,
-        conf: float = 0.25,
-        iou: float = 0.5,
-        merge: str = "nms",
-        class_agnostic: bool = False,
-        full_image_pass: bool = False,
-        batch: int = 8,
-        imgsz: int | None = None,
-        device: str = "cpu",
-        backend: str = "auto",
-        *,
-        match_metric: str = "iou",
-        max_det: int = 300,
-        pad_value: int = 0,
-        threads: int | None = None,
-        input_mapping: InputMapping | None = None,
-        skip_background: bool = True,
-        foreground: ForegroundSettings | None = None,
+        settings: InferenceSettings | None = None,
+        **options,
     ):
-        if merge not in MERGE_METHODS:
-            raise ValueError(f"merge must be one of {MERGE_METHODS}, got {merge!r}")
-        if match_metric not in MATCH_METRICS:
-            raise ValueError(f"match_metric must be one of {MATCH_METRICS}, got {match_metric!r}")
-        if tile <= 0 or batch <= 0:
-            raise ValueError(f"tile and batch must be positive, got tile={tile}, batch={batch}")
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
-            raise ValueError(f"conf and iou must be in [0, 1], got conf={conf}, iou={iou}")
+        if settings is not None and not isinstance(settings, InferenceSettings):
+            raise TypeError(
+                f"settings must be an InferenceSettings, got {type(settings).__name__}; give tile, conf ... as keywords"
+            )
+        settings = settings or InferenceSettings()
+        if options:
+            settings = settings.replace(**options)
+        self.settings = settings
         if isinstance(model, (str, Path)):
             self.backend = load_backend(
-                model, backend=backend, device=device, imgsz=imgsz, threads=threads, tile=tile
+                model, backend=settings.backend, device=settings.device, imgsz=settings.imgsz,
+                threads=settings.threads, tile=settings.tile,
             )
             self.model_path: Path | None = Path(model)
         else:
             self.backend = model
             self.model_path = None
-        self.tile, self.overlap, self.conf, self.iou = int(tile), float(overlap), float(conf), float(iou)
-        self.merge, self.class_agnostic, self.full_image_pass = merge, bool(class_agnostic), bool(full_image_pass)
-        self.batch, self.match_metric, self.max_det = int(batch), match_metric, int(max_det)
-        self.pad_value = pad_value
-        self.skip_background = bool(skip_background)
-        self.foreground = foreground or ForegroundSettings()
+        # Read on every batch and scan: plain attributes, copied from the (frozen) settings.
+        self.tile, self.overlap, self.conf, self.iou = settings.tile, settings.overlap, settings.conf, settings.iou
+        self.merge, self.class_agnostic, self.full_image_pass = settings.merge, settings.class_agnostic, settings.full_image_pass
+        self.batch, self.match_metric, self.max_det = settings.batch, settings.match_metric, settings.max_det
+        self.pad_value = settings.pad_value
+        self.skip_background = settings.skip_background
+        self.foreground = settings.foreground
         self.input_mapping: InputMapping = (
-            input_mapping or getattr(self.backend, "input_mapping", None) or CURRENT_INPUT_MAPPING
+            settings.input_mapping or getattr(self.backend, "input_mapping", None) or CURRENT_INPUT_MAPPING
         )
         self._warned_8bit = False
 

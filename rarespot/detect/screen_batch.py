@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from rarespot.detect.predict import detections_to_records
+from rarespot.detect.settings import InferenceSettings
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.images import IMAGE_SUFFIXES
 from rarespot.io.atomic import atomic_write_bytes
@@ -228,7 +229,7 @@ def _thumbnail(image: np.ndarray, records: list[dict], class_names: Sequence[str
     )
 
 
-def _model_file(model: str | Path, predictor_options: dict) -> Path:
+def _model_file(model: str | Path, settings: InferenceSettings) -> Path:
     """The file the predictor will open: for batch work on the CPU, a ``.pt`` becomes its ONNX export
     (made once, cached), run on the faster of OpenVINO and onnxruntime (timed when the model loads);
     with ``backend`` openvino or onnxruntime, too. Made here, so Ray workers are sent the export."""
@@ -237,25 +238,25 @@ def _model_file(model: str | Path, predictor_options: dict) -> Path:
         raise InputError(path, "model file not found")
     from rarespot.detect.backends import openvino_available
 
-    on_cpu = str(predictor_options.get("device", "cpu")).startswith("cpu")
-    backend = predictor_options.get("backend", "auto")
+    on_cpu = str(settings.device).startswith("cpu")
+    backend = settings.backend
     wants_onnx = backend in ("openvino", "onnxruntime", "onnx") or (backend == "auto" and on_cpu and openvino_available())
     if wants_onnx and path.suffix.lower() not in (".onnx", ".yaml", ".yml"):
         # Batch work: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and
         # onnxruntime (timed the first time this model runs on this machine, the verdict cached).
         from rarespot.detect.export import cached_onnx
 
-        size = predictor_options.get("imgsz") or predictor_options.get("tile", 512)
+        size = settings.imgsz or settings.tile
         path = cached_onnx(path, -(-int(size) // 32) * 32)
     return path
 
 
-def _load_predictor(model, conf: float, predictor_options: dict):
+def _load_predictor(model, settings: InferenceSettings):
     if not isinstance(model, (str, Path)):
         return model  # a predictor object (TiledPredictor or anything with .predict and .class_names)
     from rarespot.detect.predict import TiledPredictor
 
-    return TiledPredictor(_model_file(model, predictor_options), conf=conf, **predictor_options)
+    return TiledPredictor(_model_file(model, settings), settings)
 
 
 def screen_folder(
@@ -263,21 +264,24 @@ def screen_folder(
     model,
     out_dir: str | Path,
     *,
-    conf: float = 0.25,
+    conf: float | None = None,
     flag_conf: float = 0.5,
     restart: bool = False,
     retry_errors: bool = False,
     thumb_px: int = 384,
     progress: bool = True,
     ray=None,
+    settings: InferenceSettings | None = None,
     **predictor_options,
 ) -> ScreenResult:
     """Screen every scan in ``source`` and write the CSV, the JSONL of boxes and the contact sheet.
 
     source: a folder (recursive) or a list file, see :func:`list_scans`.
-    model: a model file (built into a TiledPredictor with ``predictor_options``,
-        e.g. ``tile=512, device="cpu"``) or a predictor object.
-    conf: boxes below this are dropped; a scan's ``n_detections`` counts the rest.
+    model: a model file (built into a TiledPredictor with ``settings``) or a predictor object.
+    settings: the predictor's :class:`~rarespot.detect.settings.InferenceSettings`; ``predictor_options``:
+        fields of it given as keywords (e.g. ``tile=512, device="cpu"``), changing those of ``settings``.
+    conf: boxes below this are dropped; a scan's ``n_detections`` counts the rest. Default: the
+        settings' ``conf`` (0.25); given, it is the predictor's threshold too.
     flag_conf: a scan is flagged when its most confident box reaches this.
     restart: forget an earlier run in ``out_dir`` instead of resuming it.
     retry_errors: on resume, screen again the scans whose rows hold an error (e.g. a
@@ -286,10 +290,13 @@ def screen_folder(
         worker); the rows, boxes, thumbnails and sheet are written here, by the same code, as locally.
     Ctrl-C: raises :class:`ScreenInterrupted` after saving what is done.
     """
+    settings = settings or InferenceSettings()
+    conf = settings.conf if conf is None else conf
     if not 0.0 <= conf <= 1.0 or not 0.0 <= flag_conf <= 1.0:
         raise ValueError(f"conf ({conf}) and flag_conf ({flag_conf}) must lie in [0, 1]")
     if flag_conf < conf:
         raise ValueError(f"flag_conf ({flag_conf}) is below conf ({conf}): boxes under conf are never seen")
+    settings = settings.replace(**predictor_options, conf=conf)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     root, files = list_scans(source, exclude=out_dir)
@@ -303,7 +310,8 @@ def screen_folder(
         "model": str(Path(model_file).resolve()) if model_file else "(predictor object)",
         "conf": conf,
         "flag_conf": flag_conf,
-        "predictor_options": {k: str(v) for k, v in sorted(predictor_options.items())},
+        # The settings given (besides conf), as the keyword options of earlier versions: their runs resume.
+        "predictor_options": {k: str(v) for k, v in settings.given("conf").items()},
     }
     if restart:
         for path in (csv_path, jsonl_path, meta_path):
@@ -331,7 +339,7 @@ def screen_folder(
     if todo:
         try:
             if ray is None:
-                predictor = _load_predictor(model, conf, predictor_options)
+                predictor = _load_predictor(model, settings)
                 started = time.perf_counter()
                 outcomes = _screen_here(todo, predictor, conf, flag_conf, thumb_px)
                 _write_outcomes(outcomes, len(todo), out_dir, csv_path, jsonl_path, progress)
@@ -339,7 +347,7 @@ def screen_folder(
                 from rarespot.ray_backend import screen_on_ray
 
                 with screen_on_ray(todo, model, ray, conf=conf, flag_conf=flag_conf, thumb_px=thumb_px,
-                                   predictor_options=predictor_options) as (outcomes, label):
+                                   inference=settings) as (outcomes, label):
                     started = time.perf_counter()
                     _write_outcomes(outcomes, len(todo), out_dir, csv_path, jsonl_path, progress, label=label)
         except KeyboardInterrupt:

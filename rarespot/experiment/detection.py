@@ -117,6 +117,7 @@ def _resolve_score_remap(job: CellRun, remap: str | None) -> str | None:
 
 def make_predictor(job: CellRun, model: Path, config, scored: list[DetectionDataset]):
     from rarespot.detect.predict import TiledPredictor
+    from rarespot.detect.settings import InferenceSettings
 
     ev = job.plan.evaluation
     overlap = ev.overlap
@@ -133,9 +134,9 @@ def make_predictor(job: CellRun, model: Path, config, scored: list[DetectionData
         tile, overlap = max(max(r.height, r.width) for ds in scored for r in ds.records), 0.0
     # Tile skipping stays off unless a plan asks for it: every cell of a study is scored the same way,
     # including runs scored before skipping existed (the evaluation setting `skip_background: true`).
-    skip = ev.skip_background
-    return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=config.input_size, class_agnostic=agnostic,
-                          skip_background=skip)
+    settings = InferenceSettings(tile=tile, overlap=overlap, conf=0.001, imgsz=config.input_size,
+                                 class_agnostic=agnostic, skip_background=ev.skip_background)
+    return TiledPredictor(model, settings)
 
 
 def run_detection_cell(job: CellRun) -> dict[str, Any]:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, field_validator
 
 from rarespot.config import StrictModel, load_config_file
 from rarespot.errors import InputError
+
+if TYPE_CHECKING:
+    from rarespot.detect.settings import InferenceSettings
 
 # Suffix -> format name. The only file names the server ever builds are private
 # temp files with one of these suffixes; the client's file name is only echoed.
@@ -93,7 +97,7 @@ class ServeSettings(StrictModel):
     body_timeout_s: float = Field(120.0, gt=0, description="a whole upload must arrive within this; then 408")
     keep_alive_s: float = Field(5.0, gt=0, description="an idle kept-alive connection is closed after this")
     max_connections: int = Field(64, ge=1, description="open connections at once; more get 503")
-    # Inference parameters passed to TiledPredictor.
+    # Inference parameters of a served model file (:meth:`inference`).
     floor_conf: float = Field(0.05, ge=0.0, le=1.0)
     default_conf: float = Field(0.25, ge=0.0, le=1.0, description="initial slider position in the page")
     tile: int = Field(512, ge=32)
@@ -114,6 +118,17 @@ class ServeSettings(StrictModel):
         if isinstance(value, (str, Path)):
             return [value]
         return value
+
+    def inference(self) -> InferenceSettings:
+        """The :class:`~rarespot.detect.settings.InferenceSettings` a model file is served with
+        (``floor_conf`` is the predictor's threshold: the page filters above it)."""
+        from rarespot.detect.settings import InferenceSettings
+
+        return InferenceSettings(
+            tile=self.tile, overlap=self.overlap, conf=self.floor_conf, iou=self.iou, merge=self.merge,
+            class_agnostic=self.class_agnostic, full_image_pass=self.full_image_pass, batch=self.batch,
+            device=self.device,
+        )
 
     @property
     def tls(self) -> bool:

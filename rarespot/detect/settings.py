@@ -1,0 +1,88 @@
+"""How tiled detection runs: one settings object for :class:`~rarespot.detect.predict.TiledPredictor`.
+
+``rarespot detect predict``/``evaluate``/``screen``, the review app, the demo, the experiment
+runner and batch screening each build an :class:`InferenceSettings` and hand it on, instead of
+passing tile size, thresholds, back-end and device as loose arguments through every layer.
+
+    >>> settings = InferenceSettings(tile=512, conf=0.25, backend="openvino")
+    >>> predictor = TiledPredictor("runs/exp/best.pt", settings)
+"""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, model_validator
+
+from rarespot.config import StrictModel
+
+from rarespot.detect.foreground import ForegroundSettings
+from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS
+from rarespot.detect.preprocess import InputMapping
+
+
+class InferenceSettings(StrictModel):
+    """Settings of sliced inference; the defaults are ``rarespot detect predict``'s (the seed's protocol).
+
+    tile, overlap: the grid (pixels, fraction of a tile); use the training tile size.
+    conf: keep detections scoring at least this; iou: NMS / fusion threshold,
+      used both inside each tile and across tiles.
+    merge: "nms" keeps the best box of a cluster, "wbf" fuses its corners.
+    class_agnostic: merge across classes (one object, one box).
+    full_image_pass: also run the scan shrunk to one tile (objects larger than a tile).
+    batch: tiles per forward pass. imgsz: network input size (default: the tile size).
+    device, backend: where and on what the model runs (:func:`rarespot.detect.backends.load_backend`).
+    match_metric: "iou" or "ios" for the cross-tile merge (IoS also folds a
+      partial box cut by a tile edge into the whole one).
+    max_det: cap per tile and per scan. pad_value: fill for tiles past the edge
+      of a scan smaller than a tile (0, as the training tiles are padded).
+    threads: CPU threads for the back-end (default: all cores this process may use).
+    skip_background: run only the tiles that hold foreground (:mod:`rarespot.detect.foreground`:
+      a test on the scan as read, once per scan; a scan without a uniform background at its
+      border runs every tile). ``False`` runs every tile, as SAHI does. ``foreground``: its settings.
+    input_mapping: how scans become the network's 8-bit input; default (None): the one stored
+      with the model (:mod:`rarespot.detect.preprocess`), so inference maps scans as training did.
+    """
+
+    model_config = ConfigDict(frozen=True)  # StrictModel refuses unknown keys; frozen: shared by every caller
+
+    tile: int = 512
+    overlap: float = 0.2
+    conf: float = 0.25
+    iou: float = 0.5
+    merge: str = "nms"
+    class_agnostic: bool = False
+    full_image_pass: bool = False
+    batch: int = 8
+    imgsz: int | None = None
+    device: str = "cpu"
+    backend: str = "auto"
+    match_metric: str = "iou"
+    max_det: int = 300
+    pad_value: int = 0
+    threads: int | None = None
+    skip_background: bool = True
+    foreground: ForegroundSettings = ForegroundSettings()
+    input_mapping: InputMapping | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "InferenceSettings":
+        if self.merge not in MERGE_METHODS:
+            raise ValueError(f"merge must be one of {MERGE_METHODS}, got {self.merge!r}")
+        if self.match_metric not in MATCH_METRICS:
+            raise ValueError(f"match_metric must be one of {MATCH_METRICS}, got {self.match_metric!r}")
+        if self.tile <= 0 or self.batch <= 0:
+            raise ValueError(f"tile and batch must be positive, got tile={self.tile}, batch={self.batch}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
+            raise ValueError(f"conf and iou must be in [0, 1], got conf={self.conf}, iou={self.iou}")
+        return self
+
+    def replace(self, **changes) -> "InferenceSettings":
+        """A copy with ``changes``, validated. The fields given stay marked as given
+        (``model_fields_set``): batch screening records those in its run's settings."""
+        given = {name: getattr(self, name) for name in self.model_fields_set}
+        return type(self)(**{**given, **changes})
+
+    def given(self, *leave_out: str) -> dict:
+        """The fields set explicitly (not left at their defaults), minus ``leave_out``, by name."""
+        return {name: getattr(self, name) for name in sorted(self.model_fields_set) if name not in leave_out}
