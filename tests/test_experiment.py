@@ -75,8 +75,8 @@ def test_runner_is_resumable_and_reuses_models(tmp_path):
     rows = read_results(csv)
     assert len(rows) == 9 and all(r["status"] == "done" for r in rows)
     agg = aggregate(plan, csv)
-    mean, std = agg[("tiling", "4-x-512")]["f1"]
-    assert mean == pytest.approx(0.71) and std == pytest.approx(0.01)
+    mean, std, n = agg[("tiling", "4-x-512")]["f1"]
+    assert mean == pytest.approx(0.71) and std == pytest.approx(0.01) and n == 3
     md = write_report(plan, out).read_text()
     assert "| no tile | full image | 0.600 ± 0.000 | 0.400 ± 0.000 | 0.510 ± 0.010 | 0.400 ± 0.000 | 3 |" in md
     assert (out / "tiling.png").stat().st_size > 1000
@@ -268,3 +268,14 @@ def test_plain_ultralytics_peer_and_holdout_on_tiny_synthetic_scans(tmp_path):
     assert json.loads((run / "test_eval" / "metrics.json").read_text())["num_images"] == len(splits["test"])
     assert set(json.loads(rows[0]["class_recall"])) == {"object"}
     assert rows[0]["f1_mean_class"] != ""
+
+
+def test_report_gives_no_spread_for_one_seed():
+    """One seed has no standard deviation: the table shows the mean alone, not "± 0.000"."""
+    import numpy as np
+
+    from rarespot.experiment.report import _fmt, _stat
+
+    assert _fmt(_stat(np.array([0.4]))) == "0.400"
+    assert _fmt(_stat(np.array([0.4, 0.5]))) == "0.450 ± 0.071"
+    assert _fmt(None) == "—"

@@ -35,16 +35,22 @@ def aggregate(plan: Plan, results_csv: Path) -> dict[tuple[str, str], dict[str, 
             for key, _ in SHOWN:
                 vals = np.array([float(r[key]) for r in mine if r.get(key) not in (None, "")], dtype=float)
                 if len(vals):
-                    stats[key] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)
+                    stats[key] = _stat(vals)
             out[(study.name, cell.slug)] = stats
     return out
+
+
+def _stat(vals: np.ndarray) -> tuple[float, float, int]:
+    """(mean, std, n) over seeds; the std of one seed is 0 for the plots' error bars."""
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
 
 def _fmt(stat) -> str:
     if stat is None:
         return "—"
-    mean, std = stat
-    return f"{mean:.3f} ± {std:.3f}"
+    mean, std, n = stat
+    # One seed has no spread: "± 0.000" would read as a measured one.
+    return f"{mean:.3f}" if n < 2 else f"{mean:.3f} ± {std:.3f}"
 
 
 def study_table(study: Study, agg: dict, plan: Plan) -> str:
@@ -86,10 +92,10 @@ def class_recall_table(study: Study, results_csv: Path) -> str:
             continue
         recalls = [json.loads(r["class_recall"]) for r in mine]
         f1 = np.array([float(r["f1_mean_class"]) for r in mine if r.get("f1_mean_class") not in (None, "")])
-        cells = [_fmt((float(f1.mean()), float(f1.std(ddof=1)) if len(f1) > 1 else 0.0)) if len(f1) else "—"]
+        cells = [_fmt(_stat(f1)) if len(f1) else "—"]
         for name in names:
             vals = np.array([rec[name] for rec in recalls if rec.get(name) is not None], dtype=float)
-            cells.append(_fmt((float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0)) if len(vals) else "")
+            cells.append(_fmt(_stat(vals)) if len(vals) else "")
         lines.append("| " + " | ".join([cell.label] + cells + [str(len(mine))]) + " |")
     return "\n".join(lines)
 
@@ -108,7 +114,7 @@ def plot_study(study: Study, agg: dict, path: Path) -> Path:
     keys = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1")]
     for i, (key, name) in enumerate(keys):
         means = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0))[0] for c in study.cells])
-        stds = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0))[1] for c in study.cells])
+        stds = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0, 0))[1] for c in study.cells])
         if study.form == "tiling":
             ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=name)
         else:
