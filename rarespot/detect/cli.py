@@ -13,7 +13,7 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("train")
 def train(
-    config: Path = typer.Option(None, "--config", "-c", help="YAML training config, or 'seed' for the seed's ideal settings (flags override it)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML training config, or a packaged one: 'seed' (the seed's ideal settings), 'xray-small' (the recipe for small X-ray sets), 'demo' (flags override it)."),
     data: Path = typer.Option(None, "--data", "-d", help="Dataset folder or annotation file (VOC, YOLO, COCO)."),
     val_data: Path = typer.Option(None, "--val-data", help="Separate validation set (default: split --data 60/20/20)."),
     data_format: str = typer.Option(None, "--format", help="Annotation format: auto, voc, yolo, coco."),

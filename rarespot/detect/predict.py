@@ -185,8 +185,9 @@ class TiledPredictor:
             return None
         name = self.model_path.name if self.model_path is not None else "this model"
         return (
-            f"{name} was trained before rarespot stored a model's input mapping: 8-bit scans reach it unwindowed "
-            f"and may get fewer or no boxes. If it was trained on 16-bit scans, run "
+            f"{name} stores no input mapping (trained by plain Ultralytics, or by rarespot before it stored one): "
+            f"8-bit scans reach it unwindowed, which is right for a model trained on 8-bit images; one trained on "
+            f"16-bit scans may get fewer or no boxes from them. Then run "
             f"`rarespot detect input-mapping {self.model_path or 'MODEL'} --set percentile`, or retrain it."
         )
 
