@@ -275,7 +275,7 @@ def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="Output folder (report.html, data, run)."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (about a minute) that checks the pipeline, not the model."),
     scans: int = typer.Option(None, "--scans", help="Synthetic scans to generate (default 90; quick: 10)."),
-    epochs: int = typer.Option(None, "--epochs", help="Training epochs (default 8; quick: 1)."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs (default 16; quick: 1)."),
     device: str = typer.Option(None, "--device", help="cpu, 0, cuda:0 ... (default: GPU if any)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation, split and training."),
 ) -> None:
