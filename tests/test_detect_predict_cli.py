@@ -183,3 +183,18 @@ def test_export_cli_reduced_precision_needs_held_out_scans(model, tmp_path):
     result = runner.invoke(app, ["detect", "export", str(model), "--out", str(tmp_path / "m.onnx"), "--imgsz", "128",
                                  "--precision", "int8", "--calibration", str(tmp_path)])
     assert isinstance(result.exception, InputError) and "needs held-out annotated scans" in str(result.exception)
+
+
+@pytest.mark.parametrize("command", ["predict", "screen"])
+def test_a_bad_inference_option_is_one_line_naming_it(command, model, scans, tmp_path):
+    """`--overlap 1.5` reaches the user as one RarespotError naming the option (the entry point prints
+    it without a traceback), raised before any output is written."""
+    from rarespot.errors import RarespotError
+
+    folder, _ = scans
+    out = tmp_path / "out"
+    where = [str(model), str(folder)] if command == "predict" else [str(folder), "--model", str(model)]
+    result = runner.invoke(app, ["detect", command, *where, "--out", str(out), "--tile", "128", "--overlap", "1.5"])
+    assert isinstance(result.exception, RarespotError)
+    assert "invalid inference settings: overlap must be in [0, 1), got 1.5" in str(result.exception)
+    assert not out.exists()

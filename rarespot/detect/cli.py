@@ -75,7 +75,7 @@ def _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_p
     (their defaults are InferenceSettings' own: tests/test_detect_predict.py checks)."""
     from rarespot.detect.settings import InferenceSettings
 
-    return InferenceSettings(
+    return InferenceSettings.from_options(
         conf=conf, tile=tile, overlap=overlap, iou=iou, merge=merge, match_metric=match, class_agnostic=agnostic,
         full_image_pass=full_pass, batch=batch, imgsz=imgsz, device=device, backend=backend, threads=threads,
         skip_background=skip,
@@ -331,7 +331,7 @@ def screen(
         raise typer.BadParameter(f"--flag-conf ({flag_conf}) must be at least --conf ({conf})", param_hint="--flag-conf")
     out = out or Path(f"screen_{source.resolve().name or 'scans'}")
     on_ray = settings_from_cli(ray, workers, shared_disk=shared_disk)
-    settings = InferenceSettings(
+    settings = InferenceSettings.from_options(
         conf=conf, tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip
     )
     try:
