@@ -191,6 +191,14 @@ class TiledPredictor:
             f"`rarespot detect input-mapping {self.model_path or 'MODEL'} --set percentile`, or retrain it."
         )
 
+    def _warn_input_once(self, image: np.ndarray, stacklevel: int) -> None:
+        """Warn (once per predictor) when :meth:`input_warning` has a sentence for ``image``."""
+        import warnings
+
+        if not self._warned_8bit and (note := self.input_warning(image)):
+            warnings.warn(note, stacklevel=stacklevel)
+            self._warned_8bit = True
+
     @property
     def class_names(self) -> list[str]:
         return list(self.backend.class_names)
@@ -231,12 +239,8 @@ class TiledPredictor:
         set, the prediction stops before the next batch of tiles with
         :class:`DetectionCancelled`, so a caller that gave up frees the CPU.
         """
-        import warnings
-
         check_image(image)
-        if not self._warned_8bit and (note := self.input_warning(image)):
-            warnings.warn(note, stacklevel=2)
-            self._warned_8bit = True
+        self._warn_input_once(image, stacklevel=3)
         ((_, _, result),) = self._stream([(None, lambda: (image, prepared))], conf, cancel)
         if isinstance(result, BaseException):
             raise result
@@ -252,16 +256,13 @@ class TiledPredictor:
         each scan; on a back-end that runs asynchronously (OpenVINO) the next batch of tiles is
         already running while the previous one is decoded and merged.
         """
-        import warnings
 
         def checked():
             for tag, load in scans:
                 def load_checked(load=load):
                     image, prepared = load()
                     check_image(image)
-                    if not self._warned_8bit and (note := self.input_warning(image)):
-                        warnings.warn(note, stacklevel=4)
-                        self._warned_8bit = True
+                    self._warn_input_once(image, stacklevel=5)
                     return image, prepared
 
                 yield tag, load_checked

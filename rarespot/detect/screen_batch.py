@@ -391,12 +391,18 @@ def _screen_one(name: str, load, predictor, class_names, conf: float, flag_conf:
     Ray workers screen scan by scan with this; here, :func:`_screen_here` streams the scans through
     the network and builds the same outcomes with :func:`_outcome`.
     """
+    return _outcome(name, *_load_and_predict(load, predictor), class_names, conf, flag_conf, thumb_px)
+
+
+def _load_and_predict(load, predictor) -> tuple:
+    """``(image, Detections)`` of one scan, or ``(None, the exception)`` its reading or prediction
+    raised: one scan's failure is its own outcome."""
     try:
         image, prepared = load()
         dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
     except Exception as exc:
-        return _outcome(name, None, exc, class_names, conf, flag_conf, thumb_px)
-    return _outcome(name, image, dets, class_names, conf, flag_conf, thumb_px)
+        return None, exc
+    return image, dets
 
 
 def _outcome(name: str, image, dets, class_names, conf: float, flag_conf: float, thumb_px: int):
@@ -473,13 +479,7 @@ def _predictions(predictor, pending, queue_next):
         yield from predictor.predict_many(scans())
         return
     for item, load in scans():
-        try:
-            image, prepared = load()
-            dets = predictor.predict(image, prepared=prepared) if prepared is not None else predictor.predict(image)
-        except Exception as exc:
-            yield item, None, exc
-            continue
-        yield item, image, dets
+        yield item, *_load_and_predict(load, predictor)
 
 
 def _write_outcomes(outcomes, total: int, out_dir, csv_path, jsonl_path, progress, label: str = "screening") -> None:

@@ -10,13 +10,12 @@ passing tile size, thresholds, back-end and device as loose arguments through ev
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, ValidationError, model_validator
+from pydantic import ConfigDict, model_validator
 
-from rarespot.config import StrictModel, config_problems
+from rarespot.config import StrictModel, validate_config
 from rarespot.detect.foreground import ForegroundSettings
 from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS
 from rarespot.detect.preprocess import InputMapping
-from rarespot.errors import RarespotError
 
 
 class InferenceSettings(StrictModel):
@@ -81,10 +80,7 @@ class InferenceSettings(StrictModel):
     def from_options(cls, **options) -> "InferenceSettings":
         """Settings from command-line options: a bad value is one line naming the option
         (``overlap: overlap must be in [0, 1), got 1.5``), not a validation traceback."""
-        try:
-            return cls(**options)
-        except ValidationError as exc:
-            raise RarespotError(f"invalid inference settings: {config_problems(exc, options)}") from None
+        return validate_config(cls, options, None, "inference settings")  # InputError with no file: a RarespotError
 
     def replace(self, **changes) -> "InferenceSettings":
         """A copy with ``changes``, validated. The fields given stay marked as given

@@ -113,8 +113,8 @@ def plot_study(study: Study, agg: dict, path: Path) -> Path:
     x = np.arange(len(labels))
     keys = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1")]
     for i, (key, name) in enumerate(keys):
-        means = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0))[0] for c in study.cells])
-        stds = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0, 0))[1] for c in study.cells])
+        means = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0.0, 0))[0] for c in study.cells])
+        stds = np.array([agg[(study.name, c.slug)].get(key, (math.nan, 0.0, 0))[1] for c in study.cells])
         if study.form == "tiling":
             ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=name)
         else:
