@@ -534,9 +534,9 @@ Se counts an abnormal cycle as detected only when its exact class (crackle / whe
 |---|---|---|---|---|---|---|
 {chr(10).join(per_fold)}
 
-## Feature extraction throughput ({tp.get('jobs1', {}).get('cycles', '?')} cycles, fresh cache)
+## Feature extraction throughput ({f"{tp['jobs1']['cycles']} cycles, fresh cache" if 'jobs1' in tp else 'not measured in this run'})
 
-{chr(10).join(tp_lines) or '- not measured'}
+{chr(10).join(tp_lines) or '- not measured: this run had `--skip-throughput` (time it with `--throughput-cycles 1049`, all cycles, fresh cache)'}
 
 Measured by the same command (`measure_throughput`), after a warm-up extraction of 8 cycles; cycles are 16-bit FLAC clips
 at 4 or 16 kHz, resampled to {cfg.features.sample_rate} Hz, {cfg.features.cycle_seconds:g} s each.

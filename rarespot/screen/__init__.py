@@ -8,7 +8,8 @@ Isolation Forest, KDE, PCA reconstruction). Modules, in reading order:
 ``config`` (settings, YAML) -> ``data`` (npz / folder -> model input) ->
 ``torch_model`` (the nn.Module) -> ``train`` (Adam/MSE, early stopping, resume) ->
 ``scores`` (error maps, latent KDE, thresholds) -> ``detectors`` (sklearn-style
-estimators) -> ``evaluate`` (metrics + plots) -> ``pipeline`` (fit/score/evaluate
+estimators) -> ``patch`` (PatchCore / PaDiM on pretrained EfficientNet-Lite0 features, the same
+estimator contract) -> ``evaluate`` (metrics + plots) -> ``pipeline`` (fit/score/evaluate
 jobs) -> ``cli``.
 
 Kept import-free so ``rarespot --help`` stays fast; import the submodules.
