@@ -2,7 +2,7 @@
 
 Three commands use it:
 
-- ``rarespot detect screen SOURCE --ray``: the scans go out in blocks to a pool of actors, each holding
+- ``rarespot detect batch SOURCE --ray``: the scans go out in blocks to a pool of actors, each holding
   one model replica; the outcome of each scan (its CSV row, boxes and thumbnail) comes back to this
   process, the *driver*, in the order of the scans, and is written by the same code as a local run
   (:mod:`rarespot.detect.screen_batch`): the same CSV, JSONL, thumbnails, contact sheet and resume;

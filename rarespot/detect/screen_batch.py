@@ -1,6 +1,6 @@
 """Batch screening: run a detector over a folder of scans, flag the ones to look at.
 
-``rarespot detect screen FOLDER --model M`` is a thin wrapper over
+``rarespot detect batch FOLDER --model M`` is a thin wrapper over
 :func:`screen_folder`. Outputs in ``out_dir``:
 
 - ``screen.csv``: one row per scan (file, n_detections, max_confidence,
