@@ -1,17 +1,17 @@
-"""What `--ray` costs on one machine: `rarespot detect screen` of N synthetic scans, locally and on a
+"""What `--ray` costs on one machine: `rarespot detect batch` of N synthetic scans, locally and on a
 local Ray with 2 workers (issue 18).
 
     python bench/bench_ray_screen.py --scans 40
 
 Three timings of the same screening (N synthetic 1500x1216 16-bit scans, yolo11n at 512-px tiles,
-background tiles skipped, as `rarespot detect screen` runs by default):
+background tiles skipped, as `rarespot detect batch` runs by default):
 
 * ``local``: the local path (one process; the next scans are read in a background thread; the
   back-end uses every core);
 * ``ray_warm``: ``--ray`` with 2 workers (one CPU and one model replica each) on a local Ray that was
   started before the clock (what a standing cluster costs per run);
 * ``ray_cold``: ``--ray`` with nothing running: the wall time includes starting the local Ray and
-  stopping it (what `rarespot detect screen SOURCE --ray` costs on a laptop).
+  stopping it (what `rarespot detect batch SOURCE --ray` costs on a laptop).
 
 local and ray_warm alternate, --repeats times each; the median is reported with the load average
 of the machine at each run (a shared machine inflates every time). Every run writes a fresh output

@@ -5,7 +5,7 @@
         --check demo/run --conf 0.25
     # an OPIXray model on its run's held-out test scans:
     python bench/bench_tiled_inference.py --model RUN/weights/best.pt --data RUN --split test --tile 256
-    # `rarespot detect screen` over a folder against a plain SAHI loop, whole processes:
+    # `rarespot detect batch` over a folder against a plain SAHI loop, whole processes:
     python bench/bench_tiled_inference.py --model demo/run/weights/best.pt --synthetic 100 --tile 320 --screen
 
 What is measured, per method, in one process: every scan (already in memory, as read from its
@@ -24,7 +24,7 @@ so other jobs' load falls on all of them alike.
 - openvino-int8, onnxruntime-int8, openvino-bf16: reduced precision exported through the accuracy
   gate (calibrated on --check's training scans, F1 checked on its validation scans); a variant
   whose check failed is still timed (exported with force) and its row says so.
-- default: what `rarespot detect screen --model best.pt` runs: fp32, skipping on, on the faster of
+- default: what `rarespot detect batch --model best.pt` runs: fp32, skipping on, on the faster of
   OpenVINO and onnxruntime as timed the first time the model loads on the machine (the choice is
   printed under the table).
 
@@ -95,7 +95,7 @@ def make_runner(method: str, files: dict, args):
     if base == "default":
         from rarespot.detect.export import cached_onnx
 
-        # What `detect screen --model best.pt` does: export once (cached), then the faster of
+        # What `detect batch --model best.pt` does: export once (cached), then the faster of
         # OpenVINO and onnxruntime, timed the first time the model loads (the verdict cached).
         model, backend = cached_onnx(files["pt"], -(-args.tile // 32) * 32), "auto"
     elif base == "torch":
@@ -252,7 +252,7 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-# -- `detect screen` against a SAHI loop, whole processes ----------------------------------------
+# -- `detect batch` against a SAHI loop, whole processes ----------------------------------------
 
 SAHI_LOOP = r"""
 import sys, time, numpy as np
@@ -280,7 +280,7 @@ print(n)
 
 def screen_comparison(args, folder: Path, pt: Path, work: Path) -> None:
     env = {**os.environ, "RARESPOT_CACHE_DIR": str(work / "cache")}
-    rarespot = [sys.executable, "-m", "rarespot.cli", "detect", "screen", str(folder), "--model", str(pt),
+    rarespot = [sys.executable, "-m", "rarespot.cli", "detect", "batch", str(folder), "--model", str(pt),
                 "--tile", str(args.tile), "--overlap", str(args.overlap), "--conf", str(args.conf), "--flag-conf",
                 str(max(args.conf, 0.5)), "--restart"]
     sahi = [sys.executable, "-c", SAHI_LOOP, str(pt), str(folder), str(args.tile), str(args.overlap), str(args.conf),
@@ -294,10 +294,10 @@ def screen_comparison(args, folder: Path, pt: Path, work: Path) -> None:
                    capture_output=True, check=True)
     import resource
 
-    times = {"rarespot detect screen": [], "SAHI loop": []}
+    times = {"rarespot detect batch": [], "SAHI loop": []}
     cpu = {name: [] for name in times}
     for k in range(args.screen_repeats):  # alternating, so load changes hit both
-        for name, cmd in (("rarespot detect screen", rarespot + ["--out", str(work / f"screen{k}")]), ("SAHI loop", sahi)):
+        for name, cmd in (("rarespot detect batch", rarespot + ["--out", str(work / f"screen{k}")]), ("SAHI loop", sahi)):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -307,7 +307,7 @@ def screen_comparison(args, folder: Path, pt: Path, work: Path) -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     n = len(list(folder.rglob("*.png")))
-    print(f"\n### `rarespot detect screen` vs a SAHI loop, whole processes, {n} scans\n")
+    print(f"\n### `rarespot detect batch` vs a SAHI loop, whole processes, {n} scans\n")
     print(f"- rarespot: `{' '.join(rarespot[2:])} --out OUT` (the faster of OpenVINO and onnxruntime, skipping on; "
           "its one-time export, back-end verdict and compiled model cached by a one-scan run before)")
     print(f"- SAHI: a plain loop: read_image, the model's 8-bit mapping, get_sliced_prediction (batch 1, torch threads {args.sahi_threads})")
@@ -342,7 +342,7 @@ def main() -> None:
     parser.add_argument("--sahi-threads", type=int, default=None, help="torch threads for SAHI (default: all cores)")
     parser.add_argument("--methods", default=",".join(METHODS + ("default",)))
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--screen", action="store_true", help="also time `detect screen` against a SAHI loop on the scans' folder")
+    parser.add_argument("--screen", action="store_true", help="also time `detect batch` against a SAHI loop on the scans' folder")
     parser.add_argument("--screen-only", action="store_true", help="only that comparison")
     parser.add_argument("--screen-repeats", type=int, default=2)
     parser.add_argument("--probe", help=argparse.SUPPRESS)

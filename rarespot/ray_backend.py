@@ -2,7 +2,7 @@
 
 Three commands use it:
 
-- ``rarespot detect screen SOURCE --ray``: the scans go out in blocks to a pool of actors, each holding
+- ``rarespot detect batch SOURCE --ray``: the scans go out in blocks to a pool of actors, each holding
   one model replica; the outcome of each scan (its CSV row, boxes and thumbnail) comes back to this
   process, the *driver*, in the order of the scans, and is written by the same code as a local run
   (:mod:`rarespot.detect.screen_batch`): the same CSV, JSONL, thumbnails, contact sheet and resume;
@@ -489,9 +489,9 @@ def _concat_scores(parts: list):
 
 def analyze_on_ray(model: str | Path, images, settings: RaySettings, progress: bool = True):
     """``detector.analyze(images)`` of the screening model in ``model`` (its file or folder), on Ray."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    import sys
 
+    from rarespot.progress import ProgressBar
     from rarespot.screen.detectors import MODEL_FILE
 
     path = Path(model)
@@ -506,16 +506,14 @@ def analyze_on_ray(model: str | Path, images, settings: RaySettings, progress: b
         size = _pool_size(ray, settings, cpus, gpus, n)
         block = settings.block_size or max(1, min(IMAGE_BLOCK, math.ceil(n / size)))
         starts = range(0, n, block)
-        console = Console(stderr=True)  # a bar on a terminal that goes when done: the log stays the local one
-        with WorkerPool(ray, ScoreWorker, spec, path.read_bytes(), size=size, cpus=cpus, gpus=gpus) as pool, Progress(
-            TextColumn(f"[bold]scoring on Ray ({pool.size} workers)"), BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), console=console, disable=not progress or not console.is_terminal, transient=True,
+        # A bar on a terminal that goes when done, and no lines in a log: the output stays the local run's.
+        with WorkerPool(ray, ScoreWorker, spec, path.read_bytes(), size=size, cpus=cpus, gpus=gpus) as pool, ProgressBar(
+            n, f"scoring on Ray ({pool.size} workers)", progress, transient=True, stream=sys.stderr, log_every=None,
         ) as bar:
-            task = bar.add_task("score", total=n)
             parts = []
             for start, part in zip(starts, pool.map(images[i: i + block] for i in starts)):
                 parts.append(part)
-                bar.update(task, completed=min(n, start + block))
+                bar.update(completed=min(n, start + block))
     return _concat_scores(parts)
 
 
@@ -552,9 +550,8 @@ def run_plan_on_ray(plan, out_dir: str | Path, run_fn, settings: RaySettings, re
     ran on (its folder is there even without a shared disk); if it failed they fail with the reason, as
     locally. Each row is appended to ``results.csv`` here, under its file lock, as the run finishes.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from rarespot.experiment import runner
+    from rarespot.progress import ProgressBar
 
     out_dir = Path(out_dir).resolve()  # the workers' working folders differ from ours
     results_path, todo, planned = runner.pending_runs(plan, out_dir, retry_failed, studies)
@@ -566,26 +563,26 @@ def run_plan_on_ray(plan, out_dir: str | Path, run_fn, settings: RaySettings, re
         _, cell, seed = runs[key]
         return [runner.run_key(s.name, c.slug, seed) for s, c in runner.run_sources(plan, cell)]
 
-    with connected(settings) as ray, Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as progress:
+    with connected(settings) as ray, ProgressBar(
+        len(planned), f"plan {plan.name} on Ray", unit="runs", completed=len(planned) - len(todo), elapsed=True,
+        time_left=False,
+    ) as bar:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         task_fn = ray.remote(_study_task)
-        bar = progress.add_task(f"plan {plan.name} on Ray", total=len(planned), completed=len(planned) - len(todo))
         running: dict = {}  # ObjectRef -> run key
         waiting: dict = {}  # run key -> keys of the runs it waits for
         outcome: dict = {}  # run key -> (done?, node) of the runs finished by this call
 
         def describe() -> None:
-            progress.update(bar, description=f"{plan.name} on Ray: {len(running)} running, {len(waiting)} waiting")
+            bar.update(label=f"{plan.name} on Ray: {len(running)} running, {len(waiting)} waiting")
 
         def record(key, row) -> None:
             runner.append_result(results_path, row)
-            progress.advance(bar)
+            bar.advance()
             if row["status"] != "done":
                 study, cell, seed = runs[key]
-                progress.console.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
+                bar.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
 
         def submit(key, node=None) -> None:
             study, cell, seed = runs[key]

@@ -178,7 +178,7 @@ def test_settings_object_and_keywords_build_the_same_predictor():
 
 
 def test_cli_defaults_are_the_inference_settings_defaults():
-    """The flags of `detect predict`/`evaluate`/`screen` state their defaults for --help; they are InferenceSettings'."""
+    """The flags of `detect predict`/`evaluate`/`batch` state their defaults for --help; they are InferenceSettings'."""
     import typer.main
 
     from rarespot.detect.cli import _inference_settings, app
@@ -192,7 +192,7 @@ def test_cli_defaults_are_the_inference_settings_defaults():
     assert _inference_settings(*(predict_defaults[k] for k in keys)) == InferenceSettings()
     evaluate_defaults = {p.name: p.default for p in commands["evaluate"].params}
     assert all(evaluate_defaults[k] == predict_defaults[k] for k in keys if k != "conf")
-    screen_defaults = {p.name: p.default for p in commands["screen"].params}
+    screen_defaults = {p.name: p.default for p in commands["batch"].params}
     fields = {"conf": "conf", "tile": "tile", "overlap": "overlap", "device": "device", "backend": "backend",
               "threads": "threads", "skip": "skip_background"}
     assert {f: screen_defaults[k] for k, f in fields.items()} == InferenceSettings().model_dump(include=set(fields.values()))

@@ -1,4 +1,4 @@
-"""Batch screening (`rarespot detect screen`): CSV, contact sheet, resume, bad files."""
+"""Batch screening (`rarespot detect batch`, once `detect screen`): CSV, contact sheet, resume, bad files."""
 
 from __future__ import annotations
 
@@ -180,13 +180,58 @@ def test_screen_json_keeps_the_options_given(tmp_path, monkeypatch):
     monkeypatch.setattr(screen_batch, "screen_folder", lambda *a, **kw: given.update(kw) or 1 / 0)
     model = tmp_path / "m.pt"
     model.write_bytes(b"x")
-    CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model)])
+    CliRunner().invoke(app, ["detect", "batch", str(src), "--model", str(model)])
     monkeypatch.undo()
     given.pop("ray")
     screen_folder(src, brightness_predictor(), tmp_path / "cli", progress=False, **given)
     assert options(tmp_path / "cli") == {"backend": "auto", "device": "cpu", "overlap": "0.2", "skip_background": "True",
                                          "threads": "None", "tile": "512"}
     assert json.loads((tmp_path / "cli" / "screen.json").read_text())["conf"] == 0.25
+
+
+NOTICE = "`detect screen` is now `detect batch`; the old name keeps working"
+
+
+def test_detect_batch_and_its_old_name_screen_the_same(tmp_path, monkeypatch):
+    """`rarespot detect batch` is batch screening; `detect screen` (the old name, which clashed with the
+    `rarespot screen` pipeline) still works, hidden, with a one-line notice on stderr."""
+    from rarespot.cli import app
+    from rarespot.detect import screen_batch
+
+    src = make_folder(tmp_path)
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    real = screen_batch.screen_folder
+    # The fake predictor instead of the model file; everything else as the command passes it.
+    monkeypatch.setattr(screen_batch, "screen_folder",
+                        lambda source, model, out, **kw: real(source, brightness_predictor(), out, **kw))
+    results = {}
+    for name in ("batch", "screen"):
+        result = CliRunner().invoke(app, ["detect", name, str(src), "--model", str(model), "--out", str(tmp_path / name),
+                                          "--flag-conf", "0.5"])
+        assert result.exit_code == 0, result.output
+        assert "4 scans (0 from an earlier run), 2 flagged, 1 unreadable" in " ".join(result.stdout.split())
+        assert NOTICE not in result.stdout
+        results[name] = result
+    assert NOTICE not in results["batch"].stderr
+    assert results["screen"].stderr.splitlines().count(NOTICE) == 1
+    assert (tmp_path / "batch" / "screen.csv").read_text() == (tmp_path / "screen" / "screen.csv").read_text()
+    assert (tmp_path / "batch" / "screen.json").read_text() == (tmp_path / "screen" / "screen.json").read_text()
+
+
+def test_detect_help_lists_batch_not_the_old_name():
+    import re
+
+    import typer
+
+    from rarespot.cli import app
+    from rarespot.detect.cli import app as detect_app
+
+    commands = typer.main.get_command(detect_app).commands
+    assert not commands["batch"].hidden and commands["screen"].hidden
+    text = CliRunner().invoke(app, ["detect", "--help"]).output
+    names = re.findall(r"^│ (\S+)", text, flags=re.M)  # a command's first line in the Commands panel
+    assert "batch" in names and "screen" not in names
 
 
 def test_list_file_and_bad_sources(tmp_path):
@@ -238,7 +283,7 @@ def test_records_are_sorted_and_floored():
 
 
 def test_cli_screen_with_a_real_untrained_yolo(tmp_path):
-    """End to end: `rarespot detect screen` on real TiledPredictor output (a tiny untrained yolo11n),
+    """End to end: `rarespot detect batch` on real TiledPredictor output (a tiny untrained yolo11n),
     by default on OpenVINO: the .pt is exported to ONNX once, into the cache."""
     import torch
 
@@ -252,7 +297,7 @@ def test_cli_screen_with_a_real_untrained_yolo(tmp_path):
         write_image(src / f"s{i}.png", scan_16bit(256, 200, seed=i))
     out = tmp_path / "out"
     # Untrained scores are ~1e-4..1e-3: flag at 1e-4 so the sheet gets thumbnails from real boxes.
-    args = ["detect", "screen", str(src), "--model", str(model), "--out", str(out),
+    args = ["detect", "batch", str(src), "--model", str(model), "--out", str(out),
             "--conf", "0.0001", "--flag-conf", "0.0001", "--tile", "256"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -285,7 +330,7 @@ def test_cli_screen_with_a_real_untrained_yolo(tmp_path):
     assert (again / "screen.csv").read_text() == (out / "screen.csv").read_text()
     assert (again / "detections.jsonl").read_text() == (out / "detections.jsonl").read_text()
 
-    bad = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--conf", "0.5",
+    bad = CliRunner().invoke(app, ["detect", "batch", str(src), "--model", str(model), "--conf", "0.5",
                                    "--flag-conf", "0.2"])
     assert bad.exit_code == 2 and "--flag-conf" in bad.output
 
@@ -382,8 +427,8 @@ def test_ctrl_c_saves_the_sheet_and_says_how_to_resume(tmp_path):
     with pytest.raises(ScreenInterrupted) as stop:
         screen_folder(src, StopAfter(2), out, progress=False)
     assert (stop.value.done, stop.value.total, stop.value.n_errors) == (3, 4, 1)
-    message = stop.value.message("rarespot detect screen scans --model m.pt")
-    assert "interrupted after 3 of 4 scans" in message and "`rarespot detect screen scans --model m.pt` again to resume" in message
+    message = stop.value.message("rarespot detect batch scans --model m.pt")
+    assert "interrupted after 3 of 4 scans" in message and "`rarespot detect batch scans --model m.pt` again to resume" in message
     assert "--retry-errors" in message
     assert "a_bright.png" in (out / "contact_sheet.html").read_text()  # the partial sheet is there
 
@@ -400,7 +445,7 @@ def test_cli_interrupt_prints_the_resume_hint(tmp_path, monkeypatch):
         yield
 
     monkeypatch.setattr(TiledPredictor, "predict_many", interrupted)
-    result = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(model), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(app, ["detect", "batch", str(src), "--model", str(model), "--out", str(tmp_path / "o")])
     assert result.exit_code == 130
     assert "interrupted after 0 of 4 scans" in result.output and "again to resume" in result.output
     assert "Traceback" not in result.output

@@ -67,7 +67,7 @@ def outputs(out: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != "screen.json"}
 
 
-# ------------------------------------------------------------------------------------ detect screen
+# ------------------------------------------------------------------------------------- detect batch
 
 
 def test_screening_on_ray_writes_what_a_local_run_writes(local_ray, tmp_path):
@@ -132,7 +132,7 @@ def test_a_real_model_on_ray_gives_the_local_boxes(local_ray, tmp_path):
 
     from rarespot.cli import app
 
-    result = CliRunner().invoke(app, ["detect", "screen", str(src), "--model", str(onnx), "--out", str(tmp_path / "cli"),
+    result = CliRunner().invoke(app, ["detect", "batch", str(src), "--model", str(onnx), "--out", str(tmp_path / "cli"),
                                       "--conf", "0.0001", "--flag-conf", "0.0001", "--tile", "256", "--backend",
                                       "onnxruntime", "--threads", "1", "--ray", "--workers", "2"])
     assert result.exit_code == 0, result.output

@@ -39,7 +39,7 @@ def test_without_ray_option_nothing_imports_ray(tmp_path):
         write_image(src + "/a.png", np.full((40, 30), 60000, np.uint16))
         result = screen_folder(src, BrightnessPredictor(), {str(tmp_path / "out")!r}, progress=False)
         assert result.n_scans == 1 and result.n_flagged == 1
-        for args in (["detect", "screen", "--help"], ["screen", "score", "--help"], ["experiment", "--help"]):
+        for args in (["detect", "batch", "--help"], ["screen", "score", "--help"], ["experiment", "--help"]):
             out = CliRunner().invoke(rarespot.cli.app, args)
             assert out.exit_code == 0 and "--ray" in out.output, out.output
         print("ray imported:", "ray" in sys.modules)
@@ -54,8 +54,8 @@ def test_without_ray_option_nothing_imports_ray(tmp_path):
     "args,expected",
     [
         (["experiment", "--ray", "plan.yaml"], ["experiment", "--ray=", "plan.yaml"]),
-        (["detect", "screen", "s", "--ray"], ["detect", "screen", "s", "--ray="]),
-        (["detect", "screen", "s", "--ray", "--workers", "2"], ["detect", "screen", "s", "--ray=", "--workers", "2"]),
+        (["detect", "batch", "s", "--ray"], ["detect", "batch", "s", "--ray="]),
+        (["detect", "batch", "s", "--ray", "--workers", "2"], ["detect", "batch", "s", "--ray=", "--workers", "2"]),
         (["screen", "score", "m", "d", "--ray", "auto"], ["screen", "score", "m", "d", "--ray", "auto"]),
         (["x", "--ray", "ray://head:10001", "y"], ["x", "--ray", "ray://head:10001", "y"]),
         (["x", "--ray", "10.0.0.5:6379"], ["x", "--ray", "10.0.0.5:6379"]),

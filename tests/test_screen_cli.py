@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -192,24 +193,48 @@ def test_fit_patch_detector_and_evaluate(tmp_path, workdir):
         assert cv2.imread(str(tmp_path / "ev" / png)) is not None, png
 
 
-def test_epoch_log_lines_with_time_left():
-    from rarespot.screen.train import EpochLog
+def test_epoch_log_lines_with_time_left(monkeypatch):
+    """In a log: the progress bar's line a minute (rarespot.progress) and screen's line per epoch, with the fit's time left."""
+    import io
 
-    lines, now = [], [0.0]
-    log = EpochLog(4, every_s=60, print_fn=lambda s, flush=True: lines.append(s), clock=lambda: now[0])
-    now[0] = 30.0
-    log.batch(0, 5, 10, 0.5)  # under a minute since the last line: quiet
-    now[0] = 61.0
-    log.batch(0, 5, 10, 0.5)  # a minute: a line; half an epoch in 61 s -> ~61 s to finish it + 3 x 122 s
-    now[0] = 120.0
-    log.epoch(0, 0.4, 0.3, 0, False)
-    now[0] = 240.0
-    log.epoch(1, 0.3, 0.2, 1, False)
-    now[0] = 360.0
-    log.epoch(2, 0.3, 0.25, 1, True)
-    assert lines[0].startswith("CAE epoch 1/4: batch 5/10") and "~7 min 07 s left" in lines[0]
+    import rarespot.progress as progress
+    from rarespot.screen.train import _epoch_line
+
+    now = [0.0]
+    monkeypatch.setattr(progress, "monotonic", lambda: now[0])
+    out, lines = io.StringIO(), []
+    with progress.ProgressBar(10, "CAE epoch 1/4", unit="batches", rounds=4, stream=out) as bar:
+        now[0] = 30.0
+        bar.status("train MSE 0.50000")
+        bar.advance(5)  # under a minute since the last line: quiet
+        now[0] = 61.0
+        bar.update(completed=5)  # a minute: a line; half an epoch in 61 s -> ~61 s to finish it + 3 x 122 s
+        lines.append(out.getvalue().splitlines()[-1])
+        for epoch, (t, train, val, best, stopped) in enumerate([(120.0, 0.4, 0.3, 0, False), (240.0, 0.3, 0.2, 1, False),
+                                                               (360.0, 0.3, 0.25, 1, True)]):
+            if epoch:
+                bar.next_round(f"CAE epoch {epoch + 1}/4")
+            now[0] = t
+            bar.update(completed=10)
+            lines.append(_epoch_line(epoch, 4, train, val, best, 120.0, stopped, bar.seconds_left()))
+    assert lines[0].startswith("CAE epoch 1/4: 5/10 batches") and "~7 min 07 s left" in lines[0]
     assert lines[1] == "CAE epoch 1/4: train MSE 0.40000, val MSE 0.30000 (best: epoch 1), 120.0 s, ~6 min 00 s left"
     assert lines[2].endswith("~4 min 00 s left") and lines[3].endswith("stopping early")
+
+
+def test_cae_training_in_a_log_writes_a_line_per_epoch(capsys):
+    from rarespot.screen.config import AutoencoderConfig, ScreenTrainConfig
+    from rarespot.screen.train import train_autoencoder
+
+    x = np.random.default_rng(0).random((12, 1, 16, 16), dtype=np.float32)
+    train_autoencoder(x[:8], x[8:], AutoencoderConfig(channels=(4, 8), latent_channels=2),
+                      ScreenTrainConfig(epochs=2, batch_size=4, threads=1, patience=5))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "CAE epoch 1/2: 0/2 batches"
+    assert re.fullmatch(r"CAE epoch 1/2: train MSE \d\.\d{5}, val MSE \d\.\d{5} \(best: epoch 1\), \d+\.\d s, ~\d+ s left", out[1])
+    assert re.fullmatch(r"CAE epoch 2/2: train MSE .*, done", out[2])
+    assert re.fullmatch(r"CAE epoch 2/2: 2/2 batches in \d+ s, .*, train MSE \d\.\d{5}, val MSE \d\.\d{5}", out[3])
+    assert len(out) == 4
 
 
 def test_patch_detector_without_the_wheels_says_how_to_install(tmp_path, workdir, monkeypatch):

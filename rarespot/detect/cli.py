@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import typer
@@ -290,8 +291,8 @@ def demo(
     )
 
 
-@app.command("screen")
-def screen(
+@app.command("batch")
+def batch(
     source: Path = typer.Argument(..., help="Folder of scans (searched recursively) or a text file listing scans."),
     model: Path = typer.Option(..., "--model", "-m", help="Trained model file (.pt or exported .onnx)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default ./screen_SOURCENAME)."),
@@ -342,7 +343,7 @@ def screen(
     except ScreenInterrupted as stop:
         # The same command resumes (without --restart, which would throw the finished scans away).
         argv = [a for a in sys.argv[1:] if a != "--restart"]
-        ran_from_shell = argv[:2] == ["detect", "screen"]
+        ran_from_shell = argv[:2] in (["detect", "batch"], ["detect", "screen"])
         command = "rarespot " + " ".join(shlex.quote(a) for a in argv) if ran_from_shell else None
         typer.echo(f"\n{stop.message(command)}\npartial contact sheet: {out / 'contact_sheet.html'}", err=True)
         raise typer.Exit(130) from None
@@ -352,3 +353,11 @@ def screen(
         + (f" ({result.scans_per_second:.2f} scans/s)" if result.n_screened else "") + "\n"
         f"CSV: {result.csv_path}\ncontact sheet: {result.sheet_path}"
     )
+
+
+@app.command("screen", hidden=True)
+@functools.wraps(batch)
+def screen(**options) -> None:
+    # The old name (till issue #19): it clashed with the `rarespot screen` pipeline. Kept working, with a notice.
+    typer.echo("`detect screen` is now `detect batch`; the old name keeps working", err=True)
+    batch(**options)

@@ -288,16 +288,15 @@ class ScanTileDataset(YOLODataset):
 
     def check_all_images(self) -> None:
         """Read every image once before training, so a bad file stops the run at once, named."""
-        from rich.progress import Progress
+        from rarespot.progress import ProgressBar
 
-        with Progress(transient=True) as progress:
-            task = progress.add_task(f"checking {self.mode} images", total=len(self.source))
+        with ProgressBar(len(self.source), f"checking {self.mode} images", unit="images", transient=True) as bar:
             for i in range(len(self.source)):
                 if self.cache_images:
                     self.model_input(i)
                 else:
                     read_checked_image(self.source, i)
-                progress.advance(task)
+                bar.advance()
 
     def _resize(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Scale so the long side is imgsz (tiles: tile_size -> imgsz); boxes follow."""

@@ -3,7 +3,7 @@ for rarespot's case, without torch.
 
 The ONNX back-ends (OpenVINO, onnxruntime) return numpy arrays; decoding them with
 Ultralytics' function meant importing torch and torchvision (with torch._dynamo behind it),
-about 2.5 CPU seconds at the start of every ``rarespot detect screen`` for a few milliseconds
+about 2.5 CPU seconds at the start of every ``rarespot detect batch`` for a few milliseconds
 of work. This port gives the same rows, bit for bit (tests/test_detect_decode.py compares it
 with Ultralytics on real network outputs: random-weight and trained-like heads, several
 classes and one, class-aware and agnostic, ``max_det``, tied scores):

@@ -3,7 +3,7 @@
 The metadata entries (class names, input size, input mapping, precision record), the node op
 types (a quantized model has QuantizeLinear/DequantizeLinear nodes) and the first input's shape.
 ``import onnx`` costs ~0.6 CPU seconds (most of it its ml_dtypes extension), a good part of a
-short ``rarespot detect screen``; this reads the few fields it needs straight from the protobuf
+short ``rarespot detect batch``; this reads the few fields it needs straight from the protobuf
 wire format (https://protobuf.dev/programming-guides/encoding/) and skips everything else (the
 weights) by length, in a few milliseconds. tests/test_detect_onnx_header.py checks it against
 ``onnx.load`` on exports, quantized and stamped models, and refuses damaged files.

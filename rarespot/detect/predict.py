@@ -248,7 +248,7 @@ class TiledPredictor:
 
     def predict_many(self, scans, conf: float | None = None):
         """Detections for a sequence of scans, in order, with the network kept busy from one scan
-        to the next: batch work (``rarespot detect screen``).
+        to the next: batch work (``rarespot detect batch``).
 
         scans: (tag, load) pairs; ``load()`` returns (image, prepared or None) or raises.
         Yields (tag, image or None, Detections or the exception that scan raised): one scan's

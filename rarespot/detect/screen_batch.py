@@ -1,6 +1,6 @@
 """Batch screening: run a detector over a folder of scans, flag the ones to look at.
 
-``rarespot detect screen FOLDER --model M`` is a thin wrapper over
+``rarespot detect batch FOLDER --model M`` is a thin wrapper over
 :func:`screen_folder`. Outputs in ``out_dir``:
 
 - ``screen.csv``: one row per scan (file, n_detections, max_confidence,
@@ -486,18 +486,17 @@ def _write_outcomes(outcomes, total: int, out_dir, csv_path, jsonl_path, progres
     """Commit each scan's outcome, in order: thumbnail, then JSONL line, then the CSV row (the commit mark).
 
     The one writer of both paths: outcomes screened here (:func:`_screen_here`) or on Ray workers."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rarespot.progress import ProgressBar
 
     new_csv = not csv_path.exists() or csv_path.stat().st_size == 0
-    with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[flagged]} flagged, {task.fields[rate]} scans/s"), disable=not progress,
+    with csv_path.open("a", newline="") as csv_fh, jsonl_path.open("a") as jsonl_fh, ProgressBar(
+        total, label, progress, unit="scans", rate=True
     ) as bar:
         writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
         if new_csv:
             writer.writeheader()
-        task = bar.add_task("screen", total=total, flagged=0, rate="-")
-        n_flagged, n_done, started = 0, 0, time.perf_counter()
+        n_flagged = 0
+        bar.status("0 flagged")
         for name, row, records, thumb in outcomes:
             try:
                 if thumb is not None:
@@ -514,9 +513,8 @@ def _write_outcomes(outcomes, total: int, out_dir, csv_path, jsonl_path, progres
             writer.writerow(row)
             csv_fh.flush()
             os.fsync(csv_fh.fileno())
-            n_done += 1
-            rate = n_done / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, advance=1, flagged=n_flagged, rate=f"{rate:.2f}")
+            bar.status(f"{n_flagged} flagged")
+            bar.advance()
 
 
 def write_contact_sheet(out_dir: Path, rows: Iterable[dict], source: Path, conf: float, flag_conf: float) -> Path:

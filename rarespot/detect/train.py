@@ -211,7 +211,6 @@ class _RunReporter:
         self.run_dir = run_dir
         self.quiet = quiet
         self.progress = None
-        self.task = None
         self.pace = TrainingPace()
 
     def register(self, trainer) -> None:
@@ -232,39 +231,34 @@ class _RunReporter:
         if not sys.stdout.isatty():  # a log file: no live bar, one plain line per epoch instead
             print(training_banner(trainer, self.run_dir), flush=True)
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rarespot.progress import ProgressBar
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
-        )
-        self.progress.start()
-        self.progress.console.print(training_banner(trainer, self.run_dir))
+        # log_every=None: a log gets this trainer's own per-epoch lines (img/s, time left), not the bar's
+        self.progress = ProgressBar(len(trainer.train_loader), f"epoch {trainer.start_epoch + 1}/{trainer.epochs}",
+                                    elapsed=True, log_every=None).start()
+        self.progress.print(training_banner(trainer, self.run_dir))
 
     def on_epoch_start(self, trainer) -> None:
         self.pace.epoch_started()
         if self.progress is None:
             return
-        desc = f"epoch {trainer.epoch + 1}/{trainer.epochs}"
-        if self.task is None:
-            self.task = self.progress.add_task(desc, total=len(trainer.train_loader), loss="")
-        else:
-            self.progress.reset(self.task, total=len(trainer.train_loader), description=desc, loss="")
+        self.progress.next_round(f"epoch {trainer.epoch + 1}/{trainer.epochs}", total=len(trainer.train_loader))
 
     def on_batch_end(self, trainer) -> None:
-        if self.progress is None or self.task is None:
+        if self.progress is None:
             return
         loss = sum(float(v) for v in (trainer.tloss or {}).values())
-        self.progress.update(self.task, advance=1, loss=f"loss {loss:.3f}")
+        self.progress.status(f"loss {loss:.3f}")
+        self.progress.advance()
 
     def on_val_start(self, validator) -> None:
-        if self.progress is None or self.task is None or not getattr(validator, "training", False):
+        if self.progress is None or not getattr(validator, "training", False):
             return
-        self.progress.reset(self.task, total=len(validator.dataloader), description="  validating", loss="")
+        self.progress.next_round("  validating", total=len(validator.dataloader))
 
     def on_val_batch_end(self, validator) -> None:
-        if self.progress is not None and self.task is not None and getattr(validator, "training", False):
-            self.progress.update(self.task, advance=1)
+        if self.progress is not None and getattr(validator, "training", False):
+            self.progress.advance()
 
     def on_epoch_end(self, trainer) -> None:
         rows = write_metrics_csv(trainer.csv, self.run_dir / "metrics.csv")
@@ -289,7 +283,7 @@ class _RunReporter:
                 for c in per_class if c["instances"] > 0))
         for line in lines:
             if self.progress is not None:
-                self.progress.console.print(line)
+                self.progress.print(line)
             else:
                 print(line, flush=True)
 

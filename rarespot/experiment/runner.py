@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from rarespot.experiment.plan import Cell, Plan, Study
 from rarespot.io.atomic import atomic_write_text
+from rarespot.progress import ProgressBar
 
 METRICS = ["precision", "recall", "f1", "map50", "map50_95"]
 COLUMNS = ["study", "cell", "seed", "status", *METRICS, "f1_mean_class", "conf", "train_seconds", "class_recall",
@@ -215,10 +214,9 @@ def run_plan(
         source = plan.cell(cell.model_from)
         return run_key(source[0].name, source[1].slug, seed) in finished_keys(results_path)
 
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as progress:
-        task = progress.add_task(f"plan {plan.name}", total=len(planned), completed=len(planned) - len(todo))
+    with ProgressBar(
+        len(planned), f"plan {plan.name}", unit="runs", completed=len(planned) - len(todo), elapsed=True, time_left=False
+    ) as bar:
         deferred: set[tuple[str, str, str]] = set()
         queue = list(todo)
         while queue:
@@ -229,19 +227,19 @@ def run_plan(
                 deferred.add(key)
                 queue.append((study, cell, seed))
                 continue
-            progress.update(task, description=f"{plan.name}: {study.name}/{cell.label} seed {seed}")
+            bar.update(label=f"{plan.name}: {study.name}/{cell.label} seed {seed}")
             # a plain line too: a study usually runs for hours into a log file, where a live bar never shows
-            progress.console.print(f"{time.strftime('%H:%M:%S')} start {study.name}/{cell.label} seed {seed} "
-                                   f"({int(progress.tasks[task].completed) + 1} of {len(planned)})")
+            bar.print(f"{time.strftime('%H:%M:%S')} start {study.name}/{cell.label} seed {seed} "
+                      f"({bar.completed + 1} of {len(planned)})")
             start = time.perf_counter()
             blocked = not_trained_message(cell, seed) if cell.model_from and not source_done(cell, seed) else None
             row = run_one(job_for(plan, out_dir, study, cell, seed), run_fn, blocked=blocked)
             if row["status"] == "failed":
-                progress.console.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
+                bar.print(f"[red]failed[/] {study.name}/{cell.label} seed {seed}: {row['error']}")
             append_result(results_path, row)
             if row["status"] == "done":
-                progress.console.print(f"{time.strftime('%H:%M:%S')} done  {study.name}/{cell.label} seed {seed} in "
-                                       f"{time.perf_counter() - start:.0f} s: " + ", ".join(
-                                           f"{k} {float(row[k]):.3f}" for k in ("f1", "map50") if row.get(k) not in (None, "")))
-            progress.advance(task)
+                bar.print(f"{time.strftime('%H:%M:%S')} done  {study.name}/{cell.label} seed {seed} in "
+                          f"{time.perf_counter() - start:.0f} s: " + ", ".join(
+                              f"{k} {float(row[k]):.3f}" for k in ("f1", "map50") if row.get(k) not in (None, "")))
+            bar.advance()
     return results_path

@@ -100,9 +100,9 @@ def validate_dataset(
 
     records = ds.records
     if progress:
-        from rich.progress import track
+        from rarespot.progress import progress_iter
 
-        records = track(records, description="checking images", transient=True)
+        records = progress_iter(records, True, "checking images", unit="images", transient=True)
 
     for rec in records:
         path = ds.image_path(rec)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from rarespot.cpu import channels_last_helps
 from rarespot.screen.config import AutoencoderConfig, ScreenTrainConfig
 from rarespot.screen.torch_model import ConvAutoencoder
 from rarespot.io.checkpoint import atomic_torch_save
+from rarespot.progress import ProgressBar, duration
 
 
 @dataclass
@@ -35,45 +35,13 @@ class TrainHistory:
     resumed_from_epoch: int | None = None
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
-
-
-class EpochLog:
-    """Plain progress lines for logs (stdout is not a terminal): one per epoch, and one a minute
-    inside an epoch that runs longer, each with the estimated time left. Flushed at once."""
-
-    def __init__(self, epochs: int, every_s: float = 60.0, print_fn=print, clock=time.perf_counter):
-        self.epochs, self.every_s, self.print, self.clock = epochs, every_s, print_fn, clock
-        self.epoch_times: list[float] = []
-        self.epoch_start = self.last_line = self.clock()
-
-    def _left(self, epoch: int, done_in_epoch: float) -> str:
-        per_epoch = (sum(self.epoch_times[-5:]) / len(self.epoch_times[-5:])) if self.epoch_times else None
-        elapsed = self.clock() - self.epoch_start
-        if per_epoch is None:
-            if done_in_epoch <= 0:
-                return "?"
-            per_epoch = elapsed / done_in_epoch
-        return _duration(per_epoch * (self.epochs - epoch - 1) + max(per_epoch - elapsed, 0.0))
-
-    def batch(self, epoch: int, done: int, total: int, loss: float) -> None:
-        now = self.clock()
-        if now - self.last_line >= self.every_s:
-            self.last_line = now
-            self.print(f"CAE epoch {epoch + 1}/{self.epochs}: batch {done}/{total}, train MSE {loss:.5f}, "
-                       f"~{self._left(epoch, done / total)} left (at most; early stopping may end sooner)", flush=True)
-
-    def epoch(self, epoch: int, train_loss: float, val_loss: float, best_epoch: int, stopped: bool) -> None:
-        now = self.clock()
-        self.epoch_times.append(now - self.epoch_start)
-        left = "done" if epoch + 1 >= self.epochs else ("stopping early" if stopped else f"~{self._left(epoch, 1.0)} left")
-        self.print(f"CAE epoch {epoch + 1}/{self.epochs}: train MSE {train_loss:.5f}, val MSE {val_loss:.5f} "
-                   f"(best: epoch {best_epoch + 1}), {self.epoch_times[-1]:.1f} s, {left}", flush=True)
-        self.epoch_start = self.last_line = now
+def _epoch_line(epoch: int, epochs: int, train_loss: float, val_loss: float, best_epoch: int, seconds: float,
+                stopped: bool, seconds_left: float | None) -> str:
+    """The plain line a log gets after each epoch (on a terminal the live bar shows the same)."""
+    left = ("done" if epoch + 1 >= epochs else "stopping early" if stopped
+            else f"~{duration(seconds_left) if seconds_left is not None else '?'} left")
+    return (f"CAE epoch {epoch + 1}/{epochs}: train MSE {train_loss:.5f}, val MSE {val_loss:.5f} "
+            f"(best: epoch {best_epoch + 1}), {seconds:.1f} s, {left}")
 
 
 def _run_key(model_cfg: AutoencoderConfig, train_cfg: ScreenTrainConfig, train_x: np.ndarray, val_x: np.ndarray) -> str:
@@ -108,12 +76,6 @@ def train_autoencoder(
 
     Returns the weights of the epoch with the lowest validation MSE.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    # On a terminal: a live bar. Otherwise (a log file, CI, nohup): one plain line per epoch, and one
-    # a minute inside an epoch that takes longer, each with the time left.
-    log = EpochLog(train_cfg.epochs) if progress and not sys.stdout.isatty() else None
-    progress = progress and log is None
     if len(train_x) == 0:
         raise ValueError("no training images")
     if len(val_x) == 0:
@@ -147,21 +109,22 @@ def train_autoencoder(
     xt, xv = torch.from_numpy(train_x).contiguous(memory_format=layout), torch.from_numpy(val_x).contiguous(memory_format=layout)
     started = time.perf_counter() - history.seconds
     n_batches = (len(xt) + train_cfg.batch_size - 1) // train_cfg.batch_size
-    with Progress(
-        TextColumn("[bold]CAE[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeRemainingColumn(),
-        disable=not progress, transient=False,
-    ) as bar:
-        task = bar.add_task("train", total=n_batches, epoch="-", loss="-", val="-")
+    # On a terminal a live bar per epoch; in a log (nohup, CI) plain lines: one per epoch, and one a minute
+    # inside an epoch that takes longer, with the time left of the whole fit (at most: early stopping may end sooner).
+    to_run = progress and start_epoch < train_cfg.epochs and not history.stopped_early  # else: resumed a finished fit
+    with ProgressBar(n_batches, f"CAE epoch {start_epoch + 1}/{train_cfg.epochs}", to_run, unit="batches",
+                     rounds=train_cfg.epochs - start_epoch) as bar:
         for epoch in range(start_epoch, train_cfg.epochs):
             if history.stopped_early:
                 break
             model.train()
+            epoch_started = time.perf_counter()
             # Seeded per epoch, so a resumed run shuffles exactly as an uninterrupted one.
             order = torch.randperm(len(xt), generator=torch.Generator().manual_seed(train_cfg.seed * 100_003 + epoch))
-            bar.reset(task, total=n_batches, epoch=f"{epoch + 1}/{train_cfg.epochs}", loss="-", val="-")
+            if epoch > start_epoch:
+                bar.next_round(f"CAE epoch {epoch + 1}/{train_cfg.epochs}")
             running = 0.0
-            for b, i in enumerate(range(0, len(xt), train_cfg.batch_size)):
+            for i in range(0, len(xt), train_cfg.batch_size):
                 batch = xt[order[i : i + train_cfg.batch_size]]
                 recon, _ = model(batch)
                 loss = torch.nn.functional.mse_loss(recon, batch)
@@ -169,13 +132,12 @@ def train_autoencoder(
                 loss.backward()
                 optimizer.step()
                 running += loss.item() * len(batch)
-                bar.update(task, advance=1, loss=f"{running / min(len(xt), i + len(batch)):.5f}")
-                if log is not None:
-                    log.batch(epoch, b + 1, n_batches, running / min(len(xt), i + len(batch)))
+                bar.status(f"train MSE {running / min(len(xt), i + len(batch)):.5f}")
+                bar.advance()
             history.train_loss.append(running / len(xt))
             val = _mean_loss(model, xv, 512)
             history.val_loss.append(val)
-            bar.update(task, val=f"{val:.5f}")
+            bar.status(f"train MSE {history.train_loss[-1]:.5f}, val MSE {val:.5f}")
             if val < best_val:
                 best_val, bad_epochs, history.best_epoch = val, 0, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -183,8 +145,9 @@ def train_autoencoder(
                 bad_epochs += 1
                 history.stopped_early = bad_epochs >= train_cfg.patience
             history.seconds = time.perf_counter() - started
-            if log is not None:
-                log.epoch(epoch, history.train_loss[-1], val, history.best_epoch, history.stopped_early)
+            if bar.logging:
+                bar.print(_epoch_line(epoch, train_cfg.epochs, history.train_loss[-1], val, history.best_epoch,
+                                      time.perf_counter() - epoch_started, history.stopped_early, bar.seconds_left()))
             if checkpoint is not None:
                 atomic_torch_save(
                     {"run_key": run_key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

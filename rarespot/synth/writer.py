@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 
 from rarespot.io.dataset import DetectionDataset, ImageRecord
+from rarespot.progress import ProgressBar
 from rarespot.synth.dress import CLASS_NAMES, CLS
 from rarespot.synth.scan import DEFAULT_SIZE, generate_scan
 
@@ -113,22 +114,14 @@ def generate(
     jobs = [(seed, i, (height, width), str(out)) for i in range(n)]
 
     results = []
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("synthesising scans", total=n)
-    try:
+    with ProgressBar(n, "synthesising scans", progress, unit="scans", transient=True) as bar:
         if workers == 1:
             threads = cv2.getNumThreads()
             _init_worker()  # as in a worker, but only for this loop: the caller's OpenCV keeps its threads
             try:
                 for job in jobs:
                     results.append(_write_one(job))
-                    if bar:
-                        bar.advance(task)
+                    bar.advance()
             finally:
                 cv2.setNumThreads(threads)
         else:
@@ -140,11 +133,7 @@ def generate(
             with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=ctx) as pool:
                 for res in pool.map(_write_one, jobs, chunksize=2):
                     results.append(res)
-                    if bar:
-                        bar.advance(task)
-    finally:
-        if bar:
-            bar.stop()
+                    bar.advance()
     records = [
         ImageRecord(Path("images") / f"{scan_name(i)}.png", w, h, boxes, labels, subject)
         for i, boxes, labels, subject, w, h in sorted(results)
