@@ -136,6 +136,7 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown arm {arm}")
             metrics.update(train_and_eval_s=round(time.perf_counter() - t0, 1), load_before=round(load, 2),
+                           load_after=round(os.getloadavg()[0], 2), commit=_commit(),
                            machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")
             results[key] = metrics
             tmp = results_path.with_suffix(".tmp")
@@ -145,6 +146,16 @@ def main() -> None:
                   f"{metrics['map50']:.3f} recall/class {json.dumps({k: round(v, 2) for k, v in metrics['recall_per_class'].items()})}",
                   flush=True)
     print_table(results)
+
+
+def _commit() -> str:
+    """The code that ran (arms may run in different sessions), with a mark when it had local edits."""
+    import subprocess
+
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+edits" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def print_table(results: dict) -> None:
