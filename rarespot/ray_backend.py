@@ -420,10 +420,10 @@ def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *,
                   thumb_px: int, inference: InferenceSettings):
     """Yields ``(outcomes, label)``: the outcome of each scan of ``todo``, in its order, screened on Ray
     (see :func:`rarespot.detect.screen_batch._screen_one`), and a progress label."""
-    from rarespot.detect.screen_batch import _model_file
+    from rarespot.detect.backends import runnable_model_file
 
     if isinstance(model, (str, Path)):
-        path = _model_file(model, inference)  # a .pt is exported to ONNX here, once, not on each worker
+        path = runnable_model_file(model, inference)  # a .pt is exported to ONNX here, once, not on each worker
         shipped: Any = ("file", path.name, path.read_bytes())
     else:
         shipped = model  # a predictor object: sent as it is (it must pickle)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import ast
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from rarespot.detect.decode import decode_yolo
 from rarespot.detect.precision import check_precision, onnx_metadata
 from rarespot.detect.preprocess import LEGACY_INPUT_MAPPING, MAPPING_KEY, InputMapping, input_mapping_of
 from rarespot.errors import InputError
+
+if TYPE_CHECKING:
+    from rarespot.detect.settings import InferenceSettings
 
 #: The torch back-end re-times its thread counts every this many batches.
 TUNE_EVERY = 64
@@ -517,6 +520,26 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     if Path(model).suffix.lower() == ".onnx":
         return "openvino" if openvino_available() else "onnxruntime"
     return "torch"
+
+
+def runnable_model_file(model: str | Path, settings: InferenceSettings) -> Path:
+    """The file the predictor will open: for batch work on the CPU, a ``.pt`` becomes its ONNX export
+    (made once, cached), run on the faster of OpenVINO and onnxruntime (timed when the model loads);
+    with ``backend`` openvino or onnxruntime, too. Made here, so Ray workers are sent the export."""
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(path, "model file not found")
+    on_cpu = str(settings.device).startswith("cpu")
+    backend = settings.backend
+    wants_onnx = backend in ("openvino", "onnxruntime", "onnx") or (backend == "auto" and on_cpu and openvino_available())
+    if wants_onnx and path.suffix.lower() not in (".onnx", ".yaml", ".yml"):
+        # Batch work: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and
+        # onnxruntime (timed the first time this model runs on this machine, the verdict cached).
+        from rarespot.detect.export import cached_onnx
+
+        size = settings.imgsz or settings.tile
+        path = cached_onnx(path, -(-int(size) // 32) * 32)
+    return path
 
 
 def _onnxruntime_available() -> bool:
