@@ -353,8 +353,6 @@ def _as_driver_file(exc: Exception, scratch: Path, model_path: str | None) -> Ex
 class ScanWorker:
     """One detection model replica on a Ray worker: screens blocks of scans with the local code."""
 
-    _BACKENDS = {"OpenVinoBackend": "openvino", "OnnxBackend": "onnxruntime"}
-
     def __init__(self, spec: dict, model):
         self.spec, self.model = spec, model
 
@@ -376,8 +374,8 @@ class ScanWorker:
             self.class_names = list(self.predictor.class_names)
         except Exception as exc:
             return {"error": _as_driver_file(exc, self.scratch, self.spec.get("model_path"))}
-        chosen = self._BACKENDS.get(type(getattr(self.predictor, "backend", None)).__name__)
-        if inference.backend == "auto" and chosen:
+        chosen = getattr(getattr(self.predictor, "backend", None), "runtime", None)
+        if inference.backend == "auto" and chosen in ("openvino", "onnxruntime"):
             # `auto` times OpenVINO against onnxruntime on each machine: the first worker's choice is
             # every worker's, so a scan gets the same boxes whichever worker screens it.
             return {"pin": {"inference": self.spec["inference"].replace(backend=chosen)}}

@@ -232,10 +232,9 @@ def _thumbnail(image: np.ndarray, records: list[dict], class_names: Sequence[str
 def _load_predictor(model, settings: InferenceSettings):
     if not isinstance(model, (str, Path)):
         return model  # a predictor object (TiledPredictor or anything with .predict and .class_names)
-    from rarespot.detect.backends import runnable_model_file
-    from rarespot.detect.predict import TiledPredictor
+    from rarespot.detect.predict import open_predictor
 
-    return TiledPredictor(runnable_model_file(model, settings), settings)
+    return open_predictor(model, settings)
 
 
 def screen_folder(
