@@ -519,9 +519,9 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     file (:func:`load_backend` times both when both are installed and keeps the faster, once per
     model and machine: :func:`fastest_backend`), torch for a ``.pt`` checkpoint.
 
-    The commands (``detect predict``, ``detect batch``, the review app) first pass the file through
-    :func:`runnable_model_file`, so for them ``auto`` runs a ``.pt`` as its cached ONNX export on the
-    faster of OpenVINO/onnxruntime when OpenVINO is installed and the device is the CPU; torch otherwise."""
+    ``detect predict`` and ``detect batch`` first pass the file through :func:`runnable_model_file`,
+    so for them ``auto`` runs a ``.pt`` as its cached ONNX export on the faster of OpenVINO/onnxruntime
+    when OpenVINO is installed and the device is the CPU; torch otherwise."""
     if backend not in BACKENDS and backend not in ("onnx", "ultralytics"):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     backend = {"onnx": "onnxruntime", "ultralytics": "torch"}.get(backend, backend)
@@ -536,9 +536,9 @@ def runnable_model_file(model: str | Path, settings: InferenceSettings) -> Path:
     """The file the predictor will open: on the CPU under ``auto`` with OpenVINO installed, a ``.pt``
     becomes its ONNX export (made once, cached), run on the faster of OpenVINO and onnxruntime (timed
     when the model loads); with ``backend`` openvino or onnxruntime, too; otherwise the file given.
-    Used by ``detect predict``, ``detect batch`` (made once there, so Ray workers are sent the export)
-    and the review app; ``detect evaluate`` and :class:`~rarespot.detect.predict.TiledPredictor` open
-    the file given."""
+    Used by ``detect predict`` and ``detect batch`` (made once there, so Ray workers are sent the
+    export); ``detect evaluate``, the review app and :class:`~rarespot.detect.predict.TiledPredictor`
+    open the file given."""
     path = Path(model)
     if not path.is_file():
         raise InputError(path, "model file not found")

@@ -463,10 +463,9 @@ def collect_images(inputs) -> list[Path]:
 
 
 def open_predictor(model: str | Path, settings: InferenceSettings | None = None) -> TiledPredictor:
-    """A :class:`TiledPredictor` for a model file as the commands open it (``detect predict``,
-    ``detect batch``, the review app): :func:`~rarespot.detect.backends.runnable_model_file` picks
-    the file it runs (under ``auto`` on the CPU, a ``.pt``'s cached ONNX export); its messages
-    name the file given, not the cached export."""
+    """A :class:`TiledPredictor` for a model file as ``detect predict`` and ``detect batch`` open it:
+    :func:`~rarespot.detect.backends.runnable_model_file` picks the file it runs (under ``auto`` on
+    the CPU, a ``.pt``'s cached ONNX export); its messages name the file given, not the cached export."""
     settings = settings or InferenceSettings()
     predictor = TiledPredictor(runnable_model_file(model, settings), settings)
     predictor.model_path = Path(model)
