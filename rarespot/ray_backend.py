@@ -353,8 +353,6 @@ def _as_driver_file(exc: Exception, scratch: Path, model_path: str | None) -> Ex
 class ScanWorker:
     """One detection model replica on a Ray worker: screens blocks of scans with the local code."""
 
-    _BACKENDS = {"OpenVinoBackend": "openvino", "OnnxBackend": "onnxruntime"}
-
     def __init__(self, spec: dict, model):
         self.spec, self.model = spec, model
 
@@ -376,8 +374,8 @@ class ScanWorker:
             self.class_names = list(self.predictor.class_names)
         except Exception as exc:
             return {"error": _as_driver_file(exc, self.scratch, self.spec.get("model_path"))}
-        chosen = self._BACKENDS.get(type(getattr(self.predictor, "backend", None)).__name__)
-        if inference.backend == "auto" and chosen:
+        chosen = getattr(getattr(self.predictor, "backend", None), "runtime", None)
+        if inference.backend == "auto" and chosen in ("openvino", "onnxruntime"):
             # `auto` times OpenVINO against onnxruntime on each machine: the first worker's choice is
             # every worker's, so a scan gets the same boxes whichever worker screens it.
             return {"pin": {"inference": self.spec["inference"].replace(backend=chosen)}}
@@ -420,10 +418,10 @@ def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *,
                   thumb_px: int, inference: InferenceSettings):
     """Yields ``(outcomes, label)``: the outcome of each scan of ``todo``, in its order, screened on Ray
     (see :func:`rarespot.detect.screen_batch._screen_one`), and a progress label."""
-    from rarespot.detect.screen_batch import _model_file
+    from rarespot.detect.backends import runnable_model_file
 
     if isinstance(model, (str, Path)):
-        path = _model_file(model, inference)  # a .pt is exported to ONNX here, once, not on each worker
+        path = runnable_model_file(model, inference)  # a .pt is exported to ONNX here, once, not on each worker
         shipped: Any = ("file", path.name, path.read_bytes())
     else:
         shipped = model  # a predictor object: sent as it is (it must pickle)

@@ -23,6 +23,16 @@ runner = CliRunner()
 TILE_ARGS = ["--tile", "128", "--overlap", "0.25"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def model_cache(tmp_path_factory):
+    """Under `auto` a .pt is exported to ONNX once, into the cache: this module's own (made by the first
+    test that predicts, reused by the others), not the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RARESPOT_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     import torch
@@ -62,6 +72,46 @@ def test_predict_writes_json_csv_and_overlays(model, scans, tmp_path):
     assert f"3 scans, {n_boxes} boxes" in result.output
 
 
+def test_predict_runs_a_pt_on_its_cached_onnx_export_under_auto_with_the_torch_boxes(model, model_cache, tmp_path):
+    """On the CPU with OpenVINO installed, `auto` runs a .pt as `detect batch` does: as its ONNX export (made once,
+    cached) on the faster of OpenVINO and onnxruntime, and predictions.json says which ran. The boxes are torch's
+    up to float noise (the tolerance of tests/test_detect_export.py); --backend torch keeps torch."""
+    pytest.importorskip("openvino")
+    from rarespot.detect.backends import backend_choice_file
+    from rarespot.metrics.detection import match_detections
+
+    # The scan and settings of test_onnx_paths_give_the_torch_boxes: with random weights many boxes sit at a
+    # threshold, so on a smaller scan (fewer boxes) one or two flips already cost more than the 5% allowed.
+    scan = write_image(tmp_path / "scan.png", np.random.default_rng(0).integers(0, 65535, (200, 300), dtype=np.uint16))
+    runs = {}
+    for name in ("auto", "torch", "onnxruntime"):
+        out = tmp_path / name
+        result = runner.invoke(app, ["detect", "predict", str(model), str(scan), "--out", str(out), "--conf", "0.05",
+                                     "--batch", "4", "--no-overlays", "--backend", name, *TILE_ARGS])
+        assert result.exit_code == 0, result.output
+        (runs[name],) = json.loads((out / "predictions.json").read_text())
+        assert f" on {runs[name]['runtime']}\n" in result.output
+    assert (runs["torch"]["runtime"], runs["onnxruntime"]["runtime"]) == ("torch", "onnxruntime")
+    (onnx,) = (model_cache / "onnx").glob("lively-*-128.onnx")  # exported once, for all the module's runs
+    choice, _ = backend_choice_file(onnx, threads=None, imgsz=None, tile=128, rounds=3, batch=8)
+    assert runs["auto"]["runtime"] == json.loads(choice.read_text())["backend"]  # the faster, and it really ran
+
+    def arrays(entry):
+        dets = entry["detections"]
+        return (np.array([[d[k] for k in ("x1", "y1", "x2", "y2")] for d in dets]).reshape(-1, 4),
+                np.array([d["score"] for d in dets]), np.array([d["label"] for d in dets], dtype=np.int64))
+
+    torch_boxes, torch_scores, torch_labels = arrays(runs["torch"])
+    assert len(torch_scores) > 20
+    for name in ("auto", "onnxruntime"):
+        boxes, scores, labels = arrays(runs[name])
+        assert abs(len(scores) - len(torch_scores)) <= max(1, len(torch_scores) // 20)
+        pairs = match_detections(boxes, scores, labels, torch_boxes, torch_labels, iou=0.99)
+        assert (pairs >= 0).mean() >= 0.95
+        matched = pairs >= 0
+        np.testing.assert_allclose(scores[matched], torch_scores[pairs[matched]], atol=1e-4)
+
+
 def test_predict_skips_and_lists_an_unreadable_scan_or_stops_with_strict(model, scans, tmp_path):
     folder, _ = scans
     (folder / "scan0b.png").write_bytes(b"\x89PNG not really")  # sorts between scan0.png and scan1.png
@@ -95,7 +145,7 @@ def test_cli_prints_one_line_and_exits_2_for_bad_input(tmp_path, scans):
     bad_model.write_text("junk")
     proc = subprocess.run(
         [sys.executable, "-m", "rarespot", "detect", "predict", str(bad_model), str(folder), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2
     message = " ".join(proc.stderr.split())  # rich wraps long lines at the terminal width

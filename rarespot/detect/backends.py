@@ -35,7 +35,7 @@ from __future__ import annotations
 import ast
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from rarespot.detect.decode import decode_yolo
 from rarespot.detect.precision import check_precision, onnx_metadata
 from rarespot.detect.preprocess import LEGACY_INPUT_MAPPING, MAPPING_KEY, InputMapping, input_mapping_of
 from rarespot.errors import InputError
+
+if TYPE_CHECKING:
+    from rarespot.detect.settings import InferenceSettings
 
 #: The torch back-end re-times its thread counts every this many batches.
 TUNE_EVERY = 64
@@ -59,6 +62,7 @@ class DetectionBackend(Protocol):
     """What :class:`~rarespot.detect.predict.TiledPredictor` needs from a model."""
 
     class_names: list[str]
+    # Optional: ``runtime`` (the name in BACKENDS that runs it: torch, onnxruntime or openvino).
     # Optional: ``input_mapping`` (rarespot.detect.preprocess.InputMapping), how the model's scans become tiles.
 
     def predict_tiles(
@@ -162,6 +166,8 @@ class _UltralyticsDecoding:
 class UltralyticsBackend(_UltralyticsDecoding):
     """A YOLO detection checkpoint (``.pt``) run with torch."""
 
+    runtime = "torch"
+
     def __init__(self, path: str | Path, device: str = "cpu", imgsz: int | None = None, threads: int | None = None):
         import torch
 
@@ -237,6 +243,7 @@ class OnnxBackend(_UltralyticsDecoding):
     while the network runs; one batch runs at a time, the next waits its turn.
     """
 
+    runtime = "onnxruntime"
     _runner = None  # the worker thread, made at the first submit
 
     def __init__(
@@ -359,6 +366,8 @@ class OpenVinoBackend(_UltralyticsDecoding):
     the last (:meth:`rarespot.detect.predict.TiledPredictor.predict_many`). Each batch runs on
     infer requests of its own from a pool, so threads sharing the model do not wait for each other.
     """
+
+    runtime = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, imgsz: int | None = None, tile: int | None = None):
         import threading
@@ -506,9 +515,13 @@ def _check_model_file(path: Path) -> None:
 
 
 def resolve_backend(model: str | Path, backend: str = "auto") -> str:
-    """The back-end that will run ``model``: ``auto`` is OpenVINO or onnxruntime for an ``.onnx``
+    """The back-end that will run ``model`` as given: ``auto`` is OpenVINO or onnxruntime for an ``.onnx``
     file (:func:`load_backend` times both when both are installed and keeps the faster, once per
-    model and machine: :func:`fastest_backend`), torch for a ``.pt`` checkpoint."""
+    model and machine: :func:`fastest_backend`), torch for a ``.pt`` checkpoint.
+
+    ``detect predict`` and ``detect batch`` first pass the file through :func:`runnable_model_file`,
+    so for them ``auto`` runs a ``.pt`` as its cached ONNX export on the faster of OpenVINO/onnxruntime
+    when OpenVINO is installed and the device is the CPU; torch otherwise."""
     if backend not in BACKENDS and backend not in ("onnx", "ultralytics"):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     backend = {"onnx": "onnxruntime", "ultralytics": "torch"}.get(backend, backend)
@@ -517,6 +530,29 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     if Path(model).suffix.lower() == ".onnx":
         return "openvino" if openvino_available() else "onnxruntime"
     return "torch"
+
+
+def runnable_model_file(model: str | Path, settings: InferenceSettings) -> Path:
+    """The file the predictor will open: on the CPU under ``auto`` with OpenVINO installed, a ``.pt``
+    becomes its ONNX export (made once, cached), run on the faster of OpenVINO and onnxruntime (timed
+    when the model loads); with ``backend`` openvino or onnxruntime, too; otherwise the file given.
+    Used by ``detect predict`` and ``detect batch`` (made once there, so Ray workers are sent the
+    export); ``detect evaluate``, the review app and :class:`~rarespot.detect.predict.TiledPredictor`
+    open the file given."""
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(path, "model file not found")
+    on_cpu = str(settings.device).startswith("cpu")
+    backend = settings.backend
+    wants_onnx = backend in ("openvino", "onnxruntime", "onnx") or (backend == "auto" and on_cpu and openvino_available())
+    if wants_onnx and path.suffix.lower() not in (".onnx", ".yaml", ".yml"):
+        # A .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and
+        # onnxruntime (timed the first time this model runs on this machine, the verdict cached).
+        from rarespot.detect.export import cached_onnx
+
+        size = settings.imgsz or settings.tile
+        path = cached_onnx(path, -(-int(size) // 32) * 32)
+    return path
 
 
 def _onnxruntime_available() -> bool:

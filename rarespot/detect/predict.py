@@ -23,7 +23,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from rarespot.detect.backends import DetectionBackend, load_backend
+from rarespot.detect.backends import DetectionBackend, load_backend, runnable_model_file
 from rarespot.detect.foreground import ALL_BACKGROUND, find_foreground
 from rarespot.detect.merge import merge_detections
 from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
@@ -202,6 +202,11 @@ class TiledPredictor:
     @property
     def class_names(self) -> list[str]:
         return list(self.backend.class_names)
+
+    @property
+    def runtime(self) -> str | None:
+        """What runs the network: torch, onnxruntime or openvino (None for a back-end that does not say)."""
+        return getattr(self.backend, "runtime", None)
 
     def predict_path(self, path: str | Path, conf: float | None = None) -> Detections:
         """Read a scan (PNG/TIFF/DICOM/JPEG, 8/16-bit) and predict; errors name the file."""
@@ -457,6 +462,16 @@ def collect_images(inputs) -> list[Path]:
     return found
 
 
+def open_predictor(model: str | Path, settings: InferenceSettings | None = None) -> TiledPredictor:
+    """A :class:`TiledPredictor` for a model file as ``detect predict`` and ``detect batch`` open it:
+    :func:`~rarespot.detect.backends.runnable_model_file` picks the file it runs (under ``auto`` on
+    the CPU, a ``.pt``'s cached ONNX export); its messages name the file given, not the cached export."""
+    settings = settings or InferenceSettings()
+    predictor = TiledPredictor(runnable_model_file(model, settings), settings)
+    predictor.model_path = Path(model)
+    return predictor
+
+
 def predict_files(
     predictor: TiledPredictor,
     inputs,
@@ -467,7 +482,8 @@ def predict_files(
 ) -> tuple[list[tuple[Path, Detections]], list[tuple[Path, str]]]:
     """Predict every image in ``inputs`` (files or folders); returns (results, skipped).
 
-    With ``out_dir``: writes ``predictions.json`` (one entry per image),
+    With ``out_dir``: writes ``predictions.json`` (one entry per image, with the runtime that ran
+    the network: torch, onnxruntime or openvino),
     ``predictions.csv`` (one row per box), ``skipped.csv`` (image, problem) when
     some could not be read and, with ``overlays``, ``overlays/<name>.png``
     (boxes drawn on the scan). An unreadable or malformed image is skipped and
@@ -498,7 +514,7 @@ def predict_files(
                 write_overlay(image, dets, out / "overlays" / f"{name}.png")
     finally:  # an error (or Ctrl-C) part-way still leaves the finished scans' predictions on disk
         if out is not None:
-            write_predictions(results, out, skipped)
+            write_predictions(results, out, skipped, runtime=getattr(predictor, "runtime", None))
     return results, skipped
 
 
@@ -524,9 +540,11 @@ def write_overlay(image: np.ndarray, dets: Detections, path: str | Path) -> Path
 
 
 def write_predictions(
-    results: list[tuple[Path, Detections]], out_dir: str | Path, skipped: list[tuple[Path, str]] | None = None
+    results: list[tuple[Path, Detections]], out_dir: str | Path, skipped: list[tuple[Path, str]] | None = None,
+    runtime: str | None = None,
 ) -> tuple[Path, Path]:
-    """``predictions.json`` and ``predictions.csv`` for a list of (image, detections); ``skipped.csv`` for unread images."""
+    """``predictions.json`` and ``predictions.csv`` for a list of (image, detections); ``skipped.csv`` for unread images.
+    ``runtime``: what ran the network (:attr:`TiledPredictor.runtime`), recorded in each entry when known."""
     import csv
     import io
     import json
@@ -546,6 +564,8 @@ def write_predictions(
         info = dets.info or {}
         if "tiles" in info:  # how much of the scan the network saw, and why not all of it
             entry.update(tiles=info["tiles"], tiles_inspected=info.get("tiles_run", info["tiles"]), note=info.get("note", ""))
+        if runtime is not None:
+            entry["runtime"] = runtime
         entries.append(entry)
         for rec in records:
             writer.writerow({"image": str(path), **rec})

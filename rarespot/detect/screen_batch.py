@@ -229,34 +229,12 @@ def _thumbnail(image: np.ndarray, records: list[dict], class_names: Sequence[str
     )
 
 
-def _model_file(model: str | Path, settings: InferenceSettings) -> Path:
-    """The file the predictor will open: for batch work on the CPU, a ``.pt`` becomes its ONNX export
-    (made once, cached), run on the faster of OpenVINO and onnxruntime (timed when the model loads);
-    with ``backend`` openvino or onnxruntime, too. Made here, so Ray workers are sent the export."""
-    path = Path(model)
-    if not path.is_file():
-        raise InputError(path, "model file not found")
-    from rarespot.detect.backends import openvino_available
-
-    on_cpu = str(settings.device).startswith("cpu")
-    backend = settings.backend
-    wants_onnx = backend in ("openvino", "onnxruntime", "onnx") or (backend == "auto" and on_cpu and openvino_available())
-    if wants_onnx and path.suffix.lower() not in (".onnx", ".yaml", ".yml"):
-        # Batch work: a .pt is exported to ONNX once (cached) and run on the faster of OpenVINO and
-        # onnxruntime (timed the first time this model runs on this machine, the verdict cached).
-        from rarespot.detect.export import cached_onnx
-
-        size = settings.imgsz or settings.tile
-        path = cached_onnx(path, -(-int(size) // 32) * 32)
-    return path
-
-
 def _load_predictor(model, settings: InferenceSettings):
     if not isinstance(model, (str, Path)):
         return model  # a predictor object (TiledPredictor or anything with .predict and .class_names)
-    from rarespot.detect.predict import TiledPredictor
+    from rarespot.detect.predict import open_predictor
 
-    return TiledPredictor(_model_file(model, settings), settings)
+    return open_predictor(model, settings)
 
 
 def screen_folder(

@@ -160,6 +160,8 @@ def load_models(model, settings: ServeSettings) -> list[ModelEntry]:
             from rarespot.detect.predict import TiledPredictor
 
             inference = settings.inference()
+            # A .pt runs on torch here, not as its cached ONNX export as in `detect predict`/`batch`
+            # (open_predictor): that export adds seconds to the app's first start and to its tests.
             predictor = TiledPredictor(path, inference)
             name = path.stem
             info = dict(tile=inference.tile, overlap=inference.overlap, iou=inference.iou, merge=inference.merge)
