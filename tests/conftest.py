@@ -36,3 +36,12 @@ def icbhi_dir() -> Path:
 @pytest.fixture
 def malaria_npz() -> Path:
     return shared_dataset("malaria") / "malaria_cells_train.npz"
+
+
+@pytest.fixture(scope="session")
+def trained_demo(tmp_path_factory):
+    """``rarespot demo`` with its default settings (the README's main job, about 3 minutes on 2 cores):
+    a detector trained to find the synthetic objects, for the slow tests that need a real model."""
+    from rarespot.detect.demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo"), progress=False)

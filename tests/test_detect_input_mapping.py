@@ -168,3 +168,43 @@ def test_a_grey_scan_becomes_three_equal_channels():
         windowed = window_to_uint8(image, mapping)
         assert out.dtype == np.uint8 and out.shape == windowed.shape + (3,) and out.flags.c_contiguous
         np.testing.assert_array_equal(out, np.repeat(windowed[:, :, None], 3, axis=2))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # may be the first user of the trained_demo fixture
+def test_a_trained_model_gives_the_same_boxes_on_a_scan_and_its_8bit_exports(trained_demo, tmp_path):
+    """Issue 16's check on a trained detector (the default demo's): held-out 16-bit scans and their
+    8-bit exports (shifted, stretched, JPEG at quality 95) give the same boxes, and those boxes are
+    the objects (recall against the ground truth), so the agreement is not two empty answers."""
+    from rarespot.detect.config import load_config
+    from rarespot.io.split import load_saved_splits
+    from rarespot.metrics.detection import DetectionMatches, precision_recall_f1
+
+    run_dir = trained_demo.run_dir
+    config = load_config(run_dir / "config.yaml")
+    test = load_saved_splits(run_dir)["test"]  # the scans training never saw, in the model's classes
+    model = run_dir / "weights" / "best.pt"
+    assert read_input_mapping(model) == CURRENT_INPUT_MAPPING  # training stored it
+    conf = trained_demo.conf
+    predictor = TiledPredictor(model, tile=config.tile_size, overlap=0.2, conf=conf)
+    matches = DetectionMatches(1, True, np.array([0.5]))
+    compared = 0
+    for record in test.records[:6]:
+        scan = read_image(test.image_path(record))
+        assert scan.dtype == np.uint16
+        reference = predictor.predict(scan)
+        matches.add(reference.boxes, reference.scores, reference.labels, record.boxes, np.zeros(len(record.labels), int))
+        lo, hi = int(scan.min()), int(scan.max())
+        stretched = np.rint((scan.astype(np.float64) - lo) * 255 / max(1, hi - lo)).astype(np.uint8)
+        jpeg = tmp_path / f"{record.stem}.jpg"
+        jpeg.write_bytes(cv2.imencode(".jpg", stretched, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+        exports = {"png8 shifted": (scan >> 8).astype(np.uint8), "png8 stretched": stretched, "jpeg q95": read_image(jpeg)}
+        for name, image in exports.items():
+            dets = predictor.predict(image)
+            shares = _share_matched(reference, dets, conf), _share_matched(dets, reference, conf)
+            assert min(shares) >= 0.8, (record.stem, name, shares, len(reference), len(dets))
+            compared += int((reference.scores >= conf + 0.03).sum())
+    tp, fp, fn = matches.counts(conf, 0.5)
+    recall = precision_recall_f1(tp, fp, fn)[1]
+    assert recall >= 0.3, (tp, fp, fn)  # the reference boxes are objects: the model is trained
+    assert compared >= 5  # enough confident boxes were compared across the exports
