@@ -164,7 +164,7 @@ def main() -> int:
         if args.device_check:
             for variant in variants:
                 path = args.out / f"{variant}_device.json"
-                if variant.startswith("pooled") and variant not in NESTED and not path.is_file():
+                if variant.startswith("pooled") and not path.is_file():
                     _write(path, json.dumps(device_check(variant, cycles, features, labels, args), indent=1))
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else meta  # another process may have written it
         meta.setdefault("commands", [])
@@ -264,10 +264,18 @@ def device_check(variant, cycles, features, labels, args) -> dict:
     config = bench_config(variant, args)
     probs_l, probs_m, members = [], [], []
     for seed in range(args.ensemble):
-        inner_tr, inner_va = patient_split([cycles[i] for i in train_idx], 0.2, seed=seed)
-        tr, va = train_idx[inner_tr], train_idx[inner_va]
-        result = fit(features[tr], labels[tr], features[va], labels[va], config, args.out / "runs" / f"{variant}_device{seed}",
-                     progress=False, log=lambda m: print("  " + m, flush=True))
+        run_dir = args.out / "runs" / f"{variant}_device{seed}"
+        if variant in NESTED:  # the library default: its inner CV chooses on the Meditron training patients only
+            groups = np.array([cycles[i].patient for i in train_idx])
+            empty = np.zeros((0, *features.shape[1:]), np.float32)
+            result = fit(features[train_idx], labels[train_idx], empty, np.zeros(0, np.int64),
+                         config.model_copy(update={"select_seed": 200 + seed}), run_dir, groups_train=groups,
+                         resume=False, progress=False, log=lambda m: print("  " + m, flush=True))
+        else:
+            inner_tr, inner_va = patient_split([cycles[i] for i in train_idx], 0.2, seed=seed)
+            tr, va = train_idx[inner_tr], train_idx[inner_va]
+            result = fit(features[tr], labels[tr], features[va], labels[va], config, run_dir,
+                         progress=False, log=lambda m: print("  " + m, flush=True))
         clf = SoundClassifier.load(result.checkpoint, device="cpu")
         pl, pm = clf.predict_features(features[littmann]), clf.predict_features(features[same_patients_meditron])
         probs_l.append(pl)
