@@ -172,10 +172,16 @@ def test_a_grey_scan_becomes_three_equal_channels():
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # may be the first user of the trained_demo fixture
-def test_a_trained_model_gives_the_same_boxes_on_a_scan_and_its_8bit_exports(trained_demo, tmp_path):
-    """Issue 16's check on a trained detector (the default demo's): held-out 16-bit scans and their
-    8-bit exports (shifted, stretched, JPEG at quality 95) give the same boxes, and those boxes are
-    the objects (recall against the ground truth), so the agreement is not two empty answers."""
+def test_a_trained_model_gives_the_same_detections_on_scans_and_their_8bit_exports(trained_demo, tmp_path):
+    """Issue 16's check on a trained detector (the default demo's model), over every held-out scan:
+    16-bit scans and their 8-bit exports (shifted, stretched, JPEG at quality 95) give the same
+    detections and the same scores against the ground truth.
+
+    An 8-bit export keeps only ~80-150 of the scan's grey levels inside the model's window, so a
+    trained model's borderline boxes move a little (measured on a demo model: 79-94% of confident
+    boxes agree at IoU >= 0.85 and score +-0.03, 94-100% at IoU >= 0.5 and +-0.1; test F1 0.619 from
+    the 16-bit scans, 0.618-0.624 from the exports). Without the stored mapping the shifted export
+    found nothing (issue 16)."""
     from rarespot.detect.config import load_config
     from rarespot.io.split import load_saved_splits
     from rarespot.metrics.detection import DetectionMatches, precision_recall_f1
@@ -186,25 +192,44 @@ def test_a_trained_model_gives_the_same_boxes_on_a_scan_and_its_8bit_exports(tra
     model = run_dir / "weights" / "best.pt"
     assert read_input_mapping(model) == CURRENT_INPUT_MAPPING  # training stored it
     conf = trained_demo.conf
-    predictor = TiledPredictor(model, tile=config.tile_size, overlap=0.2, conf=conf)
-    matches = DetectionMatches(1, True, np.array([0.5]))
-    compared = 0
-    for record in test.records[:6]:
+    predictor = TiledPredictor(model, tile=config.tile_size, overlap=0.2, conf=0.05)
+    names = ("16-bit", "png8 shifted", "png8 stretched", "jpeg q95")
+    matches = {name: DetectionMatches(1, True, np.array([0.5])) for name in names}
+    agree = {name: np.zeros(4, int) for name in names[1:]}  # [16-bit boxes the export has, of, and the reverse]
+    for record in test.records:
         scan = read_image(test.image_path(record))
         assert scan.dtype == np.uint16
-        reference = predictor.predict(scan)
-        matches.add(reference.boxes, reference.scores, reference.labels, record.boxes, np.zeros(len(record.labels), int))
         lo, hi = int(scan.min()), int(scan.max())
         stretched = np.rint((scan.astype(np.float64) - lo) * 255 / max(1, hi - lo)).astype(np.uint8)
         jpeg = tmp_path / f"{record.stem}.jpg"
         jpeg.write_bytes(cv2.imencode(".jpg", stretched, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
-        exports = {"png8 shifted": (scan >> 8).astype(np.uint8), "png8 stretched": stretched, "jpeg q95": read_image(jpeg)}
-        for name, image in exports.items():
-            dets = predictor.predict(image)
-            shares = _share_matched(reference, dets, conf), _share_matched(dets, reference, conf)
-            assert min(shares) >= 0.8, (record.stem, name, shares, len(reference), len(dets))
-            compared += int((reference.scores >= conf + 0.03).sum())
-    tp, fp, fn = matches.counts(conf, 0.5)
-    recall = precision_recall_f1(tp, fp, fn)[1]
-    assert recall >= 0.3, (tp, fp, fn)  # the reference boxes are objects: the model is trained
-    assert compared >= 5  # enough confident boxes were compared across the exports
+        images = {"16-bit": scan, "png8 shifted": (scan >> 8).astype(np.uint8), "png8 stretched": stretched,
+                  "jpeg q95": read_image(jpeg)}
+        dets = {name: predictor.predict(image) for name, image in images.items()}
+        for name in names:
+            matches[name].add(dets[name].boxes, dets[name].scores, dets[name].labels, record.boxes,
+                              np.zeros(len(record.labels), int))
+        for name in names[1:]:
+            agree[name] += (*_agreement(dets["16-bit"], dets[name], conf + 0.03), *_agreement(dets[name], dets["16-bit"], conf + 0.03))
+    scores = {}
+    for name in names:
+        tp, fp, fn = matches[name].counts(conf, 0.5)
+        scores[name] = (precision_recall_f1(tp, fp, fn)[2], matches[name].mean_ap(0.5))
+    assert precision_recall_f1(*matches["16-bit"].counts(conf, 0.5))[1] >= 0.3, scores  # a model that finds the objects
+    for name in names[1:]:
+        found, of, found_back, of_back = agree[name]
+        assert of >= 20 and found >= 0.9 * of and found_back >= 0.9 * of_back, (name, agree[name])
+        assert abs(scores[name][0] - scores["16-bit"][0]) <= 0.03, (name, scores)  # F1 at the operating confidence
+        assert abs(scores[name][1] - scores["16-bit"][1]) <= 0.03, (name, scores)  # AP50
+
+
+def _agreement(a, b, conf: float) -> tuple[int, int]:
+    """(how many of ``a``'s boxes scoring >= ``conf`` ``b`` has too: same class, IoU >= 0.5, score within 0.1;
+    how many there are)."""
+    keep = a.scores >= conf
+    if not keep.any() or len(b) == 0:
+        return 0, int(keep.sum())
+    near = box_iou(a.boxes[keep], b.boxes) >= 0.5
+    near &= np.abs(a.scores[keep][:, None] - b.scores[None, :]) <= 0.1
+    near &= a.labels[keep][:, None] == b.labels[None, :]
+    return int(near.any(axis=1).sum()), int(keep.sum())
