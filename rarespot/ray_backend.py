@@ -143,6 +143,25 @@ def check_answers(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
         ) from None
 
 
+def _token_auth_like_ray_start() -> None:
+    """Send this machine's Ray token when joining a cluster, by the rule `ray start` uses for a head.
+
+    Ray 2.5x turns token authentication on for `ray start` whenever a token is saved (~/.ray/auth_token,
+    written by any earlier local ``ray.init``), but a driver joining by address sends it only when
+    RAY_AUTH_MODE=token: a head started on this machine then refuses this machine's own commands with
+    "Failed to connect". An explicit RAY_AUTH_MODE is left as it is.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 @contextmanager
 def connected(settings: RaySettings):
     """Ray, connected as ``settings`` say; a Ray this call started or joined is left again at the end.
@@ -166,10 +185,15 @@ def connected(settings: RaySettings):
         check_answers(address)
         kwargs = {"address": address} if "://" in address else {"address": address, "log_to_driver": False}
         where = f"the Ray cluster at {address}"
+        _token_auth_like_ray_start()
     try:
         ray.init(logging_level=logging.WARNING, **kwargs)
     except Exception as exc:
-        raise RarespotError(f"cannot start or join {where}: {type(exc).__name__}: {exc}") from None
+        hint = ""
+        if address not in (None, "local"):
+            hint = ("; if the cluster uses token authentication, give this machine its token "
+                    "(RAY_AUTH_MODE=token with RAY_AUTH_TOKEN, or the token in ~/.ray/auth_token)")
+        raise RarespotError(f"cannot start or join {where}: {type(exc).__name__}: {exc}{hint}") from None
     try:
         yield ray
     finally:

@@ -92,10 +92,17 @@ def fake_run(job) -> dict:
 
 
 class RayHead:
-    """A Ray head node started with ``ray start --head --block`` on loopback (the test's own cluster), and
-    stopped by ending that process (and, if anything is left, its process group): nothing else is touched."""
+    """A Ray head node started with ``ray start --head --block`` (the test's own cluster), and stopped by
+    ending that process (and, if anything is left, its process group): nothing else is touched.
+
+    It listens where Ray dials "127.0.0.1": Ray replaces a loopback address by the node's outward IP
+    when the machine has a network route (``resolve_ip_for_localhost``), and loopback otherwise, so a
+    head bound to loopback alone cannot be joined on a networked machine."""
 
     def __init__(self, num_cpus: int = 2):
+        from ray._private.services import resolve_ip_for_localhost
+
+        self.host = resolve_ip_for_localhost("127.0.0.1")
         self.port, self.client_port = free_port(), free_port()
         self.temp_dir = tempfile.mkdtemp(prefix="rsray")  # short: Ray's socket paths have a length limit
         env = {**os.environ, "PYTHONPATH": worker_pythonpath()}
@@ -103,7 +110,7 @@ class RayHead:
         beside = Path(sys.executable).with_name("ray")  # the ray of this Python's environment
         ray_cli = str(beside) if beside.exists() else (shutil.which("ray") or "ray")
         self.proc = subprocess.Popen(
-            [ray_cli, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+            [ray_cli, "start", "--head", "--block", "--node-ip-address", self.host, "--port", str(self.port),
              "--ray-client-server-port", str(self.client_port), "--num-cpus", str(num_cpus), "--num-gpus", "0",
              "--include-dashboard", "false", "--temp-dir", self.temp_dir, "--disable-usage-stats"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
@@ -113,11 +120,11 @@ class RayHead:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def client_address(self) -> str:
-        return f"ray://127.0.0.1:{self.client_port}"
+        return f"ray://{self.host}:{self.client_port}"
 
     def _wait_for(self, port: int, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -125,7 +132,7 @@ class RayHead:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited ({self.proc.returncode}): {self.proc.stderr.read().decode()[-2000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((self.host, port), timeout=1):
                     return
             except OSError:
                 time.sleep(0.5)

@@ -1,5 +1,5 @@
 """`--ray ADDRESS` against a separate Ray cluster: a head node the tests start with `ray start --head` on
-127.0.0.1 (2 CPUs), reached through RAY_ADDRESS, its GCS address and a ray:// (Ray Client) address,
+this machine (2 CPUs; loopback, or the node's IP where Ray dials that for 127.0.0.1), reached through RAY_ADDRESS, its GCS address and a ray:// (Ray Client) address,
 and stopped afterwards. Results must equal the local path's."""
 
 from __future__ import annotations
