@@ -85,9 +85,12 @@ def test_flags_override_the_file_and_none_is_ignored(tmp_path):
 
 
 def test_packaged_configs_load():
-    for name in ("seed", "demo", "demo_quick"):
+    for name in ("seed", "demo", "demo_quick", "xray-small"):
         load_config(packaged_config(name))
     assert load_config(packaged_config("seed")).remap == "agnostic"
+    recipe = load_config("xray-small")  # what the OPIXray study chose (docs/study.md): the five classes kept
+    assert (recipe.tiles, recipe.tile_size, recipe.full_image, recipe.remap, recipe.aug, recipe.backbone) == (
+        4, 192, False, None, [], "efficientnet-lite0")
     assert load_config("seed") == load_config(packaged_config("seed"))  # a bare name finds the packaged file
     with pytest.raises(InputError, match="no packaged config named 'sede'"):
         load_config("sede")
