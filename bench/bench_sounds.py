@@ -266,11 +266,7 @@ def device_check(variant, cycles, features, labels, args) -> dict:
     for seed in range(args.ensemble):
         run_dir = args.out / "runs" / f"{variant}_device{seed}"
         if variant in NESTED:  # the library default: its inner CV chooses on the Meditron training patients only
-            groups = np.array([cycles[i].patient for i in train_idx])
-            empty = np.zeros((0, *features.shape[1:]), np.float32)
-            result = fit(features[train_idx], labels[train_idx], empty, np.zeros(0, np.int64),
-                         config.model_copy(update={"select_seed": 200 + seed}), run_dir, groups_train=groups,
-                         resume=False, progress=False, log=lambda m: print("  " + m, flush=True))
+            result = fit_inner_cv(train_idx, cycles, features, labels, config.model_copy(update={"select_seed": 200 + seed}), run_dir)
         else:
             inner_tr, inner_va = patient_split([cycles[i] for i in train_idx], 0.2, seed=seed)
             tr, va = train_idx[inner_tr], train_idx[inner_va]
@@ -345,17 +341,23 @@ def score_test_fold(checkpoint, features, labels, test_idx, k):
     return clf, scores
 
 
+def fit_inner_cv(train_idx, cycles, features, labels, config, run_dir: Path):
+    """The library default's fit on ``train_idx``: its inner patient-grouped CV chooses the settings on
+    these cycles' patients only, then it refits on all of them (no separate validation cycles)."""
+    groups = np.array([cycles[i].patient for i in train_idx])
+    empty = np.zeros((0, *features.shape[1:]), np.float32)
+    return fit(features[train_idx], labels[train_idx], empty, np.zeros(0, np.int64), config, run_dir,
+               groups_train=groups, resume=False, progress=False, log=lambda m: print("  " + m, flush=True))
+
+
 def run_nested(variant, k, train_idx, test_idx, cycles, features, labels, args, result_path: Path) -> None:
     """The library default: ``fit`` with ``select="inner_cv"`` chooses on the training patients only (inner
     patient-grouped 4-fold CV, seed 100 + fold; ``select_pooled``: best inner Score with inner Se >= 35), refits on
     every training patient, and the test fold is scored once."""
     config = bench_config(variant, args).model_copy(update={"select_seed": 100 + k})
-    groups = np.array([cycles[i].patient for i in train_idx])
     print(f"\n== {variant} fold {k + 1}/{args.folds}: fit (inner CV, then refit) on {len(train_idx)}, test {len(test_idx)}", flush=True)
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    empty = np.zeros((0, *features.shape[1:]), np.float32)
-    result = fit(features[train_idx], labels[train_idx], empty, np.zeros(0, np.int64), config, args.out / "runs" / f"{variant}_fold{k}",
-                 groups_train=groups, resume=False, progress=False, log=lambda m: print("  " + m, flush=True))
+    result = fit_inner_cv(train_idx, cycles, features, labels, config, args.out / "runs" / f"{variant}_fold{k}")
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     clf, scores = score_test_fold(result.checkpoint, features, labels, test_idx, k)
     record = {
