@@ -17,7 +17,8 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
   480 holdout images.
 
 Each (arm, seed) lands in ``OUT/results.json`` as it finishes; re-running skips finished runs
-and restarts an interrupted one from nothing.
+and restarts an interrupted one from nothing. ``OUT/results.md`` (tables) and ``OUT/recall_per_class.png``
+are rewritten at the end; ``--report-only`` rewrites them from ``OUT/results.json`` alone.
 
     python bench/bench_opixray_recipe.py --minutes 45 --seeds 0,1,2 --out bench/out/opixray_recipe
 """
@@ -33,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from rarespot.io.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "opixray"
@@ -104,7 +107,14 @@ def main() -> None:
     parser.add_argument("--arms", default="peer,recipe")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--limit", type=int, default=None, help="smoke test: this many images per split")
+    parser.add_argument("--report-only", action="store_true", help="only write the tables and plot of OUT/results.json")
     args = parser.parse_args()
+    if args.report_only:
+        results_path = args.out / "results.json"
+        if not results_path.is_file():
+            raise SystemExit(f"{results_path}: no results yet (run without --report-only first)")
+        print_table(json.loads(results_path.read_text()), args.out)
+        return
     if not args.data.exists():
         raise SystemExit(f"{args.data}: OPIXray not found (see ../shared/data/README.md)")
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -139,13 +149,11 @@ def main() -> None:
                            load_after=round(os.getloadavg()[0], 2), commit=_commit(),
                            machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")
             results[key] = metrics
-            tmp = results_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=2))
-            tmp.replace(results_path)
+            atomic_write_text(results_path, json.dumps(results, indent=2))
             print(f"{key}: F1 {metrics['f1']:.3f} (mean-class {metrics['f1_mean_class']:.3f}) mAP50 "
                   f"{metrics['map50']:.3f} recall/class {json.dumps({k: round(v, 2) for k, v in metrics['recall_per_class'].items()})}",
                   flush=True)
-    print_table(results)
+    print_table(results, args.out)
 
 
 def _commit() -> str:
@@ -158,25 +166,78 @@ def _commit() -> str:
     return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+edits" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def print_table(results: dict) -> None:
+def print_table(results: dict, out: Path | None = None) -> None:
+    """Mean ± std over seeds of each arm (pooled and mean-class P/R/F1, mAP50), recall per class (mean and
+    the lowest seed), and each run's line; printed, and written to ``out/results.md`` when given."""
     arms = sorted({k.split("/")[0] for k in results})
-    keys = ["precision", "recall", "f1", "f1_mean_class", "map50"]
-    print("\n| arm | seeds | " + " | ".join(keys) + " | min class recall (any seed) |")
-    print("|---|---|" + "---|" * (len(keys) + 1))
+    keys = ["precision", "recall", "f1", "precision_mean_class", "recall_mean_class", "f1_mean_class", "map50", "map50_95"]
+    classes = list(next(iter(results.values()))["recall_per_class"]) if results else []
+    lines = ["| arm | seeds | P | R | F1 (pooled) | P (class mean) | R (class mean) | F1 (class mean) | mAP50 | mAP50-95 |",
+             "|---|---|" + "---|" * len(keys)]
     means = {}
+
+    def runs_of(arm):
+        return [results[k] for k in sorted(results) if k.startswith(arm + "/")]
+
+    def cell(vals):
+        vals = np.asarray(vals, dtype=float)
+        return f"{vals.mean():.3f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.3f}"
+
     for arm in arms:
-        runs = [v for k, v in results.items() if k.startswith(arm + "/")]
-        cells = []
+        runs = runs_of(arm)
         for key in keys:
-            vals = np.array([r[key] for r in runs], dtype=float)
-            means[(arm, key)] = vals.mean()
-            cells.append(f"{vals.mean():.3f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.3f}")
-        worst = min(min(v for v in r["recall_per_class"].values() if v is not None) for r in runs)
-        print(f"| {arm} | {len(runs)} | " + " | ".join(cells) + f" | {worst:.3f} |")
+            means[(arm, key)] = float(np.mean([r[key] for r in runs]))
+        lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cell([r[k] for r in runs]) for k in keys) + " |")
+    lines += ["", "Recall per class, mean ± std over seeds (lowest seed):", "",
+              "| arm | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for arm in arms:
+        runs = runs_of(arm)
+        per = [[r["recall_per_class"][c] for r in runs] for c in classes]
+        lines.append(f"| {arm} | " + " | ".join(f"{cell(v)} ({min(v):.2f})" for v in per) + " |")
+    lines += ["", "| run | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | load before/after | commit |",
+              "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(results):
+        r = results[key]
+        lines.append(f"| {key} | {r['f1']:.3f} | {r['f1_mean_class']:.3f} | {r['map50']:.3f} | "
+                     f"{min(r['recall_per_class'].values()):.3f} | {r['train_and_eval_s']:.0f} | "
+                     f"{r['load_before']} / {r['load_after']} | {r['commit']} |")
     if ("recipe", "f1") in means and ("peer", "f1") in means:
-        print(f"\nrecipe - peer: F1 pooled {means[('recipe', 'f1')] - means[('peer', 'f1')]:+.3f}, "
-              f"F1 mean over classes {means[('recipe', 'f1_mean_class')] - means[('peer', 'f1_mean_class')]:+.3f}, "
-              f"mAP50 {means[('recipe', 'map50')] - means[('peer', 'map50')]:+.3f}")
+        lines += ["", f"recipe - peer: F1 pooled {means[('recipe', 'f1')] - means[('peer', 'f1')]:+.3f}, "
+                      f"F1 mean over classes {means[('recipe', 'f1_mean_class')] - means[('peer', 'f1_mean_class')]:+.3f}, "
+                      f"mAP50 {means[('recipe', 'map50')] - means[('peer', 'map50')]:+.3f}"]
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if out is not None:
+        atomic_write_text(out / "results.md", text)
+        plot_recall_per_class(results, arms, classes, out / "recall_per_class.png")
+
+
+def plot_recall_per_class(results: dict, arms: list[str], classes: list[str], path: Path) -> None:
+    """Bars: each arm's recall per class (mean over seeds), a dot per seed, the target line at 0.30."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rarespot.viz import save_figure
+
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
+    width = 0.8 / max(len(arms), 1)
+    x = np.arange(len(classes))
+    for i, arm in enumerate(arms):
+        runs = [results[k] for k in sorted(results) if k.startswith(arm + "/")]
+        values = np.array([[r["recall_per_class"][c] for c in classes] for r in runs])
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, values.mean(axis=0), width, label=f"{arm} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        for row in values:
+            ax.plot(pos, row, "k.", markersize=4)
+    ax.axhline(0.30, color="grey", linestyle="--", linewidth=1, label="target 0.30")
+    ax.set_xticks(x, classes, rotation=15)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("recall on the holdout")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

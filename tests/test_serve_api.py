@@ -44,7 +44,7 @@ def test_health_and_model_info():
     assert models == [
         {
             "name": "fake", "default": True, "class_names": CLASS_NAMES, "floor_conf": 0.05,
-            "tile": None, "overlap": None, "iou": None, "merge": None, "input_mapping": None,
+            "tile": None, "overlap": None, "iou": None, "merge": None, "input_mapping": None, "runtime": None,
         }
     ]
 
@@ -368,6 +368,26 @@ def test_serve_cli_missing_model_is_one_line_exit_2(tmp_path):
     assert "gone.pt: model file not found" in stderr and "Traceback" not in stderr
 
 
+def test_serve_cli_bad_option_value_is_one_line_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rarespot", "serve", "--model", str(tmp_path / "m.pt"), "--backend", "gpu"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    stderr = " ".join(result.stderr.split())
+    assert "backend: backend must be one of auto, openvino, onnxruntime, torch (got 'gpu')" in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+def test_served_model_runs_on_the_backend_asked_for(tmp_path):
+    import torch
+
+    torch.set_num_threads(2)
+    model = tiny_yolo(tmp_path / "tiny.pt")
+    client = TestClient(create_app(model, ServeSettings(tile=256, backend="torch", warmup=False)), base_url=BASE_URL)
+    assert client.get("/api/models").json()[0]["runtime"] == "torch"
+
+
 def test_detect_with_a_real_tiled_predictor_on_an_untrained_yolo(tmp_path):
     """The real path: TiledPredictor on a tiny untrained yolo11n, 16-bit upload, boxes back."""
     import torch
@@ -378,6 +398,10 @@ def test_detect_with_a_real_tiled_predictor_on_an_untrained_yolo(tmp_path):
     client = TestClient(create_app(model, ServeSettings(floor_conf=1e-4, tile=256, overlap=0.1, batch=4)), base_url=BASE_URL)
     info = client.get("/api/models").json()[0]
     assert info["name"] == "tiny" and info["class_names"] == CLASS_NAMES and info["tile"] == 256
+    # `auto` on the CPU, as in `detect predict`: with OpenVINO installed the .pt runs as its cached ONNX export.
+    from rarespot.detect.backends import openvino_available
+
+    assert info["runtime"] in (("onnxruntime", "openvino") if openvino_available() else ("torch",))
     response = upload(client, png_bytes(scan_16bit(400, 320)), "scan16.png")
     assert response.status_code == 200, response.text
     body = response.json()

@@ -17,7 +17,7 @@ def test_parallel_uploads_to_a_real_model_all_succeed(tmp_path):
 
     torch.set_num_threads(2)
     model = tiny_yolo(tmp_path / "tiny.pt")
-    app = create_app(model, ServeSettings(tile=256, overlap=0.1, floor_conf=1e-4, batch=4))
+    app = create_app(model, ServeSettings(tile=256, overlap=0.1, floor_conf=1e-4, batch=4, backend="torch"))
     data = png_bytes(scan_16bit(256, 256))  # one 256 px tile per upload: seconds, not minutes
     with serve_in_background(app) as url:
         result = run_load(url, data, "scan16.png", clients=3, requests=6, time_limit_s=120)

@@ -536,8 +536,8 @@ def runnable_model_file(model: str | Path, settings: InferenceSettings) -> Path:
     """The file the predictor will open: on the CPU under ``auto`` with OpenVINO installed, a ``.pt``
     becomes its ONNX export (made once, cached), run on the faster of OpenVINO and onnxruntime (timed
     when the model loads); with ``backend`` openvino or onnxruntime, too; otherwise the file given.
-    Used by ``detect predict`` and ``detect batch`` (made once there, so Ray workers are sent the
-    export); ``detect evaluate``, the review app and :class:`~rarespot.detect.predict.TiledPredictor`
+    Used by ``detect predict``, ``detect batch`` (made once there, so Ray workers are sent the
+    export) and the review app; ``detect evaluate`` and :class:`~rarespot.detect.predict.TiledPredictor`
     open the file given."""
     path = Path(model)
     if not path.is_file():

@@ -463,7 +463,7 @@ def collect_images(inputs) -> list[Path]:
 
 
 def open_predictor(model: str | Path, settings: InferenceSettings | None = None) -> TiledPredictor:
-    """A :class:`TiledPredictor` for a model file as ``detect predict`` and ``detect batch`` open it:
+    """A :class:`TiledPredictor` for a model file as ``detect predict``, ``detect batch`` and the review app open it:
     :func:`~rarespot.detect.backends.runnable_model_file` picks the file it runs (under ``auto`` on
     the CPU, a ``.pt``'s cached ONNX export); its messages name the file given, not the cached export."""
     settings = settings or InferenceSettings()

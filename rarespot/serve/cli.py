@@ -30,10 +30,15 @@ def serve(
     floor_conf: Optional[float] = typer.Option(None, help="Lowest confidence returned to the page (default 0.05)."),
     tile: Optional[int] = typer.Option(None, help="Tile size for tiled inference (default 512)."),
     device: Optional[str] = typer.Option(None, help="Inference device, e.g. cpu or 0 (default cpu)."),
+    backend: Optional[str] = typer.Option(
+        None, help="auto (default: on the CPU a .pt runs as its ONNX export, made once and cached, on the faster of "
+                   "OpenVINO and onnxruntime), openvino, onnxruntime or torch; as in `rarespot detect predict`.",
+    ),
 ) -> None:
     """Start the operator review app: drop a scan in the page, see the detections, filter and zoom."""
     import uvicorn
 
+    from rarespot.config import validate_config
     from rarespot.serve.app import create_app
     from rarespot.serve.settings import ServeSettings
 
@@ -47,12 +52,15 @@ def serve(
         "floor_conf": floor_conf,
         "tile": tile,
         "device": device,
+        "backend": backend,
         "token_file": token_file,
         "ssl_certfile": ssl_certfile,
         "ssl_keyfile": ssl_keyfile,
         "allowed_hosts": list(allowed_host) if allowed_host else None,
     }
-    settings = ServeSettings(**{**settings.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    # A bad option value (--port -1, --backend gpu) is one line naming the option, exit 2, not a traceback.
+    settings = validate_config(ServeSettings, {**settings.model_dump(), **{k: v for k, v in overrides.items() if v is not None}},
+                               config, "settings (options and --config)")
     if not settings.models:
         raise typer.BadParameter("give a model with --model PATH (or models: in --config)", param_hint="--model")
     # InputError (one line, exit 2) for a missing model file, or a bind beyond loopback without a token.

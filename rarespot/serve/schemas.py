@@ -45,6 +45,7 @@ class ModelInfo(BaseModel):
     iou: float | None = None
     merge: str | None = None
     input_mapping: str | None = None  # how the model maps a scan to its 8-bit input (stored with the model)
+    runtime: str | None = None  # what runs the network: torch, onnxruntime or openvino
 
 
 class Health(BaseModel):

@@ -108,7 +108,20 @@ class ServeSettings(StrictModel):
     full_image_pass: bool = False
     batch: int = Field(8, ge=1)
     device: str = "cpu"
+    backend: str = Field(
+        "auto", description="what runs a model file, as in `rarespot detect predict --backend`: auto (on the CPU a .pt "
+        "runs as its cached ONNX export on the faster of OpenVINO and onnxruntime), openvino, onnxruntime or torch",
+    )
     warmup: bool = Field(True, description="run each model once on a blank tile at startup")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from rarespot.detect.backends import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        return value
 
     @field_validator("models", mode="before")
     @classmethod
@@ -127,7 +140,7 @@ class ServeSettings(StrictModel):
         return InferenceSettings(
             tile=self.tile, overlap=self.overlap, conf=self.floor_conf, iou=self.iou, merge=self.merge,
             class_agnostic=self.class_agnostic, full_image_pass=self.full_image_pass, batch=self.batch,
-            device=self.device,
+            device=self.device, backend=self.backend,
         )
 
     @property

@@ -157,12 +157,12 @@ def load_models(model, settings: ServeSettings) -> list[ModelEntry]:
             path = Path(source)
             if not path.is_file():
                 raise InputError(path, "model file not found")
-            from rarespot.detect.predict import TiledPredictor
+            from rarespot.detect.predict import open_predictor
 
             inference = settings.inference()
-            # A .pt runs on torch here, not as its cached ONNX export as in `detect predict`/`batch`
-            # (open_predictor): that export adds seconds to the app's first start and to its tests.
-            predictor = TiledPredictor(path, inference)
+            # The same rule as `detect predict` / `detect batch`: under `auto` on the CPU a .pt runs as
+            # its cached ONNX export (made at the first start, seconds), on the faster runtime.
+            predictor = open_predictor(path, inference)
             name = path.stem
             info = dict(tile=inference.tile, overlap=inference.overlap, iou=inference.iou, merge=inference.merge)
         else:
@@ -180,6 +180,7 @@ def load_models(model, settings: ServeSettings) -> list[ModelEntry]:
             class_names=list(predictor.class_names),
             floor_conf=settings.floor_conf,
             input_mapping=str(mapping) if (mapping := getattr(predictor, "input_mapping", None)) else None,
+            runtime=getattr(predictor, "runtime", None),
             **info,
         )
         entries.append(ModelEntry(name=name, predictor=predictor, info=model_info, cancellable=_accepts_cancel(predictor)))
