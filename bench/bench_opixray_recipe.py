@@ -166,6 +166,11 @@ def _commit() -> str:
     return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+edits" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def runs_of(results: dict, arm: str) -> list[dict]:
+    """One arm's runs, in seed order."""
+    return [results[k] for k in sorted(results) if k.startswith(arm + "/")]
+
+
 def print_table(results: dict, out: Path | None = None) -> None:
     """Mean ± std over seeds of each arm (pooled and mean-class P/R/F1, mAP50), recall per class (mean and
     the lowest seed), and each run's line; printed, and written to ``out/results.md`` when given."""
@@ -176,22 +181,19 @@ def print_table(results: dict, out: Path | None = None) -> None:
              "|---|---|" + "---|" * len(keys)]
     means = {}
 
-    def runs_of(arm):
-        return [results[k] for k in sorted(results) if k.startswith(arm + "/")]
-
     def cell(vals):
         vals = np.asarray(vals, dtype=float)
         return f"{vals.mean():.3f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.3f}"
 
     for arm in arms:
-        runs = runs_of(arm)
+        runs = runs_of(results, arm)
         for key in keys:
             means[(arm, key)] = float(np.mean([r[key] for r in runs]))
         lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cell([r[k] for r in runs]) for k in keys) + " |")
     lines += ["", "Recall per class, mean ± std over seeds (lowest seed):", "",
               "| arm | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for arm in arms:
-        runs = runs_of(arm)
+        runs = runs_of(results, arm)
         per = [[r["recall_per_class"][c] for r in runs] for c in classes]
         lines.append(f"| {arm} | " + " | ".join(f"{cell(v)} ({min(v):.2f})" for v in per) + " |")
     lines += ["", "| run | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | load before/after | commit |",
@@ -225,7 +227,7 @@ def plot_recall_per_class(results: dict, arms: list[str], classes: list[str], pa
     width = 0.8 / max(len(arms), 1)
     x = np.arange(len(classes))
     for i, arm in enumerate(arms):
-        runs = [results[k] for k in sorted(results) if k.startswith(arm + "/")]
+        runs = runs_of(results, arm)
         values = np.array([[r["recall_per_class"][c] for c in classes] for r in runs])
         pos = x - 0.4 + width * (i + 0.5)
         ax.bar(pos, values.mean(axis=0), width, label=f"{arm} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")

@@ -248,3 +248,15 @@ def test_a_bad_inference_option_is_one_line_naming_it(command, model, scans, tmp
     assert isinstance(result.exception, RarespotError)
     assert "invalid inference settings: overlap must be in [0, 1), got 1.5" in str(result.exception)
     assert not out.exists()
+
+
+def test_an_unknown_backend_is_one_line_before_the_model_loads(model, scans, tmp_path):
+    from rarespot.errors import RarespotError
+
+    folder, _ = scans
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["detect", "predict", str(model), str(folder), "--out", str(out), "--backend", "gpu"])
+    assert isinstance(result.exception, RarespotError)
+    assert "invalid inference settings: backend must be one of auto, openvino, onnxruntime, torch, got 'gpu'" in str(
+        result.exception)
+    assert not out.exists()

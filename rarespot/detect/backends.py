@@ -80,6 +80,16 @@ def available_threads() -> int:
 #: Back-ends by name; ``auto`` takes the first that can run the file (fastest first, measured
 #: in docs/benchmarks/detect_inference.md).
 BACKENDS = ("auto", "openvino", "onnxruntime", "torch")
+#: Other names accepted for a runtime.
+BACKEND_ALIASES = {"onnx": "onnxruntime", "ultralytics": "torch"}
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why ``backend`` names no back-end (None when it does), for each caller to word with the value:
+    the one check behind :func:`resolve_backend`, ``InferenceSettings`` and the review app's settings."""
+    if backend in BACKENDS or backend in BACKEND_ALIASES:
+        return None
+    return f"backend must be one of {', '.join(BACKENDS)}"
 
 
 def openvino_available() -> bool:
@@ -522,9 +532,9 @@ def resolve_backend(model: str | Path, backend: str = "auto") -> str:
     ``detect predict`` and ``detect batch`` first pass the file through :func:`runnable_model_file`,
     so for them ``auto`` runs a ``.pt`` as its cached ONNX export on the faster of OpenVINO/onnxruntime
     when OpenVINO is installed and the device is the CPU; torch otherwise."""
-    if backend not in BACKENDS and backend not in ("onnx", "ultralytics"):
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    backend = {"onnx": "onnxruntime", "ultralytics": "torch"}.get(backend, backend)
+    if problem := backend_problem(backend):
+        raise ValueError(f"{problem}, got {backend!r}")
+    backend = BACKEND_ALIASES.get(backend, backend)
     if backend != "auto":
         return backend
     if Path(model).suffix.lower() == ".onnx":

@@ -74,6 +74,10 @@ class InferenceSettings(StrictModel):
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
             raise ValueError(f"conf and iou must be in [0, 1], got conf={self.conf}, iou={self.iou}")
+        from rarespot.detect.backends import backend_problem  # here, not at import: backends pulls in the decoders
+
+        if problem := backend_problem(self.backend):
+            raise ValueError(f"{problem}, got {self.backend!r}")
         return self
 
     @classmethod

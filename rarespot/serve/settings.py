@@ -117,10 +117,10 @@ class ServeSettings(StrictModel):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        from rarespot.detect.backends import BACKENDS
+        from rarespot.detect.backends import backend_problem
 
-        if value not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+        if problem := backend_problem(value):
+            raise ValueError(problem)  # the settings' error adds the value given
         return value
 
     @field_validator("models", mode="before")
