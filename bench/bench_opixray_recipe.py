@@ -10,15 +10,19 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
   Ultralytics' defaults otherwise (``rarespot.detect.peer``), with Ultralytics' own
   ``time=`` budget (epochs re-estimated to fill it).
 - Recipe: ``rarespot detect train --config RECIPE`` (default: the packaged ``xray-small``),
-  with the same ``time=`` budget.
-- Evaluation, the same for both (``rarespot.detect.evaluate``): whole-image inference at each
-  arm's input size, the operating confidence that maximises F1 on the 192 validation images,
+  with the same ``time=`` budget; its ``best.pt`` (lowest validation loss, seed 3.3) is scored.
+- Evaluation, the same for both (``rarespot.detect.evaluate``): the peer on whole images at its
+  input size, the recipe on its own tile size with 20% overlap (a full-image recipe on whole
+  images), the operating confidence that maximises F1 on the 192 validation images,
   P/R/F1 pooled over objects and averaged over classes, mAP50, and recall per class, on the
-  480 holdout images.
+  480 holdout images. Beside it, a second operating point: one confidence per class, each
+  chosen on the validation images from that class's own curve (``operating_conf(per_class=True)``;
+  added after the first seeds, see docs/study.md); same models, same predictions.
 
 Each (arm, seed) lands in ``OUT/results.json`` as it finishes; re-running skips finished runs
 and restarts an interrupted one from nothing. ``OUT/results.md`` (tables) and ``OUT/recall_per_class.png``
-are rewritten at the end; ``--report-only`` rewrites them from ``OUT/results.json`` alone.
+are rewritten at the end; ``--report-only`` rewrites them from ``OUT/results.json`` alone, and
+``--rescore`` scores the finished runs' checkpoints again (both operating points) without training.
 
     python bench/bench_opixray_recipe.py --minutes 45 --seeds 0,1,2 --out bench/out/opixray_recipe
 """
@@ -74,25 +78,60 @@ def train_recipe(splits, run_dir: Path, seed: int, hours: float, args):
 
 
 def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile: int, args) -> dict:
-    from rarespot.detect.evaluate import evaluate, write_evaluation_report
+    """The holdout metrics at the confidence chosen on validation (the pre-registered operating point),
+    and under ``per_class_conf`` the same at one confidence per class, also chosen on validation."""
+    from rarespot.detect.evaluate import evaluate, operating_conf, write_evaluation_report
     from rarespot.detect.predict import TiledPredictor
 
     side = max(max(r.width, r.height) for s in ("val", "test") for r in splits[s].records)
     tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
     predictor = TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
     val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
-    test = evaluate(predictor, splits["test"], conf_for_prf=val.best_f1_conf, progress=True)
-    write_evaluation_report(test, run_dir / "test_eval")
-    present = [c for c in test.per_class if c.support > 0]
-    return {
-        "precision": test.precision, "recall": test.recall, "f1": test.f1,
-        "precision_mean_class": float(np.mean([c.precision for c in present])),
-        "recall_mean_class": float(np.mean([c.recall for c in present])),
-        "f1_mean_class": float(np.mean([c.f1 for c in present])),
-        "map50": test.map50, "map50_95": test.map50_95, "conf": val.best_f1_conf,
-        "recall_per_class": {c.name: c.recall for c in test.per_class},
-        "support_per_class": {c.name: c.support for c in test.per_class},
-    }
+    metrics = {}
+    for name, conf, folder in [("pooled", operating_conf(val), "test_eval"),
+                               ("per_class", operating_conf(val, per_class=True), "test_eval_per_class_conf")]:
+        test = evaluate(predictor, splits["test"], conf_for_prf=conf, progress=True)
+        write_evaluation_report(test, run_dir / folder)
+        present = [c for c in test.per_class if c.support > 0]
+        summary = {
+            "precision": test.precision, "recall": test.recall, "f1": test.f1,
+            "precision_mean_class": float(np.mean([c.precision for c in present])),
+            "recall_mean_class": float(np.mean([c.recall for c in present])),
+            "f1_mean_class": float(np.mean([c.f1 for c in present])),
+            "map50": test.map50, "map50_95": test.map50_95, "conf": conf,
+            "recall_per_class": {c.name: c.recall for c in test.per_class},
+            "support_per_class": {c.name: c.support for c in test.per_class},
+        }
+        if name == "pooled":
+            metrics.update(summary)
+        else:
+            metrics["per_class_conf"] = summary
+    return metrics
+
+
+def rescore(results: dict, splits, args) -> None:
+    """Score every finished run's checkpoint again, in place: the same model files, both operating points.
+    The pre-registered numbers must come back unchanged (the evaluation is deterministic); a change is printed."""
+    from rarespot.detect.config import load_config
+
+    for key in sorted(results):
+        arm, seed = key.split("/")
+        run_dir = args.out / arm / seed
+        if arm == "peer":
+            model, imgsz, full_image, tile = run_dir / "train" / "weights" / "last.pt", args.peer_imgsz, True, 0
+        else:
+            config = load_config(run_dir / "train" / "config.yaml")  # the run's own settings
+            model, imgsz, full_image, tile = (run_dir / "train" / "weights" / "best.pt", config.input_size,
+                                              config.full_image, config.tile_size)
+        if not model.is_file():
+            raise SystemExit(f"{model}: the checkpoint of {key} is gone; cannot rescore it")
+        fresh = score(model, run_dir, splits, imgsz, full_image, tile, args)
+        drift = {k: (results[key][k], fresh[k]) for k in ("f1", "map50") if abs(results[key][k] - fresh[k]) > 1e-9}
+        print(f"{key}: rescored{'; CHANGED ' + str(drift) if drift else ', pre-registered metrics unchanged'}; per-class "
+              f"confs F1 {fresh['per_class_conf']['f1']:.3f}, lowest class recall "
+              f"{min(fresh['per_class_conf']['recall_per_class'].values()):.3f}", flush=True)
+        results[key].update(fresh)
+        atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
 
 
 def main() -> None:
@@ -108,6 +147,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--limit", type=int, default=None, help="smoke test: this many images per split")
     parser.add_argument("--report-only", action="store_true", help="only write the tables and plot of OUT/results.json")
+    parser.add_argument("--rescore", action="store_true", help="score the finished runs' checkpoints again, no training")
     args = parser.parse_args()
     if args.report_only:
         results_path = args.out / "results.json"
@@ -127,6 +167,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.rescore:
+        rescore(results, splits, args)
+        print_table(results, args.out)
+        return
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
             key = f"{arm}/seed{seed}"
@@ -173,10 +217,37 @@ def runs_of(results: dict, arm: str) -> list[dict]:
 
 def print_table(results: dict, out: Path | None = None) -> None:
     """Mean ± std over seeds of each arm (pooled and mean-class P/R/F1, mAP50), recall per class (mean and
-    the lowest seed), and each run's line; printed, and written to ``out/results.md`` when given."""
+    the lowest seed), and each run's line; then the same at per-class confidences for the runs that have them.
+    Printed, and written to ``out/results.md`` (and ``out/recall_per_class.png``) when given."""
     arms = sorted({k.split("/")[0] for k in results})
-    keys = ["precision", "recall", "f1", "precision_mean_class", "recall_mean_class", "f1_mean_class", "map50", "map50_95"]
     classes = list(next(iter(results.values()))["recall_per_class"]) if results else []
+    lines = ["Operating point: one confidence, the one maximising pooled F1 on the validation images (pre-registered).", ""]
+    lines += _tables(results, arms, classes)
+    lines += ["", "| run | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | load before/after | commit |",
+              "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(results):
+        r = results[key]
+        lines.append(f"| {key} | {r['f1']:.3f} | {r['f1_mean_class']:.3f} | {r['map50']:.3f} | "
+                     f"{min(r['recall_per_class'].values()):.3f} | {r['train_and_eval_s']:.0f} | "
+                     f"{r['load_before']} / {r['load_after']} | {r['commit']} |")
+    per_class = {k: r["per_class_conf"] for k, r in results.items() if "per_class_conf" in r}
+    if per_class:
+        lines += ["", "Operating point: one confidence per class, each maximising that class's F1 on the validation "
+                      f"images ({len(per_class)} of {len(results)} runs scored so):", ""]
+        lines += _tables(per_class, arms, classes)
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if out is not None:
+        atomic_write_text(out / "results.md", text)
+        points = {"one confidence (pre-registered)": results}
+        if per_class:
+            points["one confidence per class"] = per_class
+        plot_recall_per_class(points, arms, classes, out / "recall_per_class.png")
+
+
+def _tables(results: dict, arms: list[str], classes: list[str]) -> list[str]:
+    """The summary table, recall per class and the recipe-peer difference of one operating point."""
+    keys = ["precision", "recall", "f1", "precision_mean_class", "recall_mean_class", "f1_mean_class", "map50", "map50_95"]
     lines = ["| arm | seeds | P | R | F1 (pooled) | P (class mean) | R (class mean) | F1 (class mean) | mAP50 | mAP50-95 |",
              "|---|---|" + "---|" * len(keys)]
     means = {}
@@ -187,6 +258,8 @@ def print_table(results: dict, out: Path | None = None) -> None:
 
     for arm in arms:
         runs = runs_of(results, arm)
+        if not runs:
+            continue
         for key in keys:
             means[(arm, key)] = float(np.mean([r[key] for r in runs]))
         lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cell([r[k] for r in runs]) for k in keys) + " |")
@@ -194,28 +267,19 @@ def print_table(results: dict, out: Path | None = None) -> None:
               "| arm | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for arm in arms:
         runs = runs_of(results, arm)
-        per = [[r["recall_per_class"][c] for r in runs] for c in classes]
-        lines.append(f"| {arm} | " + " | ".join(f"{cell(v)} ({min(v):.2f})" for v in per) + " |")
-    lines += ["", "| run | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | load before/after | commit |",
-              "|---|---|---|---|---|---|---|---|"]
-    for key in sorted(results):
-        r = results[key]
-        lines.append(f"| {key} | {r['f1']:.3f} | {r['f1_mean_class']:.3f} | {r['map50']:.3f} | "
-                     f"{min(r['recall_per_class'].values()):.3f} | {r['train_and_eval_s']:.0f} | "
-                     f"{r['load_before']} / {r['load_after']} | {r['commit']} |")
+        if runs:
+            per = [[r["recall_per_class"][c] for r in runs] for c in classes]
+            lines.append(f"| {arm} | " + " | ".join(f"{cell(v)} ({min(v):.2f})" for v in per) + " |")
     if ("recipe", "f1") in means and ("peer", "f1") in means:
         lines += ["", f"recipe - peer: F1 pooled {means[('recipe', 'f1')] - means[('peer', 'f1')]:+.3f}, "
                       f"F1 mean over classes {means[('recipe', 'f1_mean_class')] - means[('peer', 'f1_mean_class')]:+.3f}, "
                       f"mAP50 {means[('recipe', 'map50')] - means[('peer', 'map50')]:+.3f}"]
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    if out is not None:
-        atomic_write_text(out / "results.md", text)
-        plot_recall_per_class(results, arms, classes, out / "recall_per_class.png")
+    return lines
 
 
-def plot_recall_per_class(results: dict, arms: list[str], classes: list[str], path: Path) -> None:
-    """Bars: each arm's recall per class (mean over seeds), a dot per seed, the target line at 0.30."""
+def plot_recall_per_class(points: dict[str, dict], arms: list[str], classes: list[str], path: Path) -> None:
+    """Bars: each arm's recall per class (mean over seeds), a dot per seed, the target line at 0.30;
+    one panel per operating point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,21 +287,25 @@ def plot_recall_per_class(results: dict, arms: list[str], classes: list[str], pa
 
     from rarespot.viz import save_figure
 
-    fig, ax = plt.subplots(figsize=(9.5, 3.6))
+    fig, axes = plt.subplots(len(points), 1, figsize=(9.5, 3.4 * len(points)), squeeze=False)
     width = 0.8 / max(len(arms), 1)
     x = np.arange(len(classes))
-    for i, arm in enumerate(arms):
-        runs = runs_of(results, arm)
-        values = np.array([[r["recall_per_class"][c] for c in classes] for r in runs])
-        pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(pos, values.mean(axis=0), width, label=f"{arm} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-        for row in values:
-            ax.plot(pos, row, "k.", markersize=4)
-    ax.axhline(0.30, color="grey", linestyle="--", linewidth=1, label="target 0.30")
-    ax.set_xticks(x, classes, rotation=15)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("recall on the holdout")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
+    for ax, (title, results) in zip(axes[:, 0], points.items()):
+        for i, arm in enumerate(arms):
+            runs = runs_of(results, arm)
+            if not runs:
+                continue
+            values = np.array([[r["recall_per_class"][c] for c in classes] for r in runs])
+            pos = x - 0.4 + width * (i + 0.5)
+            ax.bar(pos, values.mean(axis=0), width, label=f"{arm} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+            for row in values:
+                ax.plot(pos, row, "k.", markersize=4)
+        ax.axhline(0.30, color="grey", linestyle="--", linewidth=1, label="target 0.30")
+        ax.set_xticks(x, classes, rotation=15)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("recall on the holdout")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
 

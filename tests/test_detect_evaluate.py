@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rarespot.detect.evaluate import calibrate_conf, evaluate, write_evaluation_report
+from rarespot.detect.evaluate import calibrate_conf, evaluate, operating_conf, write_evaluation_report
 from rarespot.detect.predict import Detections
 from rarespot.errors import InputError
 from rarespot.io.dataset import DetectionDataset, ImageRecord
@@ -94,6 +94,45 @@ def test_given_conf_and_target_recall(dataset):
 def test_calibrate_conf(dataset):
     assert calibrate_conf(FakePredictor(), dataset, progress=False) == pytest.approx(0.8)
     assert calibrate_conf(FakePredictor(), dataset, target_recall=0.9, progress=False) == pytest.approx(0.3)
+
+
+def test_per_class_operating_points(dataset, tmp_path):
+    # Each class's own curve: knife 0.9 T, 0.6 F, 0.4 F (1 object) -> best F1 1.0 at 0.9;
+    # gun 0.8 T, 0.3 T (2 objects) -> best F1 1.0 at 0.3. One pooled conf (0.8) loses the 0.3 gun.
+    result = evaluate(FakePredictor(), dataset, progress=False)
+    knife, gun = result.per_class
+    assert knife.best_f1_conf == pytest.approx(0.9) and gun.best_f1_conf == pytest.approx(0.3)
+    assert operating_conf(result) == pytest.approx(0.8)
+    assert operating_conf(result, per_class=True) == pytest.approx([0.9, 0.3])
+    assert calibrate_conf(FakePredictor(), dataset, per_class=True, progress=False) == pytest.approx([0.9, 0.3])
+
+    per_class = evaluate(FakePredictor(), dataset, conf_for_prf=[0.9, 0.3], progress=False)
+    assert (per_class.tp, per_class.fp, per_class.fn) == (3, 0, 0) and per_class.f1 == pytest.approx(1.0)
+    assert per_class.class_conf == [0.9, 0.3] and per_class.conf == 0.3 and per_class.conf_source == "given"
+    assert [(c.tp, c.fp, c.fn) for c in per_class.per_class] == [(1, 0, 0), (2, 0, 0)]
+    # The same per-class rule decides what an overlay shows: the 0.6 knife goes, the 0.3 gun stays.
+    kept = per_class.predictions[0].above(per_class.operating_conf)
+    assert kept.scores.tolist() == [0.9, 0.3]
+    text = write_evaluation_report(per_class, tmp_path / "eval").read_text()
+    assert "one confidence per class (given; column conf)" in text and "| gun | 2 | 2 | 0 | 0 |" in text
+    assert text.count("0.3000 |") == 1 and "0.9000 |" in text
+    with pytest.raises(ValueError, match="3 per-class confidences given for 2 classes"):
+        evaluate(FakePredictor(), dataset, conf_for_prf=[0.5, 0.5, 0.5], progress=False)
+
+    # A target recall per class: the highest confidence reaching it on that class's curve.
+    target = evaluate(FakePredictor(), dataset, target_recall=0.9, progress=False)
+    assert [c.conf_at_target_recall for c in target.per_class] == pytest.approx([0.9, 0.3])
+    assert operating_conf(target, per_class=True) == pytest.approx([0.9, 0.3])
+
+
+def test_per_class_conf_for_a_class_missing_from_calibration_warns(dataset):
+    from rarespot.detect.train import MissingClassWarning
+
+    guns_only = DetectionDataset(NAMES, [r for r in dataset.records if r.labels.tolist() == [1]], root=dataset.root)
+    result = evaluate(FakePredictor(), guns_only, progress=False)
+    with pytest.warns(MissingClassWarning, match="class 'knife' has no objects in the 1 calibration images"):
+        confs = operating_conf(result, per_class=True)
+    assert confs == pytest.approx([result.best_f1_conf, 0.8])
 
 
 def test_class_agnostic_protocol_ignores_labels(dataset):

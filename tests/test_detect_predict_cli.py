@@ -193,6 +193,19 @@ def test_evaluate_calibrates_on_a_split_and_targets_recall(model, tmp_path):
     assert not (out / "overlays").exists() or not list((out / "overlays").iterdir())
 
 
+def test_evaluate_per_class_conf(model, tmp_path):
+    data = _yolo_dataset(tmp_path, n=6)
+    out = tmp_path / "eval"
+    args = ["detect", "evaluate", str(model), str(data), "--split", "test", "--out", str(out), "--overlays", "0", *TILE_ARGS]
+    result = runner.invoke(app, [*args, "--calibrate-on", "val", "--per-class-conf"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["class_conf"]) == len(metrics["class_names"]) and metrics["conf"] == min(metrics["class_conf"])
+    assert "per-class confs" in result.output
+    result = runner.invoke(app, [*args, "--per-class-conf"])  # nothing to choose them on
+    assert result.exit_code == 2 and "--calibrate-on" in result.output
+
+
 def test_evaluate_bad_output_folder_and_class_mismatch(model, tmp_path):
     data = _yolo_dataset(tmp_path)
     blocker = tmp_path / "report_file"

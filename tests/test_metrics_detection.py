@@ -102,6 +102,11 @@ def test_detection_matches_counts_and_map_over_thresholds():
     assert m.counts(conf=0.5) == (1, 0, 1)
     assert m.counts(conf=0.3) == (1, 1, 1)
     assert m.counts(conf=0.3, label=1) == (0, 1, 1)
+    # One confidence per class: class 0 at 0.95 drops its TP, class 1 at 0.3 keeps its FP.
+    assert m.counts(conf=[0.95, 0.3]) == (0, 1, 2)
+    assert m.counts(conf=[0.95, 0.3], label=0) == (0, 0, 1)
+    with pytest.raises(ValueError, match="1 per-class confidences for 2 classes"):
+        m.counts(conf=[0.5])
     assert m.per_class_ap(0.5).tolist() == pytest.approx([1.0, 0.0])
     assert m.mean_ap(0.5) == pytest.approx(0.5)
     assert m.mean_ap(0.75) == pytest.approx(0.0)

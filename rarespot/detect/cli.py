@@ -154,6 +154,11 @@ def evaluate(
     calibrate_on: str = typer.Option(None, "--calibrate-on", help="Choose the operating confidence on this data (a split name such as val, or a dataset path)."),
     target_recall: float = typer.Option(None, "--target-recall", help="Operating confidence = the highest reaching this recall (on --calibrate-on data if given)."),
     conf: float = typer.Option(None, "--conf", help="Operating confidence for P/R/F1 (default: calibrated, else 0.25)."),
+    per_class_conf: bool = typer.Option(
+        False, "--per-class-conf",
+        help="With --calibrate-on: one operating confidence per class, each from that class's own curve "
+             "(a rare class often scores lower than the rest, and one threshold for all cuts it first).",
+    ),
     match_iou: float = typer.Option(0.5, "--match-iou", help="IoU a prediction needs to count as a hit (seed: 0.5)."),
     class_agnostic_eval: bool = typer.Option(None, "--class-agnostic/--class-aware", help="Match boxes regardless of class (default: agnostic only for a one-class model on a multi-class dataset)."),
     data_format: str = typer.Option("auto", "--format", help="Annotation format: auto, voc, yolo, coco."),
@@ -170,6 +175,9 @@ def evaluate(
     from rarespot.detect.predict import TiledPredictor
     from rarespot.io.atomic import ensure_writable_dir
 
+    if per_class_conf and (calibrate_on is None or conf is not None):
+        raise typer.BadParameter("needs --calibrate-on (the data the confidences are chosen on) and no --conf",
+                                 param_hint="--per-class-conf")
     ensure_writable_dir(out)  # fail before the long part
     dataset = load_eval_data(data, split, data_format, seed)
     settings = _inference_settings(conf if conf is not None else 0.25, tile, overlap, iou, merge, match, agnostic,
@@ -186,15 +194,18 @@ def evaluate(
             calibration = load_eval_data(data, calibrate_on, data_format, seed)
         else:
             calibration = load_eval_data(calibrate_on, None, data_format, seed)
-        operating = calibrate_conf(predictor, calibration, target_recall=target_recall, iou=match_iou,
-                                   class_aware=class_aware)
-        typer.echo(f"operating confidence {operating:.4f} chosen on {len(calibration)} calibration images")
+        operating = calibrate_conf(predictor, calibration, target_recall=target_recall, per_class=per_class_conf,
+                                   iou=match_iou, class_aware=class_aware)
+        names = dataset.class_names if class_aware else ["object"]
+        shown = (", ".join(f"{n} {c:.4f}" for n, c in zip(names, operating)) if per_class_conf
+                 else f"{operating:.4f}")
+        typer.echo(f"operating confidence {shown} chosen on {len(calibration)} calibration images")
     result = run_evaluation(predictor, dataset, iou=match_iou, conf_for_prf=operating, target_recall=target_recall,
                             class_aware=class_aware)
     report = write_evaluation_report(result, out)
     write_evaluation_overlays(result, dataset, out, limit=overlays)
-    typer.echo(f"F1 {result.f1:.3f} (precision {result.precision:.3f}, recall {result.recall:.3f}) at conf "
-               f"{result.conf:.4f}; mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f} on {result.num_images} "
+    at = "per-class confs" if result.class_conf is not None else f"conf {result.conf:.4f}"
+    typer.echo(f"F1 {result.f1:.3f} (precision {result.precision:.3f}, recall {result.recall:.3f}) at {at}; mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f} on {result.num_images} "
                f"images\nreport: {report}")
 
 

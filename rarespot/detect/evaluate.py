@@ -8,19 +8,23 @@ read at one operating confidence, chosen (in this order) as
 
 1. ``conf_for_prf`` when given (e.g. calibrated on validation data with
    :func:`calibrate_conf` — choosing it on the test set itself flatters the
-   result);
+   result); one confidence, or one per class (class-wise operating points:
+   a rare class often scores lower, and one threshold for all cuts it first);
 2. the highest confidence that reaches ``target_recall`` on this data
    (screening cares about recall first);
 3. the predictor's own ``conf``.
 
 The result also carries ``best_f1_conf`` (the confidence maximising F1 here)
-and ``conf_at_target_recall``.
+and ``conf_at_target_recall``, pooled and per class; :func:`operating_conf`
+turns a validation result into the operating confidence(s) for another set.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +48,8 @@ class ClassMetrics:
     f1: float
     ap50: float  # NaN when the class has no ground truth
     ap50_95: float
+    best_f1_conf: float = float("nan")  # the confidence maximising this class's F1 here (NaN: no ground truth)
+    conf_at_target_recall: float | None = None  # this class's, when a target recall was given and reached
 
 
 @dataclass
@@ -53,7 +59,7 @@ class EvaluationResult:
     class_names: list[str]
     num_images: int
     iou: float  # matching threshold of P/R/F1
-    conf: float  # operating confidence of P/R/F1
+    conf: float  # operating confidence of P/R/F1 (with ``class_conf``: the lowest of them)
     conf_source: str  # "given", "target_recall" or "predictor"
     precision: float
     recall: float
@@ -74,9 +80,15 @@ class EvaluationResult:
     curve_precision: np.ndarray = field(repr=False)
     curve_recall: np.ndarray = field(repr=False)
     class_aware: bool = True
+    class_conf: list[float] | None = None  # one operating confidence per class, when given so
     settings: dict = field(default_factory=dict)  # tiling/merge settings of the predictor
     predictions: list = field(default_factory=list, repr=False)  # Detections per image (sweep conf)
     image_paths: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def operating_conf(self) -> float | list[float]:
+        """What P/R/F1 were read at: one confidence, or one per class."""
+        return self.conf if self.class_conf is None else self.class_conf
 
     @property
     def curve_f1(self) -> np.ndarray:
@@ -95,6 +107,7 @@ class EvaluationResult:
                 "class_aware": self.class_aware,
                 "iou": self.iou,
                 "conf": self.conf,
+                "class_conf": self.class_conf,
                 "conf_source": self.conf_source,
                 "precision": self.precision,
                 "recall": self.recall,
@@ -174,7 +187,7 @@ def evaluate(
     predictor,
     dataset: DetectionDataset,
     iou: float = 0.5,
-    conf_for_prf: float | None = None,
+    conf_for_prf: float | Sequence[float] | None = None,
     target_recall: float | None = None,
     progress: bool = True,
     *,
@@ -187,7 +200,8 @@ def evaluate(
 
     ``dataset.class_names`` and the model's classes must match one to one (same
     order) when ``class_aware``; with ``class_aware=False`` any box matches any
-    object (the seed's class-agnostic protocol).
+    object (the seed's class-agnostic protocol). ``conf_for_prf`` may give one
+    confidence per class (in the dataset's class order).
     """
     from rarespot.detect.predict import check_image
     from rarespot.progress import progress_iter
@@ -206,6 +220,14 @@ def evaluate(
             f"model has {len(model_names)} classes {model_names} but the dataset has "
             f"{dataset.num_classes} {dataset.class_names}; remap the data or pass class_aware=False",
         )
+    class_conf = None
+    if conf_for_prf is not None and np.ndim(conf_for_prf):
+        class_conf = [float(c) for c in np.asarray(conf_for_prf, dtype=np.float64).reshape(-1)]
+        expected = dataset.num_classes if class_aware else 1
+        if len(class_conf) != expected:
+            raise ValueError(f"{len(class_conf)} per-class confidences given for {expected} classes")
+        if not class_aware:  # one "object" class: that is one confidence
+            conf_for_prf, class_conf = class_conf[0], None
     thresholds = np.unique(np.round(np.append(COCO_IOU_THRESHOLDS, iou), 4))
     matches = DetectionMatches(dataset.num_classes if class_aware else 1, class_aware, thresholds)
     sweep = min(float(sweep_conf), float(getattr(predictor, "conf", sweep_conf)))
@@ -231,14 +253,17 @@ def evaluate(
     curve_conf, curve_p, curve_r = matches.curve(iou)
     best_f1, best_f1_conf = _best_f1(curve_conf, curve_p, curve_r)
     conf_target = _conf_at_recall(curve_conf, curve_r, target_recall) if target_recall is not None else None
-    if conf_for_prf is not None:
+    if class_conf is not None:
+        conf, source = min(class_conf), "given"
+    elif conf_for_prf is not None:
         conf, source = float(conf_for_prf), "given"
     elif conf_target is not None:
         conf, source = conf_target, "target_recall"
     else:
         conf, source = float(getattr(predictor, "conf", 0.25)), "predictor"
 
-    tp, fp, fn = matches.counts(conf, iou)
+    operating = conf if class_conf is None else class_conf
+    tp, fp, fn = matches.counts(operating, iou)
     precision, recall, f1 = precision_recall_f1(tp, fp, fn)
     support = matches.support()
     ap50 = matches.per_class_ap(iou)
@@ -246,13 +271,20 @@ def evaluate(
     names = list(dataset.class_names) if class_aware else ["object"]
     per_class = []
     for c, name in enumerate(names):
-        ctp, cfp, cfn = matches.counts(conf, iou, c if class_aware else None)
+        label = c if class_aware else None
+        ctp, cfp, cfn = matches.counts(operating, iou, label)
         cp, cr, cf = precision_recall_f1(ctp, cfp, cfn)
         col = ap_all[:, c]
+        c_conf, c_precision, c_recall = matches.curve(iou, label)
+        c_best = _best_f1(c_conf, c_precision, c_recall)[1] if support[c] else float("nan")
         per_class.append(
             ClassMetrics(
                 name, int(support[c]), ctp, cfp, cfn, cp, cr, cf, float(ap50[c]),
                 float(np.mean(col)) if not np.isnan(col).any() else float("nan"),
+                best_f1_conf=c_best,
+                conf_at_target_recall=(
+                    _conf_at_recall(c_conf, c_recall, target_recall) if target_recall is not None and support[c] else None
+                ),
             )
         )
     return EvaluationResult(
@@ -279,19 +311,47 @@ def evaluate(
         curve_precision=curve_p,
         curve_recall=curve_r,
         class_aware=class_aware,
+        class_conf=class_conf,
         settings={**_predictor_settings(predictor), "sweep_conf": sweep},
         predictions=predictions,
         image_paths=paths,
     )
 
 
-def calibrate_conf(predictor, dataset: DetectionDataset, target_recall: float | None = None, **kwargs) -> float:
-    """The operating confidence chosen on validation data: the one reaching
-    ``target_recall`` if given (and reached), else the one maximising F1."""
+def calibrate_conf(
+    predictor, dataset: DetectionDataset, target_recall: float | None = None, per_class: bool = False, **kwargs
+) -> float | list[float]:
+    """The operating confidence chosen on validation data (see :func:`operating_conf`)."""
     result = evaluate(predictor, dataset, target_recall=target_recall, keep_predictions=False, **kwargs)
-    if target_recall is not None and result.conf_at_target_recall is not None:
-        return result.conf_at_target_recall
-    return result.best_f1_conf
+    return operating_conf(result, per_class)
+
+
+def operating_conf(result: EvaluationResult, per_class: bool = False) -> float | list[float]:
+    """The operating confidence a (validation) result implies: the highest reaching its
+    target recall if one was given and reached, else the one maximising F1.
+
+    ``per_class``: one such confidence per class, each from that class's own curve. A class
+    with no objects in ``result``'s data gets the pooled confidence, with a warning naming it.
+    """
+    from rarespot.detect.train import MissingClassWarning
+
+    def pick(target_conf: float | None, best: float) -> float:
+        return target_conf if result.target_recall is not None and target_conf is not None else best
+
+    pooled = pick(result.conf_at_target_recall, result.best_f1_conf)
+    if not per_class:
+        return pooled
+    confs = []
+    for c in result.per_class:
+        if c.support == 0:
+            warnings.warn(
+                f"class {c.name!r} has no objects in the {result.num_images} calibration images: its operating "
+                f"confidence is the pooled one ({pooled:.4f})", MissingClassWarning, stacklevel=2,
+            )
+            confs.append(pooled)
+        else:
+            confs.append(pick(c.conf_at_target_recall, c.best_f1_conf))
+    return confs
 
 
 # -- report -----------------------------------------------------------------
@@ -310,21 +370,25 @@ def evaluation_markdown(result: EvaluationResult) -> str:
     else:
         why_conf = {"given": "given", "predictor": "the predictor's threshold"}[result.conf_source]
     agnostic = "" if result.class_aware else ", class-agnostic"
+    per_class_conf = result.class_conf is not None
+    at = f"one confidence per class ({why_conf}; column conf)" if per_class_conf else f"confidence {result.conf:.4f} ({why_conf})"
     lines = [
         "# Detection evaluation",
         "",
         f"{result.num_images} images; precision/recall/F1 at IoU >= {result.iou:g} with one-to-one matching{agnostic}, "
-        f"at confidence {result.conf:.4f} ({why_conf}); AP is COCO-style (101-point interpolation).",
+        f"at {at}; AP is COCO-style (101-point interpolation).",
         "",
-        "| class | support | TP | FP | FN | precision | recall | F1 | AP50 | AP50-95 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| class | support | TP | FP | FN | precision | recall | F1 | AP50 | AP50-95 |" + (" conf |" if per_class_conf else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if per_class_conf else ""),
         f"| **all** | {result.tp + result.fn} | {result.tp} | {result.fp} | {result.fn} | {_fmt(result.precision)} | "
-        f"{_fmt(result.recall)} | **{_fmt(result.f1)}** | {_fmt(result.map50)} | {_fmt(result.map50_95)} |",
+        f"{_fmt(result.recall)} | **{_fmt(result.f1)}** | {_fmt(result.map50)} | {_fmt(result.map50_95)} |"
+        + (" |" if per_class_conf else ""),
     ]
-    for c in result.per_class:
+    for i, c in enumerate(result.per_class):
         lines.append(
             f"| {c.name} | {c.support} | {c.tp} | {c.fp} | {c.fn} | {_fmt(c.precision)} | {_fmt(c.recall)} | "
             f"{_fmt(c.f1)} | {_fmt(c.ap50)} | {_fmt(c.ap50_95)} |"
+            + (f" {result.class_conf[i]:.4f} |" if per_class_conf else "")
         )
     lines += [
         "",
@@ -359,17 +423,16 @@ def plot_pr_curve(result: EvaluationResult, path: str | Path) -> Path:
     r, p, c = result.curve_recall, result.curve_precision, result.curve_conf
     envelope = np.maximum.accumulate(p[::-1])[::-1] if len(p) else p
     ax_pr.plot(r, envelope, color="black", lw=2, label=f"all (mAP50 {result.map50:.3f})")
-    ax_pr.plot(
-        [result.recall], [result.precision], "o", color="tab:red",
-        label=f"operating point, conf {result.conf:.3f}",
-    )
+    operating = "per-class confs" if result.class_conf is not None else f"conf {result.conf:.3f}"
+    ax_pr.plot([result.recall], [result.precision], "o", color="tab:red", label=f"operating point, {operating}")
     ax_pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"precision-recall, IoU {result.iou:g}")
     ax_pr.grid(alpha=0.3)
     ax_pr.legend(loc="lower left", fontsize=8)
     f1 = result.curve_f1
     ax_f1.plot(c, f1, color="tab:blue")
     ax_f1.axvline(result.best_f1_conf, color="tab:green", ls="--", label=f"best F1 {result.best_f1:.3f} @ {result.best_f1_conf:.3f}")
-    ax_f1.axvline(result.conf, color="tab:red", ls=":", label=f"operating conf {result.conf:.3f}")
+    if result.class_conf is None:  # per-class confs have no single place on the pooled F1 curve
+        ax_f1.axvline(result.conf, color="tab:red", ls=":", label=f"operating conf {result.conf:.3f}")
     ax_f1.set(xlabel="confidence", ylabel="F1", xlim=(0, 1), ylim=(0, 1.02), title="F1 against confidence")
     ax_f1.grid(alpha=0.3)
     ax_f1.legend(loc="upper right", fontsize=8)
@@ -449,7 +512,7 @@ def write_evaluation_overlays(
         return []
     errors = []
     for i, (dets, record) in enumerate(zip(result.predictions, dataset.records)):
-        kept = dets.above(result.conf)
+        kept = dets.above(result.operating_conf)
         labels = kept.labels if result.class_aware else np.zeros(len(kept), dtype=np.int64)
         gt_labels = record.labels if result.class_aware else np.zeros(len(record), dtype=np.int64)
         matched = match_detections(kept.boxes, kept.scores, labels, record.boxes, gt_labels, result.iou)
@@ -459,7 +522,7 @@ def write_evaluation_overlays(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for _, i in sorted(errors, key=lambda e: (-e[0], e[1]))[:limit]:
-        record, kept = dataset.records[i], result.predictions[i].above(result.conf)
+        record, kept = dataset.records[i], result.predictions[i].above(result.operating_conf)
         image = read_image(dataset.image_path(record))
         # Names as strings: an agnostic model's classes are not the dataset's.
         rgb = render_overlay(

@@ -72,9 +72,10 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def above(self, conf: float) -> "Detections":
-        """Only the detections with score >= ``conf``."""
-        keep = self.scores >= conf
+    def above(self, conf) -> "Detections":
+        """Only the detections with score >= ``conf`` (one confidence, or one per class)."""
+        conf = np.asarray(conf, dtype=np.float64)
+        keep = self.scores >= (conf[self.labels] if conf.ndim else conf)
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names, self.image_size)
 
     def to_records(self) -> list[dict]:

@@ -208,8 +208,20 @@ class DetectionMatches:
         return np.bincount(gt, minlength=self.num_classes)[: self.num_classes]
 
     # -- metrics -----------------------------------------------------------
-    def counts(self, conf: float, iou: float = 0.5, label: int | None = None) -> tuple[int, int, int]:
-        """(tp, fp, fn) keeping predictions with score >= ``conf``; one class or all pooled."""
+    def counts(self, conf, iou: float = 0.5, label: int | None = None) -> tuple[int, int, int]:
+        """(tp, fp, fn) keeping predictions with score >= ``conf``; one class or all pooled.
+
+        ``conf`` is one confidence, or one per class (class-wise operating points: the best
+        threshold differs between classes, seed 002 sections 4.1.3 and 4.4.4); pooled counts are the
+        sums of each class's counts at its own confidence."""
+        if np.ndim(conf):
+            conf = np.asarray(conf, dtype=np.float64).reshape(-1)
+            if len(conf) != self.num_classes:
+                raise ValueError(f"{len(conf)} per-class confidences for {self.num_classes} classes")
+            if label is not None:
+                return self.counts(float(conf[label]), iou, label)
+            per_class = [self.counts(float(conf[c]), iou, c) for c in range(self.num_classes)]
+            return tuple(int(sum(col)) for col in zip(*per_class))
         tp, scores, n_gt = self._pooled(iou, label)
         kept = scores >= conf
         n_tp = int(np.sum(tp & kept))
