@@ -112,6 +112,34 @@ def test_conf_threshold_and_per_call_override():
     assert fake.calls[-1][2] == 0.01
 
 
+def test_per_class_thresholds_cut_each_class_at_its_own(tmp_path):
+    from rarespot.detect.settings import class_conf_from
+
+    # knife 0.3, gun 0.05 and gun 0.02: with conf 0.25 and gun's own 0.04, the knife and the 0.05 gun stay.
+    boxes_at = {(0, 0): [(10, 10, 50, 50, 0.3, 0), (100, 100, 150, 150, 0.05, 1), (200, 200, 250, 250, 0.02, 1)]}
+    pred, fake = _predictor(boxes_at, GRID, conf=0.25, class_conf={"gun": 0.04})
+    assert pred.class_conf.tolist() == [0.25, 0.04]
+    dets = pred.predict(_scan())
+    assert fake.calls[-1][2] == 0.04  # the back-end keeps what the lowest threshold needs
+    assert sorted(dets.scores.tolist()) == [0.05, 0.3]
+    fake.expect(GRID)
+    assert len(pred.predict(_scan(), conf=0.01)) == 3  # an explicit conf (an evaluation sweep) is one for all
+    with pytest.raises(InputError, match=r"class_conf names \['pistol'\], which the model does not have"):
+        _predictor(boxes_at, GRID, class_conf={"pistol": 0.1})
+    with pytest.raises(ValueError, match="class_conf values must be in"):
+        _predictor(boxes_at, GRID, class_conf={"gun": 1.5})
+    # Where they come from: NAME=CONF,... or the metrics.json of `detect evaluate --per-class-conf`.
+    assert class_conf_from("knife=0.4, gun=0.04") == {"knife": 0.4, "gun": 0.04}
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"class_names": ["knife", "gun"], "class_conf": [0.4, 0.04]}))
+    assert class_conf_from(metrics) == {"knife": 0.4, "gun": 0.04}
+    metrics.write_text(json.dumps({"class_names": ["knife", "gun"], "class_conf": None}))
+    with pytest.raises(InputError, match="metrics.json: no per-class confidences"):
+        class_conf_from(metrics)
+    with pytest.raises(InputError, match="'gun' is not NAME=CONF"):
+        class_conf_from("knife=0.4,gun")
+
+
 def test_max_det_caps_the_scan():
     boxes_at = {(0, 0): [(10 * i, 0, 10 * i + 5, 5, 0.9 - 0.01 * i, 0) for i in range(20)]}
     pred, _ = _predictor(boxes_at, GRID, max_det=5)

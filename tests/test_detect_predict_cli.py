@@ -72,6 +72,19 @@ def test_predict_writes_json_csv_and_overlays(model, scans, tmp_path):
     assert f"3 scans, {n_boxes} boxes" in result.output
 
 
+def test_predict_per_class_thresholds(model, scans, tmp_path):
+    folder, _ = scans
+    out = tmp_path / "pred"
+    args = ["detect", "predict", str(model), str(folder), "--out", str(out), "--conf", "0.05", "--no-overlays", *TILE_ARGS]
+    result = runner.invoke(app, [*args, "--class-conf", "gun=0.5"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert rows and all(float(r["score"]) >= (0.5 if r["class_name"] == "gun" else 0.05) for r in rows)
+    assert "at per-class confs knife 0.05, gun 0.5" in result.output
+    result = runner.invoke(app, [*args, "--class-conf", "pistol=0.1"])
+    assert isinstance(result.exception, InputError) and "class_conf names ['pistol']" in str(result.exception)
+
+
 def test_predict_runs_a_pt_on_its_cached_onnx_export_under_auto_with_the_torch_boxes(model, model_cache, tmp_path):
     """On the CPU with OpenVINO installed, `auto` runs a .pt as `detect batch` does: as its ONNX export (made once,
     cached) on the faster of OpenVINO and onnxruntime, and predictions.json says which ran. The boxes are torch's

@@ -120,6 +120,11 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Scans and/or folders of scans (PNG, TIFF, DICOM, JPEG; 8/16-bit)."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
     conf: float = typer.Option(0.25, "--conf", help="Keep boxes scoring at least this."),
+    class_conf: str = typer.Option(
+        None, "--class-conf",
+        help="Per-class thresholds instead of --conf for the classes named: NAME=CONF,... or the metrics.json of "
+             "`detect evaluate --calibrate-on val --per-class-conf`.",
+    ),
     tile: int = _TILE, overlap: float = _OVERLAP, iou: float = _IOU, merge: str = _MERGE, match: str = _MATCH,
     agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
     device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS, skip: bool = _SKIP,
@@ -128,16 +133,21 @@ def predict(
 ) -> None:
     """Tiled inference on full-resolution scans: predictions.json, predictions.csv and overlay PNGs."""
     from rarespot.detect.predict import collect_images, open_predictor, predict_files
+    from rarespot.detect.settings import class_conf_from
 
     paths = collect_images(images)  # a missing input fails before the model loads
     settings = _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_pass, batch, imgsz, device,
                                    backend, threads, skip)
+    if class_conf is not None:
+        settings = settings.replace(class_conf=class_conf_from(class_conf))
     predictor = open_predictor(model, settings)  # under auto on the CPU, a .pt runs as its cached ONNX export
     results, skipped = predict_files(predictor, paths, out, overlays=overlays, strict=strict)
     n_boxes = sum(len(d) for _, d in results)
     flagged = sum(1 for _, d in results if len(d))
     on = f" on {predictor.runtime}" if predictor.runtime else ""
-    typer.echo(f"{len(results)} scans, {n_boxes} boxes (in {flagged} scans) at conf >= {conf:g}{on}\n"
+    at = f"conf >= {conf:g}" if class_conf is None else "per-class confs " + ", ".join(
+        f"{n} {c:g}" for n, c in zip(predictor.class_names, predictor.class_conf))
+    typer.echo(f"{len(results)} scans, {n_boxes} boxes (in {flagged} scans) at {at}{on}\n"
                f"results: {out / 'predictions.json'}, {out / 'predictions.csv'}"
                + (f", overlays in {out / 'overlays'}" if overlays else ""))
     if skipped:

@@ -178,6 +178,17 @@ class TiledPredictor:
             settings.input_mapping or getattr(self.backend, "input_mapping", None) or CURRENT_INPUT_MAPPING
         )
         self._warned_8bit = False
+        self.class_conf = self._class_thresholds(settings.class_conf)
+
+    def _class_thresholds(self, class_conf: dict[str, float] | None) -> np.ndarray | None:
+        """``settings.class_conf`` as one threshold per model class (``conf`` for the classes it does not name)."""
+        if not class_conf:
+            return None
+        names = self.class_names
+        unknown = sorted(set(class_conf) - set(names))
+        if unknown:
+            raise InputError(self.model_path, f"class_conf names {unknown}, which the model does not have (its classes: {names})")
+        return np.array([class_conf.get(name, self.conf) for name in names], dtype=np.float64)
 
     def input_warning(self, image: np.ndarray) -> str | None:
         """A sentence for the operator when this model cannot read ``image`` as it reads its
@@ -284,7 +295,12 @@ class TiledPredictor:
         import time
         from collections import deque
 
+        # The predictor's own threshold may be one per class: the back-end keeps boxes above the lowest,
+        # each scan's merged boxes are then cut at their class's. An explicit ``conf`` (evaluation sweeps) is one.
+        per_class = self.class_conf if conf is None else None
         conf = self.conf if conf is None else float(conf)
+        if per_class is not None:
+            conf = min(conf, float(per_class.min()))
         asynchronous = hasattr(self.backend, "submit_tiles") and hasattr(self.backend, "collect_tiles")
         ahead = 1 if asynchronous else 0  # batches submitted beyond the one waited for
         inflight: deque = deque()  # (work, kind, extra, handle) in submission order
@@ -319,6 +335,8 @@ class TiledPredictor:
                 if work.error is None:
                     try:
                         result = self._finish(work)
+                        if per_class is not None:
+                            result = result.above(per_class)
                     except Exception as exc:
                         result = exc
                 else:

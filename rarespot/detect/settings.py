@@ -10,6 +10,8 @@ passing tile size, thresholds, back-end and device as loose arguments through ev
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import ConfigDict, model_validator
 
 from rarespot.config import StrictModel, validate_config
@@ -24,6 +26,9 @@ class InferenceSettings(StrictModel):
     tile, overlap: the grid (pixels, fraction of a tile); use the training tile size.
     conf: keep detections scoring at least this; iou: NMS / fusion threshold,
       used both inside each tile and across tiles.
+    class_conf: class name -> its own threshold, instead of ``conf`` for that class (e.g. the
+      ``class_conf`` that ``rarespot detect evaluate --per-class-conf`` chose on validation scans;
+      :func:`class_conf_from` reads them); the predictor's own calls only, an explicit ``conf=`` wins.
     merge: "nms" keeps the best box of a cluster, "wbf" fuses its corners.
     class_agnostic: merge across classes (one object, one box).
     full_image_pass: also run the scan shrunk to one tile (objects larger than a tile).
@@ -46,6 +51,7 @@ class InferenceSettings(StrictModel):
     tile: int = 512
     overlap: float = 0.2
     conf: float = 0.25
+    class_conf: dict[str, float] | None = None
     iou: float = 0.5
     merge: str = "nms"
     class_agnostic: bool = False
@@ -74,6 +80,9 @@ class InferenceSettings(StrictModel):
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
             raise ValueError(f"conf and iou must be in [0, 1], got conf={self.conf}, iou={self.iou}")
+        bad = {name: c for name, c in (self.class_conf or {}).items() if not 0.0 <= c <= 1.0}
+        if bad:
+            raise ValueError(f"class_conf values must be in [0, 1], got {bad}")
         from rarespot.detect.backends import backend_problem  # here, not at import: backends pulls in the decoders
 
         if problem := backend_problem(self.backend):
@@ -95,3 +104,32 @@ class InferenceSettings(StrictModel):
     def given(self, *leave_out: str) -> dict:
         """The fields set explicitly (not left at their defaults), minus ``leave_out``, by name."""
         return {name: getattr(self, name) for name in sorted(self.model_fields_set) if name not in leave_out}
+
+
+def class_conf_from(value: str | Path) -> dict[str, float]:
+    """Per-class thresholds from ``name=conf,name=conf`` or from the ``metrics.json`` that
+    ``rarespot detect evaluate --per-class-conf`` wrote (its ``class_names`` and ``class_conf``)."""
+    import json
+
+    from rarespot.errors import InputError
+
+    path = Path(value)
+    if path.suffix.lower() == ".json" or path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"cannot read per-class confidences: {exc}") from None
+        if not isinstance(data, dict) or not data.get("class_conf") or len(data["class_conf"]) != len(data.get("class_names", [])):
+            raise InputError(path, "no per-class confidences in it (write them with `rarespot detect evaluate "
+                                   "--calibrate-on val --per-class-conf`)")
+        return {name: float(c) for name, c in zip(data["class_names"], data["class_conf"])}
+    out = {}
+    for part in str(value).split(","):
+        name, sep, number = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(number)
+        except ValueError:
+            raise InputError(None, f"per-class confidences: {part!r} is not NAME=CONF (e.g. Straight_Knife=0.12)") from None
+    return out
