@@ -215,8 +215,8 @@ def evaluate(
     report = write_evaluation_report(result, out)
     write_evaluation_overlays(result, dataset, out, limit=overlays)
     at = "per-class confs" if result.class_conf is not None else f"conf {result.conf:.4f}"
-    typer.echo(f"F1 {result.f1:.3f} (precision {result.precision:.3f}, recall {result.recall:.3f}) at {at}; mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f} on {result.num_images} "
-               f"images\nreport: {report}")
+    typer.echo(f"F1 {result.f1:.3f} (precision {result.precision:.3f}, recall {result.recall:.3f}) at {at}; "
+               f"mAP50 {result.map50:.3f}, mAP50-95 {result.map50_95:.3f} on {result.num_images} images\nreport: {report}")
 
 
 @app.command("export")
