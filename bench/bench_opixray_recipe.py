@@ -10,7 +10,8 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
   Ultralytics' defaults otherwise (``rarespot.detect.peer``), with Ultralytics' own
   ``time=`` budget (epochs re-estimated to fill it).
 - Recipe: ``rarespot detect train --config RECIPE`` (default: the packaged ``xray-small``),
-  with the same ``time=`` budget; its ``best.pt`` (lowest validation loss, seed 3.3) is scored.
+  with the same ``time=`` budget; the checkpoint its config names (``model_checkpoint``: ``best.pt``,
+  the lowest validation loss, seed 3.3, or ``last.pt``) is scored.
 - Evaluation, the same for both (``rarespot.detect.evaluate``): the peer on whole images at its
   input size, the recipe on its own tile size with 20% overlap (a full-image recipe on whole
   images), the operating confidence that maximises F1 on the 192 validation images,
@@ -22,7 +23,9 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
 Each (arm, seed) lands in ``OUT/results.json`` as it finishes; re-running skips finished runs
 and restarts an interrupted one from nothing. ``OUT/results.md`` (tables) and ``OUT/recall_per_class.png``
 are rewritten at the end; ``--report-only`` rewrites them from ``OUT/results.json`` alone, and
-``--rescore`` scores the finished runs' checkpoints again (both operating points) without training.
+``--rescore`` scores the finished runs' checkpoints again (both operating points) without training
+(``--checkpoint last`` scores the recipe's other checkpoint instead), and ``--checkpoints-on-val`` compares
+each recipe run's best.pt and last.pt on the validation images only (``OUT/checkpoints_val.md``).
 
     python bench/bench_opixray_recipe.py --minutes 45 --seeds 0,1,2 --out bench/out/opixray_recipe
 """
@@ -74,7 +77,7 @@ def train_recipe(splits, run_dir: Path, seed: int, hours: float, args):
     if config.remap is not None:
         raise SystemExit(f"{args.recipe}: the comparison needs the original 5 classes (the recipe remaps to {config.remap})")
     run = train_on_splits(config, remap_splits({"train": splits["train"], "val": splits["val"]}, None), quiet=False)
-    return run.best, config
+    return run.model, config
 
 
 def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile: int, args) -> dict:
@@ -87,10 +90,11 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
     tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
     predictor = TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
     val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
-    metrics = {}
+    metrics, boxes = {}, None
     for name, conf, folder in [("pooled", operating_conf(val), "test_eval"),
                                ("per_class", operating_conf(val, per_class=True), "test_eval_per_class_conf")]:
-        test = evaluate(predictor, splits["test"], conf_for_prf=conf, progress=True)
+        test = evaluate(predictor, splits["test"], conf_for_prf=conf, progress=True, predictions=boxes)
+        boxes = test.predictions  # the second operating point re-scores the same boxes
         write_evaluation_report(test, run_dir / folder)
         present = [c for c in test.per_class if c.support > 0]
         summary = {
@@ -109,29 +113,99 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
     return metrics
 
 
-def rescore(results: dict, splits, args) -> None:
-    """Score every finished run's checkpoint again, in place: the same model files, both operating points.
-    The pre-registered numbers must come back unchanged (the evaluation is deterministic); a change is printed."""
+def recipe_checkpoint(run_dir: Path, which: str | None = None):
+    """(checkpoint path, the run's config) of a finished recipe run: the one its config names, or ``which``
+    ("best" = lowest validation loss, "last")."""
     from rarespot.detect.config import load_config
 
+    config = load_config(run_dir / "train" / "config.yaml")  # the run's own settings
+    which = which or ("last" if config.model_checkpoint == "last" else "best")
+    return run_dir / "train" / "weights" / f"{which}.pt", config
+
+
+def rescore(results: dict, splits, args) -> None:
+    """Score finished runs' checkpoints again, in place, at both operating points. With the checkpoint scored
+    before, the pre-registered numbers must come back unchanged (the evaluation is deterministic; a change is
+    printed); ``--checkpoint`` scores the recipe's other one instead, and the row records which."""
+    arms = {a.strip() for a in args.arms.split(",") if a.strip()}
     for key in sorted(results):
         arm, seed = key.split("/")
+        if arm not in arms:
+            continue
         run_dir = args.out / arm / seed
         if arm == "peer":
             model, imgsz, full_image, tile = run_dir / "train" / "weights" / "last.pt", args.peer_imgsz, True, 0
         else:
-            config = load_config(run_dir / "train" / "config.yaml")  # the run's own settings
-            model, imgsz, full_image, tile = (run_dir / "train" / "weights" / "best.pt", config.input_size,
-                                              config.full_image, config.tile_size)
+            model, config = recipe_checkpoint(run_dir, args.checkpoint)
+            imgsz, full_image, tile = config.input_size, config.full_image, config.tile_size
         if not model.is_file():
             raise SystemExit(f"{model}: the checkpoint of {key} is gone; cannot rescore it")
+        before = results[key].get("checkpoint", "last.pt" if arm == "peer" else "best.pt")
         fresh = score(model, run_dir, splits, imgsz, full_image, tile, args)
-        drift = {k: (results[key][k], fresh[k]) for k in ("f1", "map50") if abs(results[key][k] - fresh[k]) > 1e-9}
-        print(f"{key}: rescored{'; CHANGED ' + str(drift) if drift else ', pre-registered metrics unchanged'}; per-class "
-              f"confs F1 {fresh['per_class_conf']['f1']:.3f}, lowest class recall "
+        if model.name == before:
+            drift = {k: (results[key][k], fresh[k]) for k in ("f1", "map50") if abs(results[key][k] - fresh[k]) > 1e-9}
+            told = "; CHANGED " + str(drift) if drift else ", pre-registered metrics unchanged"
+        else:
+            told = (f" with {model.name} (was {before}: F1 {results[key]['f1']:.3f} -> {fresh['f1']:.3f}, lowest class "
+                    f"recall {min(results[key]['recall_per_class'].values()):.3f} -> {min(fresh['recall_per_class'].values()):.3f})")
+        print(f"{key}: rescored{told}; per-class confs F1 {fresh['per_class_conf']['f1']:.3f}, lowest class recall "
               f"{min(fresh['per_class_conf']['recall_per_class'].values()):.3f}", flush=True)
-        results[key].update(fresh)
+        results[key].update(fresh, checkpoint=model.name)
         atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
+
+
+def checkpoints_on_val(results: dict, splits, args) -> None:
+    """Each finished recipe run's best.pt (lowest validation loss) and last.pt, scored on the validation
+    images only (the holdout is not touched): pooled F1 at the confidence best on those same images, mAP50,
+    and each class's AP50 and recall. Written to ``OUT/checkpoints_val.md`` (and ``.json``)."""
+    from rarespot.detect.evaluate import evaluate, operating_conf
+    from rarespot.detect.predict import TiledPredictor
+
+    rows = {}
+    for key in sorted(k for k in results if k.startswith("recipe/")):
+        run_dir = args.out / key
+        for which in ("best", "last"):
+            model, config = recipe_checkpoint(run_dir, which)
+            predictor = TiledPredictor(model, tile=config.tile_size, overlap=0.2, conf=0.001, imgsz=config.input_size,
+                                       device=args.device)
+            first = evaluate(predictor, splits["val"], progress=False)
+            val = evaluate(predictor, splits["val"], conf_for_prf=operating_conf(first), progress=False,
+                           predictions=first.predictions)
+            epoch = _checkpoint_epoch(run_dir, which)
+            rows[f"{key} {which}"] = {"epoch": epoch, "f1": val.f1, "map50": val.map50,
+                                      "ap50": {c.name: c.ap50 for c in val.per_class},
+                                      "recall": {c.name: c.recall for c in val.per_class}}
+            print(f"{key} {which}.pt (epoch {epoch}): validation F1 {val.f1:.3f} mAP50 {val.map50:.3f}", flush=True)
+    classes = list(splits["val"].class_names)
+    lines = [f"Recipe checkpoints on the {len(splits['val'])} validation images (the holdout untouched): pooled F1 at "
+             "the confidence best on these images, mAP50, AP50 and recall per class at that confidence.", "",
+             "| run | checkpoint | epoch | F1 (pooled) | mAP50 | " + " | ".join(f"{c} AP50 / R" for c in classes) + " |",
+             "|---|---|---|---|---|" + "---|" * len(classes)]
+    for name, r in rows.items():
+        key, which = name.split()
+        lines.append(f"| {key} | {which}.pt | {r['epoch']} | {r['f1']:.3f} | {r['map50']:.3f} | "
+                     + " | ".join(f"{r['ap50'][c]:.3f} / {r['recall'][c]:.2f}" for c in classes) + " |")
+    for which in ("best", "last"):
+        mine = [r for n, r in rows.items() if n.endswith(" " + which)]
+        if mine:
+            lines.append(f"| mean | {which}.pt | | {np.mean([r['f1'] for r in mine]):.3f} | {np.mean([r['map50'] for r in mine]):.3f} | "
+                         + " | ".join(f"{np.mean([r['ap50'][c] for r in mine]):.3f} / {np.mean([r['recall'][c] for r in mine]):.2f}"
+                                      for c in classes) + " |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    atomic_write_text(args.out / "checkpoints_val.md", text)
+    atomic_write_text(args.out / "checkpoints_val.json", json.dumps(rows, indent=2))
+
+
+def _checkpoint_epoch(run_dir: Path, which: str) -> int | None:
+    """The epoch a recipe checkpoint was saved at, from the run's metrics.csv (best = lowest validation loss)."""
+    from rarespot.detect.train import read_metrics_csv
+
+    rows = read_metrics_csv(run_dir / "train" / "metrics.csv")
+    if which == "last":
+        return int(rows[-1]["epoch"]) if rows else None
+    validated = [r for r in rows if not np.isnan(r["val_loss"])]
+    return int(min(validated, key=lambda r: r["val_loss"])["epoch"]) if validated else None
 
 
 def main() -> None:
@@ -148,6 +222,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="smoke test: this many images per split")
     parser.add_argument("--report-only", action="store_true", help="only write the tables and plot of OUT/results.json")
     parser.add_argument("--rescore", action="store_true", help="score the finished runs' checkpoints again, no training")
+    parser.add_argument("--checkpoint", choices=["best", "last"], default=None,
+                        help="with --rescore: score this recipe checkpoint (default: the one the run's config names)")
+    parser.add_argument("--checkpoints-on-val", action="store_true",
+                        help="compare each recipe run's best.pt and last.pt on the validation images only")
     args = parser.parse_args()
     if args.report_only:
         results_path = args.out / "results.json"
@@ -171,6 +249,9 @@ def main() -> None:
         rescore(results, splits, args)
         print_table(results, args.out)
         return
+    if args.checkpoints_on_val:
+        checkpoints_on_val(results, splits, args)
+        return
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
             key = f"{arm}/seed{seed}"
@@ -189,7 +270,7 @@ def main() -> None:
                 metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args)
             else:
                 raise SystemExit(f"unknown arm {arm}")
-            metrics.update(train_and_eval_s=round(time.perf_counter() - t0, 1), load_before=round(load, 2),
+            metrics.update(checkpoint=model.name, train_and_eval_s=round(time.perf_counter() - t0, 1), load_before=round(load, 2),
                            load_after=round(os.getloadavg()[0], 2), commit=_commit(),
                            machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")
             results[key] = metrics
@@ -223,11 +304,12 @@ def print_table(results: dict, out: Path | None = None) -> None:
     classes = list(next(iter(results.values()))["recall_per_class"]) if results else []
     lines = ["Operating point: one confidence, the one maximising pooled F1 on the validation images (pre-registered).", ""]
     lines += _tables(results, arms, classes)
-    lines += ["", "| run | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | load before/after | commit |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| run | checkpoint | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | load before/after | commit |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(results):
         r = results[key]
-        lines.append(f"| {key} | {r['f1']:.3f} | {r['f1_mean_class']:.3f} | {r['map50']:.3f} | "
+        checkpoint = r.get("checkpoint", "last.pt" if key.startswith("peer/") else "best.pt")  # rows before the field: these
+        lines.append(f"| {key} | {checkpoint} | {r['f1']:.3f} | {r['f1_mean_class']:.3f} | {r['map50']:.3f} | "
                      f"{min(r['recall_per_class'].values()):.3f} | {r['train_and_eval_s']:.0f} | "
                      f"{r['load_before']} / {r['load_after']} | {r['commit']} |")
     per_class = {k: r["per_class_conf"] for k, r in results.items() if "per_class_conf" in r}

@@ -125,6 +125,18 @@ def test_per_class_operating_points(dataset, tmp_path):
     assert operating_conf(target, per_class=True) == pytest.approx([0.9, 0.3])
 
 
+def test_predictions_of_an_earlier_result_are_rescored_without_inference(dataset):
+    first = evaluate(FakePredictor(), dataset, progress=False)
+    predictor = FakePredictor()
+    again = evaluate(predictor, dataset, conf_for_prf=[0.9, 0.3], progress=False, predictions=first.predictions)
+    assert predictor.seen_conf == []  # no image was predicted again
+    direct = evaluate(FakePredictor(), dataset, conf_for_prf=[0.9, 0.3], progress=False)
+    assert (again.tp, again.fp, again.fn, again.map50) == (direct.tp, direct.fp, direct.fn, direct.map50) == (3, 0, 0, direct.map50)
+    assert [(c.tp, c.fp, c.fn) for c in again.per_class] == [(c.tp, c.fp, c.fn) for c in direct.per_class]
+    with pytest.raises(ValueError, match="2 predictions given for the 3 images"):
+        evaluate(FakePredictor(), dataset, progress=False, predictions=first.predictions[:2])
+
+
 def test_per_class_conf_for_a_class_missing_from_calibration_warns(dataset):
     from rarespot.detect.train import MissingClassWarning
 

@@ -460,3 +460,23 @@ def test_thread_tuner_keeps_the_faster_count():
         assert ThreadTuner(1).candidates == [1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_run_model_is_the_checkpoint_the_config_names(tmp_path):
+    from rarespot.detect.train import RunResult
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "last.pt").write_bytes(b"last")
+
+    def run(**settings):
+        config = DetectTrainConfig(data=tmp_path, out=tmp_path, **settings)
+        return RunResult(tmp_path, weights / "best.pt", weights / "last.pt", ["a"], 2, None, None, {}, 1.0, config)
+
+    assert run().model == weights / "last.pt"  # no validation round ever ran: there is no best.pt
+    (weights / "best.pt").write_bytes(b"best")
+    assert run().model == weights / "best.pt"  # the default: lowest validation loss (seed 3.3)
+    assert run(model_checkpoint="last").model == weights / "last.pt"
+    assert load_config(packaged_config("xray-small"), data=tmp_path).model_checkpoint == "last"
+    with pytest.raises(ValueError, match="model_checkpoint"):
+        DetectTrainConfig(data=tmp_path, model_checkpoint="newest")

@@ -67,7 +67,8 @@ def train(
         cfg = load_config(config, **flags)
         result = run_training(cfg)
     best = "" if result.best_epoch is None else f", best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"
-    typer.echo(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s{best}\nbest: {result.best}\nrun: {result.run_dir}")
+    typer.echo(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s{best}\n"
+               f"model ({result.config.model_checkpoint}): {result.model}\nrun: {result.run_dir}")
 
 
 def _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_pass, batch, imgsz, device, backend,

@@ -122,6 +122,11 @@ class DetectTrainConfig(StrictModel):
     weight_decay: float = Field(0.0005, ge=0.0)
     val_every: int = Field(2, ge=1, description="validate every k epochs (seed: every other); always the last")
     patience: int = Field(50, ge=1, description="stop after this many epochs without a lower validation loss")
+    model_checkpoint: Literal["lowest_val_loss", "last"] = Field(
+        "lowest_val_loss",
+        description="the run's model: best.pt (lowest validation loss, seed 3.3) or last.pt (the end of the "
+        "learning-rate schedule; for short, time-budgeted runs where the last epochs still learn)",
+    )
     device: str | None = Field(None, description="cpu, 0, cuda:0 ... (default: first GPU if any, else cpu)")
     workers: int = Field(0, ge=0, description="dataloader workers (Ultralytics forces 0 on CPU)")
     threads: int | None = Field(

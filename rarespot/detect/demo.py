@@ -124,11 +124,11 @@ def run_demo(
     else:
         run = train_on_splits(config, splits, quiet=not progress)
     train_seconds = time.perf_counter() - t0
-    best = run.best if run.best.exists() else run.last
+    model = run.model
 
     console.rule("[bold]3/4 tiled evaluation on held-out scans")
     t0 = time.perf_counter()
-    evaluation, conf = evaluate_run(best, config, splits, out / "evaluation", progress)
+    evaluation, conf = evaluate_run(model, config, splits, out / "evaluation", progress)
     eval_seconds = time.perf_counter() - t0
     console.print(
         f"test F1 {evaluation.f1:.3f}  precision {evaluation.precision:.3f}  recall {evaluation.recall:.3f}  "

@@ -194,6 +194,7 @@ def evaluate(
     sweep_conf: float = 0.001,
     class_aware: bool = True,
     keep_predictions: bool = True,
+    predictions: Sequence | None = None,
 ) -> EvaluationResult:
     """Run ``predictor`` (a :class:`~rarespot.detect.predict.TiledPredictor`) over every
     image of ``dataset`` and score it against the annotations.
@@ -201,7 +202,9 @@ def evaluate(
     ``dataset.class_names`` and the model's classes must match one to one (same
     order) when ``class_aware``; with ``class_aware=False`` any box matches any
     object (the seed's class-agnostic protocol). ``conf_for_prf`` may give one
-    confidence per class (in the dataset's class order).
+    confidence per class (in the dataset's class order). ``predictions`` (the
+    ``predictions`` of an earlier result on the same dataset, made at the sweep
+    confidence) are scored again without inference, e.g. at another operating point.
     """
     from rarespot.detect.predict import check_image
     from rarespot.progress import progress_iter
@@ -213,6 +216,8 @@ def evaluate(
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
     if len(dataset) == 0:
         raise InputError(dataset.root, "the dataset has no images to evaluate")
+    if predictions is not None and len(predictions) != len(dataset):
+        raise ValueError(f"{len(predictions)} predictions given for the {len(dataset)} images of {dataset.root}")
     model_names = list(predictor.class_names)
     if class_aware and len(model_names) != dataset.num_classes:
         raise InputError(
@@ -231,18 +236,21 @@ def evaluate(
     thresholds = np.unique(np.round(np.append(COCO_IOU_THRESHOLDS, iou), 4))
     matches = DetectionMatches(dataset.num_classes if class_aware else 1, class_aware, thresholds)
     sweep = min(float(sweep_conf), float(getattr(predictor, "conf", sweep_conf)))
-    predictions, paths = [], []
+    given, predictions, paths = predictions, [], []
 
-    for record in progress_iter(dataset.records, progress, "evaluating"):
+    for i, record in enumerate(progress_iter(dataset.records, progress and given is None, "evaluating")):
         path = dataset.image_path(record)
-        image = read_image(path)
-        if image.shape[0] != record.height or image.shape[1] != record.width:
-            raise InputError(
-                path,
-                f"image is {image.shape[1]}x{image.shape[0]} but its annotation says {record.width}x{record.height}",
-            )
-        check_image(image, path)
-        dets = predictor.predict(image, conf=sweep)
+        if given is not None:
+            dets = given[i]
+        else:
+            image = read_image(path)
+            if image.shape[0] != record.height or image.shape[1] != record.width:
+                raise InputError(
+                    path,
+                    f"image is {image.shape[1]}x{image.shape[0]} but its annotation says {record.width}x{record.height}",
+                )
+            check_image(image, path)
+            dets = predictor.predict(image, conf=sweep)
         gt_labels = record.labels if class_aware else np.zeros(len(record.labels), dtype=np.int64)
         pred_labels = dets.labels if class_aware else np.zeros(len(dets.labels), dtype=np.int64)
         matches.add(dets.boxes, dets.scores, pred_labels, record.boxes, gt_labels)

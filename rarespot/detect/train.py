@@ -5,7 +5,7 @@ validation loss.
     >>> from rarespot.detect.config import load_config
     >>> from rarespot.detect.train import train
     >>> result = train(load_config("run.yaml", data="scans/", epochs=30, out="runs/exp"))
-    >>> result.best, result.best_epoch, result.best_val_loss
+    >>> result.model, result.best_epoch, result.best_val_loss   # model: best.pt or last.pt (model_checkpoint)
 
 Ultralytics does the optimisation; rarespot plugs in through its public classes
 only: :class:`rarespot.detect.trainer.TileTrainer` (a ``DetectionTrainer``) builds
@@ -18,7 +18,8 @@ collects the result.
 Run folder (``config.out``):
   config.yaml   the resolved DetectTrainConfig (what ``--resume`` reuses)
   split.json    class names and the exact train/val/test records
-  weights/      last.pt (every epoch), best.pt (lowest validation loss)
+  weights/      last.pt (every epoch), best.pt (lowest validation loss); the config's
+                model_checkpoint says which of the two is the run's model
   metrics.csv   one row per epoch; validation columns empty on skipped epochs
   loss.png      train and validation loss per epoch, best epoch marked
   val_per_class.csv  instances, precision, recall and AP50 per class per validation round
@@ -80,6 +81,14 @@ class RunResult:
     seconds: float
     config: DetectTrainConfig
     splits: dict[str, DetectionDataset] = field(default_factory=dict, repr=False)
+
+    @property
+    def model(self) -> Path:
+        """The checkpoint the config names as the run's model (``model_checkpoint``): best.pt, or last.pt
+        when asked for or when no validation round ever ran."""
+        if self.config.model_checkpoint == "last" or not self.best.exists():
+            return self.last
+        return self.best
 
     @property
     def test(self) -> DetectionDataset | None:

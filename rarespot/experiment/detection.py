@@ -171,7 +171,7 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
         config = load_config(None, **settings, out=job.run_dir / "train", exist_ok=True)
         splits = remap_splits(prepare_splits(job.plan, job.out_dir), config.remap)
         result = train_on_splits(config, splits, quiet=True)
-        model, seconds = result.best, result.seconds
+        model, seconds = result.model, result.seconds
     val, test = splits["val"], splits["test"]
     predictor = make_predictor(job, model, config, [val, test])
     val_result = evaluate(predictor, val, progress=False, keep_predictions=False)
