@@ -142,7 +142,7 @@ def test_cli_train_on_a_yolo_folder(tmp_path):
         "--set", "warmup_epochs=0", "--set", "val_every=1",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "best:" in proc.stdout and (out / "weights" / "best.pt").is_file()
+    assert f"model (lowest_val_loss): {out / 'weights' / 'best.pt'}" in proc.stdout and (out / "weights" / "best.pt").is_file()
     saved = load_saved_splits(out)
     assert saved["train"].class_names == ["object"]
     assert sum(len(saved[s]) for s in ("train", "val", "test")) == 6 and len(saved["test"]) >= 1
