@@ -396,6 +396,7 @@ class ScanWorker:
                 inference = inference.replace(threads=max(1, int(self.spec["cpus"])))
             self.predictor = _load_predictor(model, inference)
             self.class_names = list(self.predictor.class_names)
+            self.spec["flag"].check(self.class_names, self.spec.get("model_path"))
         except Exception as exc:
             return {"error": _as_driver_file(exc, self.scratch, self.spec.get("model_path"))}
         chosen = getattr(getattr(self.predictor, "backend", None), "runtime", None)
@@ -425,7 +426,7 @@ class ScanWorker:
                     path.unlink(missing_ok=True)
 
             out.append(_screen_one(name, load, self.predictor, self.class_names, self.spec["conf"],
-                                   self.spec["flag_conf"], self.spec["thumb_px"]))
+                                   self.spec["flag"], self.spec["thumb_px"]))
         return out
 
 
@@ -438,7 +439,7 @@ def gpus_of_device(device: str | None) -> float:
 
 
 @contextmanager
-def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *, conf: float, flag_conf: float,
+def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *, conf: float, flag,
                   thumb_px: int, inference: InferenceSettings):
     """Yields ``(outcomes, label)``: the outcome of each scan of ``todo``, in its order, screened on Ray
     (see :func:`rarespot.detect.screen_batch._screen_one`), and a progress label."""
@@ -452,7 +453,7 @@ def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *,
     cpus = settings.cpus_per_worker
     gpus = settings.gpus_per_worker if settings.gpus_per_worker is not None else min(
         1.0, gpus_of_device(inference.device))
-    spec = {"inference": inference, "conf": conf, "flag_conf": flag_conf,
+    spec = {"inference": inference, "conf": conf, "flag": flag,
             "thumb_px": thumb_px, "cpus": cpus, "model_path": str(model) if isinstance(model, (str, Path)) else None}
     with connected(settings) as ray:
         size = _pool_size(ray, settings, cpus, gpus, len(todo))

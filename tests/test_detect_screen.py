@@ -449,3 +449,38 @@ def test_cli_interrupt_prints_the_resume_hint(tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert "interrupted after 0 of 4 scans" in result.output and "again to resume" in result.output
     assert "Traceback" not in result.output
+
+
+def test_per_class_flag_confidences(tmp_path):
+    # Knife boxes score 0.9 x brightness, gun boxes 0.6 x: a_bright 0.9 / 0.6, b_mid 0.6 / 0.4, c_dim 0.3 / 0.2.
+    src = make_folder(tmp_path)
+    predictor = FakePredictor(base_scores=(0.9, 0.6), scale_by_brightness=True)
+
+    def flagged(out, **flags):
+        screen_folder(src, predictor, tmp_path / out, conf=0.15, progress=False, **flags)
+        return sorted(r["file"] for r in read_csv(tmp_path / out / "screen.csv") if r["flagged"] == "1")
+
+    assert flagged("one", flag_conf=0.5) == ["a_bright.png", "day2/b_mid.tif"]
+    # A rare class that scores low flags its scan at its own confidence (c_dim's gun at 0.2) ...
+    assert flagged("low", flag_conf=0.5, flag_class_conf={"gun": 0.2}) == ["a_bright.png", "c_dim.png", "day2/b_mid.tif"]
+    # ... and a class held to a higher one no longer flags by itself (b_mid's knife at 0.6 < 0.95).
+    assert flagged("high", flag_conf=0.5, flag_class_conf={"knife": 0.95}) == ["a_bright.png"]
+    sheet = (tmp_path / "low" / "contact_sheet.html").read_text()
+    assert "3 flagged</b> (a box at its class&#x27;s flag confidence: gun 0.2; any other class 0.5)" in sheet
+    assert json.loads((tmp_path / "low" / "screen.json").read_text())["flag_class_conf"] == {"gun": 0.2}
+    assert "flag_class_conf" not in json.loads((tmp_path / "one" / "screen.json").read_text())  # earlier runs resume
+
+    with pytest.raises(RarespotError, match="different flag_class_conf"):
+        screen_folder(src, predictor, tmp_path / "low", conf=0.15, flag_conf=0.5, flag_class_conf={"gun": 0.3})
+    with pytest.raises(InputError, match=r"flag confidences name \['Gun'\], which the model does not have"):
+        screen_folder(src, predictor, tmp_path / "typo", conf=0.15, flag_conf=0.5, flag_class_conf={"Gun": 0.2})
+    assert flagged("typo", flag_conf=0.5, flag_class_conf={"gun": 0.2})[1] == "c_dim.png"  # fixed, no --restart needed
+    with pytest.raises(ValueError, match=r"flag confidence of gun \(0.1\) is below conf \(0.15\)"):
+        screen_folder(src, predictor, tmp_path / "under", conf=0.15, flag_conf=0.5, flag_class_conf={"gun": 0.1})
+
+    from rarespot.cli import app
+
+    bad = CliRunner().invoke(app, ["detect", "batch", str(src), "--model", str(tmp_path / "m.pt"), "--conf", "0.3",
+                                   "--flag-class-conf", "gun=0.2"])
+    said = " ".join(bad.output.replace("│", " ").split())  # rich wraps the message in a box
+    assert bad.exit_code == 2 and "--flag-class-conf" in said and "flag confidence of gun (0.2) is below conf (0.3)" in said

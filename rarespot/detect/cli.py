@@ -329,6 +329,12 @@ def batch(
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default ./screen_SOURCENAME)."),
     conf: float = typer.Option(0.25, help="Drop boxes below this confidence."),
     flag_conf: float = typer.Option(0.5, help="Flag a scan when its most confident box reaches this."),
+    flag_class_conf: str = typer.Option(
+        None, "--flag-class-conf",
+        help="Flag a scan when a box of a named class reaches that class's own confidence (other classes: --flag-conf): "
+             "NAME=CONF,... or the metrics.json of `detect evaluate --calibrate-on val --per-class-conf`. Each must be "
+             "at least --conf.",
+    ),
     tile: int = typer.Option(512, help="Tile size for tiled inference."),
     overlap: float = typer.Option(0.2, help="Tile overlap fraction."),
     device: str = typer.Option("cpu", help="Inference device, e.g. cpu or 0."),
@@ -355,12 +361,16 @@ def batch(
     import shlex
     import sys
 
-    from rarespot.detect.screen_batch import ScreenInterrupted, screen_folder
-    from rarespot.detect.settings import InferenceSettings
+    from rarespot.detect.screen_batch import FlagRule, ScreenInterrupted, screen_folder
+    from rarespot.detect.settings import InferenceSettings, class_conf_from
     from rarespot.ray_backend import settings_from_cli
 
-    if flag_conf < conf:
-        raise typer.BadParameter(f"--flag-conf ({flag_conf}) must be at least --conf ({conf})", param_hint="--flag-conf")
+    per_class_flag = class_conf_from(flag_class_conf) if flag_class_conf is not None else None
+    try:  # before any scan is read
+        FlagRule.of(flag_conf, per_class_flag, conf)
+    except ValueError as exc:
+        hint = "--flag-conf" if per_class_flag is None or flag_conf < conf else "--flag-class-conf"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
     out = out or Path(f"screen_{source.resolve().name or 'scans'}")
     on_ray = settings_from_cli(ray, workers, shared_disk=shared_disk)
     settings = InferenceSettings.from_options(
@@ -368,8 +378,8 @@ def batch(
     )
     try:
         result = screen_folder(
-            source, model, out, settings=settings, flag_conf=flag_conf, restart=restart, retry_errors=retry_errors,
-            ray=on_ray,
+            source, model, out, settings=settings, flag_conf=flag_conf, flag_class_conf=per_class_flag, restart=restart,
+            retry_errors=retry_errors, ray=on_ray,
         )
     except ScreenInterrupted as stop:
         # The same command resumes (without --restart, which would throw the finished scans away).

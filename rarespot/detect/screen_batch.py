@@ -15,6 +15,11 @@
   files that could not be read, with their error;
 - ``screen.json``: the settings of the run; a resume with different settings is refused.
 
+A scan is flagged when its most confident box reaches ``flag_conf``, or, with
+``flag_class_conf``, when a box of a named class reaches that class's own confidence (for
+example those ``rarespot detect evaluate --per-class-conf`` chose on validation scans, which
+let a rare class that scores low still flag its scan): :class:`FlagRule`.
+
 A scan with nothing to inspect (all background, :mod:`rarespot.detect.foreground`) gets a row
 with no detections and ``note`` saying so; it is not an error. ``tiles_inspected`` of ``tiles``
 went to the network.
@@ -74,6 +79,46 @@ class ScreenInterrupted(KeyboardInterrupt):
             f"; add --retry-errors to try the {self.n_errors} scans that could not be read again" if self.n_errors else ""
         )
         return f"interrupted after {self.done} of {self.total} scans; run {again} again to resume{retry}"
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """When a scan is flagged: a box of a class named in ``per_class`` reaches that class's
+    confidence, or a box of any other class reaches ``conf``."""
+
+    conf: float = 0.5
+    per_class: tuple[tuple[str, float], ...] = ()  # (class name, confidence); a tuple, so the rule pickles and compares
+
+    @classmethod
+    def of(cls, flag_conf: float, flag_class_conf: dict[str, float] | None = None, conf: float = 0.0) -> FlagRule:
+        """The rule, checked against the box threshold ``conf``: a flag confidence under it would never be reached."""
+        per_class = tuple((str(name), float(c)) for name, c in (flag_class_conf or {}).items())
+        for name, c in (("flag_conf", flag_conf), *per_class):
+            if not 0.0 <= c <= 1.0:
+                raise ValueError(f"flag confidence of {name} ({c}) must lie in [0, 1]")
+            if c < conf:
+                raise ValueError(f"flag confidence of {name} ({c}) is below conf ({conf}): boxes under conf are "
+                                 "never seen; lower conf")
+        return cls(float(flag_conf), per_class)
+
+    def threshold(self, class_name: str) -> float:
+        return dict(self.per_class).get(class_name, self.conf)
+
+    def flags(self, records: Sequence[dict]) -> bool:
+        return any(r["score"] >= self.threshold(r["class_name"]) for r in records)
+
+    def check(self, class_names: Sequence[str], model=None) -> None:
+        """A class name the model does not have is an error (a typo would silently never flag)."""
+        unknown = sorted({name for name, _ in self.per_class} - set(class_names))
+        if unknown:
+            raise InputError(model, f"flag confidences name {unknown}, which the model does not have "
+                                    f"(its classes: {list(class_names)})")
+
+    def describe(self) -> str:
+        if not self.per_class:
+            return f"top box ≥ {self.conf:g}"
+        named = ", ".join(f"{name} {c:g}" for name, c in self.per_class)
+        return f"a box at its class's flag confidence: {named}; any other class {self.conf:g}"
 
 
 @dataclass
@@ -244,6 +289,7 @@ def screen_folder(
     *,
     conf: float | None = None,
     flag_conf: float = 0.5,
+    flag_class_conf: dict[str, float] | None = None,
     restart: bool = False,
     retry_errors: bool = False,
     thumb_px: int = 384,
@@ -261,6 +307,8 @@ def screen_folder(
     conf: boxes below this are dropped; a scan's ``n_detections`` counts the rest. Default: the
         settings' ``conf`` (0.25); given, it is the predictor's threshold too.
     flag_conf: a scan is flagged when its most confident box reaches this.
+    flag_class_conf: class name -> its own flag confidence (the others keep ``flag_conf``); e.g.
+        :func:`rarespot.detect.settings.class_conf_from` of a ``detect evaluate --per-class-conf`` metrics.json.
     restart: forget an earlier run in ``out_dir`` instead of resuming it.
     retry_errors: on resume, screen again the scans whose rows hold an error (e.g. a
         file that was still being copied), instead of keeping those rows.
@@ -270,10 +318,9 @@ def screen_folder(
     """
     settings = settings or InferenceSettings()
     conf = settings.conf if conf is None else conf
-    if not 0.0 <= conf <= 1.0 or not 0.0 <= flag_conf <= 1.0:
-        raise ValueError(f"conf ({conf}) and flag_conf ({flag_conf}) must lie in [0, 1]")
-    if flag_conf < conf:
-        raise ValueError(f"flag_conf ({flag_conf}) is below conf ({conf}): boxes under conf are never seen")
+    if not 0.0 <= conf <= 1.0:
+        raise ValueError(f"conf ({conf}) must lie in [0, 1]")
+    flag = FlagRule.of(flag_conf, flag_class_conf, conf)
     settings = settings.replace(**predictor_options, conf=conf)
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -288,6 +335,7 @@ def screen_folder(
         "model": str(Path(model_file).resolve()) if model_file else "(predictor object)",
         "conf": conf,
         "flag_conf": flag_conf,
+        **({"flag_class_conf": dict(flag.per_class)} if flag.per_class else {}),  # absent, as in earlier runs, when unused
         # The settings given (besides conf), as the keyword options of earlier versions: their runs resume.
         "predictor_options": {k: str(v) for k, v in settings.given("conf").items()},
     }
@@ -295,8 +343,8 @@ def screen_folder(
         for path in (csv_path, jsonl_path, meta_path):
             path.unlink(missing_ok=True)
         shutil.rmtree(out_dir / THUMB_DIR, ignore_errors=True)
-    elif meta_path.exists():
-        old = json.loads(meta_path.read_text())
+    elif meta_path.exists() and _read_done_rows(csv_path):  # a run that screened nothing yet (say, a typo
+        old = json.loads(meta_path.read_text())              # in a class name stopped it) holds nothing to protect
         changed = [k for k in meta if old.get(k) != meta[k]]
         if changed:
             raise RarespotError(
@@ -318,23 +366,24 @@ def screen_folder(
         try:
             if ray is None:
                 predictor = _load_predictor(model, settings)
+                flag.check(predictor.class_names, model_file)
                 started = time.perf_counter()
-                outcomes = _screen_here(todo, predictor, conf, flag_conf, thumb_px)
+                outcomes = _screen_here(todo, predictor, conf, flag, thumb_px)
                 _write_outcomes(outcomes, len(todo), out_dir, csv_path, jsonl_path, progress)
             else:
                 from rarespot.ray_backend import screen_on_ray
 
-                with screen_on_ray(todo, model, ray, conf=conf, flag_conf=flag_conf, thumb_px=thumb_px,
+                with screen_on_ray(todo, model, ray, conf=conf, flag=flag, thumb_px=thumb_px,
                                    inference=settings) as (outcomes, label):
                     started = time.perf_counter()
                     _write_outcomes(outcomes, len(todo), out_dir, csv_path, jsonl_path, progress, label=label)
         except KeyboardInterrupt:
             rows = _read_done_rows(csv_path)
-            write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag_conf=flag_conf)
+            write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag=flag)
             raise ScreenInterrupted(len(rows), len(files), sum(bool(r["error"]) for r in rows), out_dir) from None
 
     rows = _read_done_rows(csv_path)
-    sheet_path = write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag_conf=flag_conf)
+    sheet_path = write_contact_sheet(out_dir, rows, source=Path(source), conf=conf, flag=flag)
     return ScreenResult(
         csv_path=csv_path,
         sheet_path=sheet_path,
@@ -362,14 +411,14 @@ def _load_scan(path: Path, prepare, read_image, decoder_messages):
     return image, (prepare(image) if prepare is not None else None)
 
 
-def _screen_one(name: str, load, predictor, class_names, conf: float, flag_conf: float, thumb_px: int):
+def _screen_one(name: str, load, predictor, class_names, conf: float, flag: FlagRule, thumb_px: int):
     """One scan's outcome, nothing written: ``(name, row, records, thumbnail PNG bytes or None)``.
 
     ``load()`` returns ``(image, prepared)`` or raises (an unreadable file becomes a row with its error).
     Ray workers screen scan by scan with this; here, :func:`_screen_here` streams the scans through
     the network and builds the same outcomes with :func:`_outcome`.
     """
-    return _outcome(name, *_load_and_predict(load, predictor), class_names, conf, flag_conf, thumb_px)
+    return _outcome(name, *_load_and_predict(load, predictor), class_names, conf, flag, thumb_px)
 
 
 def _load_and_predict(load, predictor) -> tuple:
@@ -383,7 +432,7 @@ def _load_and_predict(load, predictor) -> tuple:
     return image, dets
 
 
-def _outcome(name: str, image, dets, class_names, conf: float, flag_conf: float, thumb_px: int):
+def _outcome(name: str, image, dets, class_names, conf: float, flag: FlagRule, thumb_px: int):
     """``(name, row, records, thumbnail PNG bytes or None)`` of one scan's detections (or of the
     exception its reading or prediction raised)."""
     from rarespot.io.images import encode_image
@@ -397,7 +446,7 @@ def _outcome(name: str, image, dets, class_names, conf: float, flag_conf: float,
         info = getattr(dets, "info", None) or {}
         records = detections_to_records(dets, class_names, min_score=conf)
         top = records[0]["score"] if records else 0.0
-        flagged = bool(records) and top >= flag_conf
+        flagged = flag.flags(records)
         thumb = encode_image(_thumbnail(image, records, class_names, thumb_px, render_overlay)) if flagged else None
         row.update(
             n_detections=len(records), max_confidence=f"{top:.5f}" if records else "", flagged=int(flagged),
@@ -411,7 +460,7 @@ def _outcome(name: str, image, dets, class_names, conf: float, flag_conf: float,
     return name, row, [], None
 
 
-def _screen_here(todo, predictor, conf, flag_conf, thumb_px):
+def _screen_here(todo, predictor, conf, flag: FlagRule, thumb_px):
     """Outcomes of ``todo`` in order, screened in this process; the next scans are read and
     prepared in a background thread meanwhile."""
     from collections import deque
@@ -435,7 +484,7 @@ def _screen_here(todo, predictor, conf, flag_conf, thumb_px):
         for _ in range(PREFETCH):
             queue_next()
         for (path, name), image, dets in _predictions(predictor, pending, queue_next):
-            yield _outcome(name, image, dets, class_names, conf, flag_conf, thumb_px)
+            yield _outcome(name, image, dets, class_names, conf, flag, thumb_px)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -495,7 +544,7 @@ def _write_outcomes(outcomes, total: int, out_dir, csv_path, jsonl_path, progres
             bar.advance()
 
 
-def write_contact_sheet(out_dir: Path, rows: Iterable[dict], source: Path, conf: float, flag_conf: float) -> Path:
+def write_contact_sheet(out_dir: Path, rows: Iterable[dict], source: Path, conf: float, flag: FlagRule) -> Path:
     """The HTML page of flagged scans (most confident first, thumbnails with boxes) and unreadable files."""
     rows = list(rows)
     flagged = sorted((r for r in rows if r["flagged"] == "1"), key=lambda r: -float(r["max_confidence"] or 0))
@@ -523,7 +572,7 @@ td, th {{ border: 1px solid #444; padding: 3px 8px; text-align: left; }}
 .muted {{ color: #9aa0a8; }}
 </style></head><body>
 <h1>Screening of {esc(str(source))}</h1>
-<p class="muted">{len(rows)} scans · <b>{len(flagged)} flagged</b> (top box ≥ {flag_conf:g}) ·
+<p class="muted">{len(rows)} scans · <b>{len(flagged)} flagged</b> ({esc(flag.describe())}) ·
 {len(errors)} unreadable · boxes shown ≥ {conf:g} · predictions in green · full results in {CSV_NAME}</p>
 <h2>Flagged scans, most confident first</h2>
 <div class="grid">{''.join(cards) or '<p>No scan reached the flag threshold.</p>'}</div>
