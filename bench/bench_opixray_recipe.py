@@ -90,27 +90,27 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
     tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
     predictor = TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
     val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
-    metrics, boxes = {}, None
-    for name, conf, folder in [("pooled", operating_conf(val), "test_eval"),
-                               ("per_class", operating_conf(val, per_class=True), "test_eval_per_class_conf")]:
-        test = evaluate(predictor, splits["test"], conf_for_prf=conf, progress=True, predictions=boxes)
-        boxes = test.predictions  # the second operating point re-scores the same boxes
-        write_evaluation_report(test, run_dir / folder)
-        present = [c for c in test.per_class if c.support > 0]
-        summary = {
-            "precision": test.precision, "recall": test.recall, "f1": test.f1,
-            "precision_mean_class": float(np.mean([c.precision for c in present])),
-            "recall_mean_class": float(np.mean([c.recall for c in present])),
-            "f1_mean_class": float(np.mean([c.f1 for c in present])),
-            "map50": test.map50, "map50_95": test.map50_95, "conf": conf,
-            "recall_per_class": {c.name: c.recall for c in test.per_class},
-            "support_per_class": {c.name: c.support for c in test.per_class},
-        }
-        if name == "pooled":
-            metrics.update(summary)
-        else:
-            metrics["per_class_conf"] = summary
-    return metrics
+    pooled_conf, class_conf = operating_conf(val), operating_conf(val, per_class=True)
+    test = evaluate(predictor, splits["test"], conf_for_prf=pooled_conf, progress=True)
+    per_class = evaluate(predictor, splits["test"], conf_for_prf=class_conf, progress=False,
+                         predictions=test.predictions)  # the same boxes, at the second operating point
+    write_evaluation_report(test, run_dir / "test_eval")
+    write_evaluation_report(per_class, run_dir / "test_eval_per_class_conf")
+    return {**summary(test, pooled_conf), "per_class_conf": summary(per_class, class_conf)}
+
+
+def summary(test, conf) -> dict:
+    """One operating point's numbers for results.json: pooled and class-mean P/R/F1, mAP, recall per class."""
+    present = [c for c in test.per_class if c.support > 0]
+    return {
+        "precision": test.precision, "recall": test.recall, "f1": test.f1,
+        "precision_mean_class": float(np.mean([c.precision for c in present])),
+        "recall_mean_class": float(np.mean([c.recall for c in present])),
+        "f1_mean_class": float(np.mean([c.f1 for c in present])),
+        "map50": test.map50, "map50_95": test.map50_95, "conf": conf,
+        "recall_per_class": {c.name: c.recall for c in test.per_class},
+        "support_per_class": {c.name: c.support for c in test.per_class},
+    }
 
 
 def recipe_checkpoint(run_dir: Path, which: str | None = None):
