@@ -160,6 +160,7 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
     and each class's AP50 and recall. Written to ``OUT/checkpoints_val.md`` (and ``.json``)."""
     from rarespot.detect.evaluate import evaluate, operating_conf
     from rarespot.detect.predict import TiledPredictor
+    from rarespot.detect.train import collect_result
 
     rows = {}
     for key in sorted(k for k in results if k.startswith("recipe/")):
@@ -171,7 +172,8 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
             first = evaluate(predictor, splits["val"], progress=False)
             val = evaluate(predictor, splits["val"], conf_for_prf=operating_conf(first), progress=False,
                            predictions=first.predictions)
-            epoch = _checkpoint_epoch(run_dir, which)
+            run = collect_result(run_dir / "train", config, splits, 0.0)  # its metrics.csv: which epoch is which
+            epoch = run.best_epoch if which == "best" else run.epochs_run
             rows[f"{key} {which}"] = {"epoch": epoch, "f1": val.f1, "map50": val.map50,
                                       "ap50": {c.name: c.ap50 for c in val.per_class},
                                       "recall": {c.name: c.recall for c in val.per_class}}
@@ -195,17 +197,6 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
     print("\n" + text)
     atomic_write_text(args.out / "checkpoints_val.md", text)
     atomic_write_text(args.out / "checkpoints_val.json", json.dumps(rows, indent=2))
-
-
-def _checkpoint_epoch(run_dir: Path, which: str) -> int | None:
-    """The epoch a recipe checkpoint was saved at, from the run's metrics.csv (best = lowest validation loss)."""
-    from rarespot.detect.train import read_metrics_csv
-
-    rows = read_metrics_csv(run_dir / "train" / "metrics.csv")
-    if which == "last":
-        return int(rows[-1]["epoch"]) if rows else None
-    validated = [r for r in rows if not np.isnan(r["val_loss"])]
-    return int(min(validated, key=lambda r: r["val_loss"])["epoch"]) if validated else None
 
 
 def main() -> None:
