@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from rarespot.errors import InputError, RarespotError
 
 if TYPE_CHECKING:  # the CLI imports this module: no pydantic or numpy at import time
+    from rarespot.detect.screen_batch import FlagRule
     from rarespot.detect.settings import InferenceSettings
 
 INSTALL_HINT = "pip install 'rarespot[ray]'"
@@ -439,7 +440,7 @@ def gpus_of_device(device: str | None) -> float:
 
 
 @contextmanager
-def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *, conf: float, flag,
+def screen_on_ray(todo: list[tuple[Path, str]], model, settings: RaySettings, *, conf: float, flag: FlagRule,
                   thumb_px: int, inference: InferenceSettings):
     """Yields ``(outcomes, label)``: the outcome of each scan of ``todo``, in its order, screened on Ray
     (see :func:`rarespot.detect.screen_batch._screen_one`), and a progress label."""
