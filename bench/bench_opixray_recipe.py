@@ -84,11 +84,8 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
     """The holdout metrics at the confidence chosen on validation (the pre-registered operating point),
     and under ``per_class_conf`` the same at one confidence per class, also chosen on validation."""
     from rarespot.detect.evaluate import evaluate, operating_conf, write_evaluation_report
-    from rarespot.detect.predict import TiledPredictor
 
-    side = max(max(r.width, r.height) for s in ("val", "test") for r in splits[s].records)
-    tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
-    predictor = TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
+    predictor = make_predictor(model, splits, imgsz, full_image, tile, args)
     val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
     pooled_conf, class_conf = operating_conf(val), operating_conf(val, per_class=True)
     test = evaluate(predictor, splits["test"], conf_for_prf=pooled_conf, progress=True)
@@ -97,6 +94,15 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
     write_evaluation_report(test, run_dir / "test_eval")
     write_evaluation_report(per_class, run_dir / "test_eval_per_class_conf")
     return {**summary(test, pooled_conf), "per_class_conf": summary(per_class, class_conf)}
+
+
+def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int, args):
+    """The evaluator's predictor: whole images for a full-image model, else its tile size with 20% overlap."""
+    from rarespot.detect.predict import TiledPredictor
+
+    side = max(max(r.width, r.height) for s in ("val", "test") for r in splits[s].records)
+    tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
+    return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
 
 
 def summary(test, conf) -> dict:
@@ -124,9 +130,10 @@ def recipe_checkpoint(run_dir: Path, which: str | None = None):
 
 
 def rescore(results: dict, splits, args) -> None:
-    """Score finished runs' checkpoints again, in place, at both operating points. With the checkpoint scored
-    before, the pre-registered numbers must come back unchanged (the evaluation is deterministic; a change is
-    printed); ``--checkpoint`` scores the recipe's other one instead, and the row records which."""
+    """Score finished runs' checkpoints again, in place, at both operating points. By default each run's
+    checkpoint scored before, whose pre-registered numbers must come back unchanged (the evaluation is
+    deterministic; a change is printed); ``--checkpoint`` scores the recipe's other one instead, and the row
+    records which."""
     arms = {a.strip() for a in args.arms.split(",") if a.strip()}
     for key in sorted(results):
         arm, seed = key.split("/")
@@ -136,7 +143,8 @@ def rescore(results: dict, splits, args) -> None:
         if arm == "peer":
             model, imgsz, full_image, tile = run_dir / "train" / "weights" / "last.pt", args.peer_imgsz, True, 0
         else:
-            model, config = recipe_checkpoint(run_dir, args.checkpoint)
+            scored = results[key].get("checkpoint", "").removesuffix(".pt") or None  # by default, the one scored before
+            model, config = recipe_checkpoint(run_dir, args.checkpoint or scored)
             imgsz, full_image, tile = config.input_size, config.full_image, config.tile_size
         if not model.is_file():
             raise SystemExit(f"{model}: the checkpoint of {key} is gone; cannot rescore it")
@@ -159,7 +167,6 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
     images only (the holdout is not touched): pooled F1 at the confidence best on those same images, mAP50,
     and each class's AP50 and recall. Written to ``OUT/checkpoints_val.md`` (and ``.json``)."""
     from rarespot.detect.evaluate import evaluate, operating_conf
-    from rarespot.detect.predict import TiledPredictor
     from rarespot.detect.train import collect_result
 
     rows = {}
@@ -167,8 +174,7 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
         run_dir = args.out / key
         for which in ("best", "last"):
             model, config = recipe_checkpoint(run_dir, which)
-            predictor = TiledPredictor(model, tile=config.tile_size, overlap=0.2, conf=0.001, imgsz=config.input_size,
-                                       device=args.device)
+            predictor = make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args)
             first = evaluate(predictor, splits["val"], progress=False)
             val = evaluate(predictor, splits["val"], conf_for_prf=operating_conf(first), progress=False,
                            predictions=first.predictions)
@@ -214,7 +220,8 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="only write the tables and plot of OUT/results.json")
     parser.add_argument("--rescore", action="store_true", help="score the finished runs' checkpoints again, no training")
     parser.add_argument("--checkpoint", choices=["best", "last"], default=None,
-                        help="with --rescore: score this recipe checkpoint (default: the one the run's config names)")
+                        help="with --rescore: score this recipe checkpoint (default: the one scored before, else the one "
+                             "the run's config names)")
     parser.add_argument("--checkpoints-on-val", action="store_true",
                         help="compare each recipe run's best.pt and last.pt on the validation images only")
     args = parser.parse_args()
