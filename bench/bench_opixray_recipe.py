@@ -119,14 +119,16 @@ def summary(test, conf) -> dict:
     }
 
 
-def recipe_checkpoint(run_dir: Path, which: str | None = None):
-    """(checkpoint path, the run's config) of a finished recipe run: the one its config names, or ``which``
-    ("best" = lowest validation loss, "last")."""
+def recipe_checkpoint(run_dir: Path, splits, which: str | None = None):
+    """(checkpoint path, the run's config, its RunResult) of a finished recipe run: the run's model (the
+    checkpoint its config names), or ``which`` ("best" = lowest validation loss, "last")."""
     from rarespot.detect.config import load_config
+    from rarespot.detect.train import collect_result
 
     config = load_config(run_dir / "train" / "config.yaml")  # the run's own settings
-    which = which or ("last" if config.model_checkpoint == "last" else "best")
-    return run_dir / "train" / "weights" / f"{which}.pt", config
+    run = collect_result(run_dir / "train", config, splits, 0.0)  # its metrics.csv: which epoch is which
+    model = {None: run.model, "best": run.best, "last": run.last}[which]
+    return model, config, run
 
 
 def rescore(results: dict, splits, args) -> None:
@@ -144,7 +146,7 @@ def rescore(results: dict, splits, args) -> None:
             model, imgsz, full_image, tile = run_dir / "train" / "weights" / "last.pt", args.peer_imgsz, True, 0
         else:
             scored = results[key].get("checkpoint", "").removesuffix(".pt") or None  # by default, the one scored before
-            model, config = recipe_checkpoint(run_dir, args.checkpoint or scored)
+            model, config, _ = recipe_checkpoint(run_dir, splits, args.checkpoint or scored)
             imgsz, full_image, tile = config.input_size, config.full_image, config.tile_size
         if not model.is_file():
             raise SystemExit(f"{model}: the checkpoint of {key} is gone; cannot rescore it")
@@ -167,18 +169,16 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
     images only (the holdout is not touched): pooled F1 at the confidence best on those same images, mAP50,
     and each class's AP50 and recall. Written to ``OUT/checkpoints_val.md`` (and ``.json``)."""
     from rarespot.detect.evaluate import evaluate, operating_conf
-    from rarespot.detect.train import collect_result
 
     rows = {}
     for key in sorted(k for k in results if k.startswith("recipe/")):
         run_dir = args.out / key
         for which in ("best", "last"):
-            model, config = recipe_checkpoint(run_dir, which)
+            model, config, run = recipe_checkpoint(run_dir, splits, which)
             predictor = make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args)
             first = evaluate(predictor, splits["val"], progress=False)
             val = evaluate(predictor, splits["val"], conf_for_prf=operating_conf(first), progress=False,
                            predictions=first.predictions)
-            run = collect_result(run_dir / "train", config, splits, 0.0)  # its metrics.csv: which epoch is which
             epoch = run.best_epoch if which == "best" else run.epochs_run
             rows[f"{key} {which}"] = {"epoch": epoch, "f1": val.f1, "map50": val.map50,
                                       "ap50": {c.name: c.ap50 for c in val.per_class},

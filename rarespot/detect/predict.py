@@ -27,7 +27,7 @@ from rarespot.detect.backends import DetectionBackend, load_backend, runnable_mo
 from rarespot.detect.foreground import ALL_BACKGROUND, find_foreground
 from rarespot.detect.merge import merge_detections
 from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
-from rarespot.detect.settings import InferenceSettings
+from rarespot.detect.settings import InferenceSettings, check_class_names
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.atomic import ensure_writable_dir
 from rarespot.progress import progress_iter
@@ -185,9 +185,7 @@ class TiledPredictor:
         if not class_conf:
             return None
         names = self.class_names
-        unknown = sorted(set(class_conf) - set(names))
-        if unknown:
-            raise InputError(self.model_path, f"class_conf names {unknown}, which the model does not have (its classes: {names})")
+        check_class_names(class_conf, names, self.model_path)
         return np.array([class_conf.get(name, self.conf) for name in names], dtype=np.float64)
 
     def input_warning(self, image: np.ndarray) -> str | None:

@@ -51,7 +51,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from rarespot.detect.predict import detections_to_records
-from rarespot.detect.settings import InferenceSettings
+from rarespot.detect.settings import InferenceSettings, check_class_names
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.images import IMAGE_SUFFIXES
 from rarespot.io.atomic import atomic_write_bytes
@@ -109,10 +109,7 @@ class FlagRule:
 
     def check(self, class_names: Sequence[str], model=None) -> None:
         """A class name the model does not have is an error (a typo would silently never flag)."""
-        unknown = sorted({name for name, _ in self.per_class} - set(class_names))
-        if unknown:
-            raise InputError(model, f"flag confidences name {unknown}, which the model does not have "
-                                    f"(its classes: {list(class_names)})")
+        check_class_names([name for name, _ in self.per_class], class_names, model, "flag confidences name")
 
     def describe(self) -> str:
         if not self.per_class:

@@ -106,6 +106,16 @@ class InferenceSettings(StrictModel):
         return {name: getattr(self, name) for name in sorted(self.model_fields_set) if name not in leave_out}
 
 
+def check_class_names(named, class_names, model=None, what: str = "class_conf names") -> None:
+    """Every class ``named`` (per-class confidences) must be one of the model's ``class_names``:
+    a typo would otherwise silently never apply. InputError naming the model otherwise."""
+    from rarespot.errors import InputError
+
+    unknown = sorted(set(named) - set(class_names))
+    if unknown:
+        raise InputError(model, f"{what} {unknown}, which the model does not have (its classes: {list(class_names)})")
+
+
 def class_conf_from(value: str | Path) -> dict[str, float]:
     """Per-class thresholds from ``name=conf,name=conf`` or from the ``metrics.json`` that
     ``rarespot detect evaluate --per-class-conf`` wrote (its ``class_names`` and ``class_conf``)."""
