@@ -18,6 +18,7 @@ from rarespot.config import StrictModel, validate_config
 from rarespot.detect.foreground import ForegroundSettings
 from rarespot.detect.merge import MATCH_METRICS, MERGE_METHODS
 from rarespot.detect.preprocess import InputMapping
+from rarespot.errors import InputError
 
 
 class InferenceSettings(StrictModel):
@@ -109,8 +110,6 @@ class InferenceSettings(StrictModel):
 def check_class_names(named, class_names, model=None, what: str = "class_conf names") -> None:
     """Every class ``named`` (per-class confidences) must be one of the model's ``class_names``:
     a typo would otherwise silently never apply. InputError naming the model otherwise."""
-    from rarespot.errors import InputError
-
     unknown = sorted(set(named) - set(class_names))
     if unknown:
         raise InputError(model, f"{what} {unknown}, which the model does not have (its classes: {list(class_names)})")
@@ -120,8 +119,6 @@ def class_conf_from(value: str | Path) -> dict[str, float]:
     """Per-class thresholds from ``name=conf,name=conf`` or from the ``metrics.json`` that
     ``rarespot detect evaluate --per-class-conf`` wrote (its ``class_names`` and ``class_conf``)."""
     import json
-
-    from rarespot.errors import InputError
 
     path = Path(value)
     if path.suffix.lower() == ".json" or path.is_file():
