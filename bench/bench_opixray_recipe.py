@@ -18,7 +18,10 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
   P/R/F1 pooled over objects and averaged over classes, mAP50, and recall per class, on the
   480 holdout images. Beside it, a second operating point: one confidence per class, each
   chosen on the validation images from that class's own curve (``operating_conf(per_class=True)``;
-  added after the first seeds, see docs/study.md); same models, same predictions.
+  added after the first seeds, see docs/study.md), and a third, the screening point: one confidence, the best
+  pooled F1 among those at which every class keeps recall 0.5 on the validation images
+  (``operating_conf(class_recall_floor=0.5)``; pre-registered for recipe v3, see docs/study.md);
+  same models, same predictions.
 
 Each (arm, seed) lands in ``OUT/results.json`` as it finishes; re-running skips finished runs
 and restarts an interrupted one from nothing. ``OUT/results.md`` (tables) and ``OUT/recall_per_class.png``
@@ -82,18 +85,24 @@ def train_recipe(splits, run_dir: Path, seed: int, hours: float, args):
 
 def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile: int, args) -> dict:
     """The holdout metrics at the confidence chosen on validation (the pre-registered operating point),
-    and under ``per_class_conf`` the same at one confidence per class, also chosen on validation."""
+    under ``per_class_conf`` the same at one confidence per class, and under ``recall_floor`` at the
+    screening point (one confidence, best pooled F1 among those keeping every class's validation recall
+    at ``args.class_recall_floor``); all three chosen on validation, all on the same holdout boxes."""
     from rarespot.detect.evaluate import evaluate, operating_conf, write_evaluation_report
 
     predictor = make_predictor(model, splits, imgsz, full_image, tile, args)
     val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
     pooled_conf, class_conf = operating_conf(val), operating_conf(val, per_class=True)
+    floor_conf = operating_conf(val, class_recall_floor=args.class_recall_floor)
     test = evaluate(predictor, splits["test"], conf_for_prf=pooled_conf, progress=True)
-    per_class = evaluate(predictor, splits["test"], conf_for_prf=class_conf, progress=False,
-                         predictions=test.predictions)  # the same boxes, at the second operating point
+    # The same boxes again, at the other operating points (no second inference).
+    per_class = evaluate(predictor, splits["test"], conf_for_prf=class_conf, progress=False, predictions=test.predictions)
+    floored = evaluate(predictor, splits["test"], conf_for_prf=floor_conf, progress=False, predictions=test.predictions)
     write_evaluation_report(test, run_dir / "test_eval")
     write_evaluation_report(per_class, run_dir / "test_eval_per_class_conf")
-    return {**summary(test, pooled_conf), "per_class_conf": summary(per_class, class_conf)}
+    write_evaluation_report(floored, run_dir / "test_eval_recall_floor")
+    return {**summary(test, pooled_conf), "per_class_conf": summary(per_class, class_conf),
+            "recall_floor": {**summary(floored, floor_conf), "floor": args.class_recall_floor}}
 
 
 def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int, args):
@@ -159,7 +168,9 @@ def rescore(results: dict, splits, args) -> None:
             told = (f" with {model.name} (was {before}: F1 {results[key]['f1']:.3f} -> {fresh['f1']:.3f}, lowest class "
                     f"recall {min(results[key]['recall_per_class'].values()):.3f} -> {min(fresh['recall_per_class'].values()):.3f})")
         print(f"{key}: rescored{told}; per-class confs F1 {fresh['per_class_conf']['f1']:.3f}, lowest class recall "
-              f"{min(fresh['per_class_conf']['recall_per_class'].values()):.3f}", flush=True)
+              f"{min(fresh['per_class_conf']['recall_per_class'].values()):.3f}; recall floor F1 "
+              f"{fresh['recall_floor']['f1']:.3f}, lowest class recall {min(fresh['recall_floor']['recall_per_class'].values()):.3f}",
+              flush=True)
         results[key].update(fresh, checkpoint=model.name)
         atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
 
@@ -222,6 +233,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", choices=["best", "last"], default=None,
                         help="with --rescore: score this recipe checkpoint (default: the one scored before, else the one "
                              "the run's config names)")
+    parser.add_argument("--class-recall-floor", type=float, default=0.5,
+                        help="the screening operating point's floor: every class's recall on the validation images")
     parser.add_argument("--checkpoints-on-val", action="store_true",
                         help="compare each recipe run's best.pt and last.pt on the validation images only")
     args = parser.parse_args()
@@ -296,7 +309,8 @@ def runs_of(results: dict, arm: str) -> list[dict]:
 
 def print_table(results: dict, out: Path | None = None) -> None:
     """Mean ± std over seeds of each arm (pooled and mean-class P/R/F1, mAP50), recall per class (mean and
-    the lowest seed), and each run's line; then the same at per-class confidences for the runs that have them.
+    the lowest seed), and each run's line; then the same at the other operating points (per-class confidences,
+    the screening recall floor) for the runs scored at them.
     Printed, and written to ``out/results.md`` (and ``out/recall_per_class.png``) when given."""
     arms = sorted({k.split("/")[0] for k in results})
     classes = list(next(iter(results.values()))["recall_per_class"]) if results else []
@@ -310,18 +324,20 @@ def print_table(results: dict, out: Path | None = None) -> None:
         lines.append(f"| {key} | {checkpoint} | {r['f1']:.3f} | {r['f1_mean_class']:.3f} | {r['map50']:.3f} | "
                      f"{min(r['recall_per_class'].values()):.3f} | {r['train_and_eval_s']:.0f} | "
                      f"{r['load_before']} / {r['load_after']} | {r['commit']} |")
-    per_class = {k: r["per_class_conf"] for k, r in results.items() if "per_class_conf" in r}
-    if per_class:
-        lines += ["", "Operating point: one confidence per class, each maximising that class's F1 on the validation "
-                      f"images ({len(per_class)} of {len(results)} runs scored so):", ""]
-        lines += _tables(per_class, arms, classes)
+    points = {"one confidence (pre-registered)": results}
+    for field, title in (("per_class_conf", "one confidence per class, each maximising that class's F1 on the validation images"),
+                         ("recall_floor", "screening: one confidence, the best pooled F1 among those keeping every class's "
+                                          "recall on the validation images at {floor}")):
+        scored = {k: r[field] for k, r in results.items() if field in r}
+        if scored:
+            title = title.format(floor=next(iter(scored.values())).get("floor"))
+            lines += ["", f"Operating point: {title} ({len(scored)} of {len(results)} runs scored so):", ""]
+            lines += _tables(scored, arms, classes)
+            points[title.split(",")[0].split(":")[0]] = scored
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if out is not None:
         atomic_write_text(out / "results.md", text)
-        points = {"one confidence (pre-registered)": results}
-        if per_class:
-            points["one confidence per class"] = per_class
         plot_recall_per_class(points, arms, classes, out / "recall_per_class.png")
 
 

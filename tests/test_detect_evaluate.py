@@ -125,6 +125,32 @@ def test_per_class_operating_points(dataset, tmp_path):
     assert operating_conf(target, per_class=True) == pytest.approx([0.9, 0.3])
 
 
+def test_class_recall_floor_keeps_every_class_in(dataset):
+    # Pooled curve 0.9 T(knife) 0.8 T(gun) 0.6 F 0.4 F 0.3 T(gun): best F1 at 0.8 finds 1 of the 2 guns.
+    # A floor of 0.75 for every class needs the 0.3 gun, so the one confidence drops to 0.3.
+    result = evaluate(FakePredictor(), dataset, progress=False)
+    assert operating_conf(result, class_recall_floor=0.75) == pytest.approx(0.3)
+    # A floor that the F1-best confidence already meets changes nothing (gun recall 0.5 at 0.8).
+    assert operating_conf(result, class_recall_floor=0.5) == pytest.approx(0.8)
+    # Per class: each class's own choice, lowered to its floor's confidence (here both already at it).
+    assert operating_conf(result, per_class=True, class_recall_floor=0.75) == pytest.approx([0.9, 0.3])
+    assert calibrate_conf(FakePredictor(), dataset, class_recall_floor=0.75, progress=False) == pytest.approx(0.3)
+    floored = evaluate(FakePredictor(), dataset, conf_for_prf=0.3, progress=False)
+    assert [c.recall for c in floored.per_class] == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="class_recall_floor must be in"):
+        operating_conf(result, class_recall_floor=0.0)
+
+
+def test_class_recall_floor_out_of_reach_warns_and_is_left_out(dataset):
+    # A third gun nobody predicts: guns reach 2/3 at most, so a 0.9 floor holds only the knife (0.9).
+    records = list(dataset.records)
+    records[2] = type(records[2])(records[2].path, 100, 80, np.array([[70.0, 5, 95, 30]]), np.array([1]))
+    result = evaluate(FakePredictor(), DetectionDataset(NAMES, records, root=dataset.root), progress=False)
+    with pytest.warns(UserWarning, match="class 'gun' reaches recall 0.667 at most on the 3 calibration images"):
+        conf = operating_conf(result, class_recall_floor=0.9)
+    assert conf == pytest.approx(result.best_f1_conf)
+
+
 def test_predictions_of_an_earlier_result_are_rescored_without_inference(dataset):
     first = evaluate(FakePredictor(), dataset, progress=False)
     predictor = FakePredictor()

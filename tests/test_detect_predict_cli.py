@@ -219,6 +219,22 @@ def test_evaluate_per_class_conf(model, tmp_path):
     assert result.exit_code == 2 and "--calibrate-on" in result.output
 
 
+def test_evaluate_class_recall_floor(model, tmp_path):
+    data = _yolo_dataset(tmp_path, n=6)
+    out = tmp_path / "eval"
+    args = ["detect", "evaluate", str(model), str(data), "--split", "test", "--out", str(out), "--overlays", "0", *TILE_ARGS]
+    plain = runner.invoke(app, [*args, "--calibrate-on", "val"])
+    assert plain.exit_code == 0, plain.output
+    best = json.loads((out / "metrics.json").read_text())["conf"]
+    result = runner.invoke(app, [*args, "--calibrate-on", "val", "--class-recall-floor", "1.0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["conf"] <= best  # a floor only ever lowers it
+    result = runner.invoke(app, [*args, "--class-recall-floor", "0.5"])
+    assert result.exit_code == 2 and "--calibrate-on" in result.output
+    result = runner.invoke(app, [*args, "--calibrate-on", "val", "--class-recall-floor", "1.5"])
+    assert result.exit_code == 2 and "must be in (0, 1]" in result.output
+
+
 def test_evaluate_bad_output_folder_and_class_mismatch(model, tmp_path):
     data = _yolo_dataset(tmp_path)
     blocker = tmp_path / "report_file"

@@ -170,6 +170,12 @@ def evaluate(
         help="With --calibrate-on: one operating confidence per class, each from that class's own curve "
              "(a rare class often scores lower than the rest, and one threshold for all cuts it first).",
     ),
+    class_recall_floor: float = typer.Option(
+        None, "--class-recall-floor",
+        help="With --calibrate-on: a screening operating point. Only confidences at which every class keeps at "
+             "least this recall on the calibration data are candidates (best F1 among them), so no class is cut "
+             "below it there.",
+    ),
     match_iou: float = typer.Option(0.5, "--match-iou", help="IoU a prediction needs to count as a hit (seed: 0.5)."),
     class_agnostic_eval: bool = typer.Option(None, "--class-agnostic/--class-aware", help="Match boxes regardless of class (default: agnostic only for a one-class model on a multi-class dataset)."),
     data_format: str = typer.Option("auto", "--format", help="Annotation format: auto, voc, yolo, coco."),
@@ -186,9 +192,12 @@ def evaluate(
     from rarespot.detect.predict import TiledPredictor
     from rarespot.io.atomic import ensure_writable_dir
 
-    if per_class_conf and (calibrate_on is None or conf is not None):
-        raise typer.BadParameter("needs --calibrate-on (the data the confidences are chosen on) and no --conf",
-                                 param_hint="--per-class-conf")
+    for flag, given in (("--per-class-conf", per_class_conf), ("--class-recall-floor", class_recall_floor is not None)):
+        if given and (calibrate_on is None or conf is not None):
+            raise typer.BadParameter("needs --calibrate-on (the data the confidences are chosen on) and no --conf",
+                                     param_hint=flag)
+    if class_recall_floor is not None and not 0.0 < class_recall_floor <= 1.0:
+        raise typer.BadParameter(f"must be in (0, 1], got {class_recall_floor}", param_hint="--class-recall-floor")
     ensure_writable_dir(out)  # fail before the long part
     dataset = load_eval_data(data, split, data_format, seed)
     settings = _inference_settings(conf if conf is not None else 0.25, tile, overlap, iou, merge, match, agnostic,
@@ -206,7 +215,7 @@ def evaluate(
         else:
             calibration = load_eval_data(calibrate_on, None, data_format, seed)
         operating = calibrate_conf(predictor, calibration, target_recall=target_recall, per_class=per_class_conf,
-                                   iou=match_iou, class_aware=class_aware)
+                                   class_recall_floor=class_recall_floor, iou=match_iou, class_aware=class_aware)
         names = dataset.class_names if class_aware else ["object"]
         shown = (", ".join(f"{n} {c:.4f}" for n, c in zip(names, operating)) if per_class_conf
                  else f"{operating:.4f}")

@@ -84,6 +84,8 @@ class EvaluationResult:
     settings: dict = field(default_factory=dict)  # tiling/merge settings of the predictor
     predictions: list = field(default_factory=list, repr=False)  # Detections per image (sweep conf)
     image_paths: list[str] = field(default_factory=list, repr=False)
+    # Each class's (confidence, recall) curve at ``iou``, by descending confidence (for operating_conf's floor).
+    class_curves: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
 
     @property
     def operating_conf(self) -> float | list[float]:
@@ -277,13 +279,14 @@ def evaluate(
     ap50 = matches.per_class_ap(iou)
     ap_all = np.array([matches.per_class_ap(t) for t in COCO_IOU_THRESHOLDS])  # (T, classes)
     names = list(dataset.class_names) if class_aware else ["object"]
-    per_class = []
+    per_class, class_curves = [], []
     for c, name in enumerate(names):
         label = c if class_aware else None
         ctp, cfp, cfn = matches.counts(operating, iou, label)
         cp, cr, cf = precision_recall_f1(ctp, cfp, cfn)
         col = ap_all[:, c]
         c_conf, c_precision, c_recall = matches.curve(iou, label)
+        class_curves.append((c_conf, c_recall))
         c_best = _best_f1(c_conf, c_precision, c_recall)[1] if support[c] else float("nan")
         per_class.append(
             ClassMetrics(
@@ -323,43 +326,84 @@ def evaluate(
         settings={**_predictor_settings(predictor), "sweep_conf": sweep},
         predictions=predictions,
         image_paths=paths,
+        class_curves=class_curves,
     )
 
 
 def calibrate_conf(
-    predictor, dataset: DetectionDataset, target_recall: float | None = None, per_class: bool = False, **kwargs
+    predictor, dataset: DetectionDataset, target_recall: float | None = None, per_class: bool = False,
+    class_recall_floor: float | None = None, **kwargs,
 ) -> float | list[float]:
     """The operating confidence chosen on validation data (see :func:`operating_conf`)."""
     result = evaluate(predictor, dataset, target_recall=target_recall, keep_predictions=False, **kwargs)
-    return operating_conf(result, per_class)
+    return operating_conf(result, per_class, class_recall_floor=class_recall_floor)
 
 
-def operating_conf(result: EvaluationResult, per_class: bool = False) -> float | list[float]:
+def operating_conf(
+    result: EvaluationResult, per_class: bool = False, class_recall_floor: float | None = None
+) -> float | list[float]:
     """The operating confidence a (validation) result implies: the highest reaching its
     target recall if one was given and reached, else the one maximising F1.
 
     ``per_class``: one such confidence per class, each from that class's own curve. A class
     with no objects in ``result``'s data gets the pooled confidence, with a warning naming it.
+
+    ``class_recall_floor``: a screening operating point. Only confidences at which *every* class
+    keeps at least this recall on ``result``'s data are candidates, and the choice above is made
+    among them (one confidence: the best pooled F1 at or below the highest confidence meeting
+    every floor; per class: each class's choice, lowered to its own floor's confidence). One
+    threshold for all classes is set by the common ones, and a rare class that scores lower is cut
+    first; the floor keeps it in. A class whose recall never reaches the floor is left out of it,
+    with a warning naming the class and the recall it does reach.
     """
     from rarespot.detect.train import MissingClassWarning
 
     def pick(target_conf: float | None, best: float) -> float:
         return target_conf if result.target_recall is not None and target_conf is not None else best
 
-    pooled = pick(result.conf_at_target_recall, result.best_f1_conf)
+    floors = _floor_confs(result, class_recall_floor) if class_recall_floor is not None else None
+    cap = min((c for c in floors if c is not None), default=None) if floors else None
+    if cap is None:
+        pooled = pick(result.conf_at_target_recall, result.best_f1_conf)
+    else:
+        below = result.curve_conf <= cap + 1e-12  # the curve runs downwards in confidence
+        best_below = _best_f1(result.curve_conf[below], result.curve_precision[below], result.curve_recall[below])[1]
+        pooled = pick(None if result.conf_at_target_recall is None else min(result.conf_at_target_recall, cap), best_below)
     if not per_class:
         return pooled
     confs = []
-    for c in result.per_class:
+    for i, c in enumerate(result.per_class):
         if c.support == 0:
             warnings.warn(
                 f"class {c.name!r} has no objects in the {result.num_images} calibration images: its operating "
                 f"confidence is the pooled one ({pooled:.4f})", MissingClassWarning, stacklevel=2,
             )
             confs.append(pooled)
-        else:
-            confs.append(pick(c.conf_at_target_recall, c.best_f1_conf))
+            continue
+        own = pick(c.conf_at_target_recall, c.best_f1_conf)
+        confs.append(own if floors is None or floors[i] is None else min(own, floors[i]))
     return confs
+
+
+def _floor_confs(result: EvaluationResult, floor: float) -> list[float | None]:
+    """Each class's highest confidence keeping its recall at ``floor`` on ``result``'s data; None for a
+    class with no objects there (warned by the caller's per-class path) or one that never reaches it (warned here)."""
+    if not 0.0 < floor <= 1.0:
+        raise ValueError(f"class_recall_floor must be in (0, 1], got {floor}")
+    if len(result.class_curves) != len(result.per_class):
+        raise ValueError("this result has no per-class curves (made by an older rarespot?); evaluate again")
+    out = []
+    for c, (conf, recall) in zip(result.per_class, result.class_curves):
+        at = _conf_at_recall(conf, recall, floor) if c.support else None
+        if c.support and at is None:
+            reached = float(recall.max()) if len(recall) else 0.0
+            warnings.warn(
+                f"class {c.name!r} reaches recall {reached:.3f} at most on the {result.num_images} calibration images, "
+                f"below the floor {floor:g}: the operating confidence does not hold it to the floor",
+                UserWarning, stacklevel=3,
+            )
+        out.append(at)
+    return out
 
 
 # -- report -----------------------------------------------------------------
