@@ -23,6 +23,10 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
   (``operating_conf(class_recall_floor=0.5)``; pre-registered for recipe v3, see docs/study.md);
   same models, same predictions.
 
+Before each training run the machine's speed is probed (yolo11n forward + backward at 416 px on one thread,
+``bench_train_threads.py``) and recorded; below ``--min-speed`` (default 0.5) of the machine the budget was set
+on, the run is refused: a wall-clock budget on a machine 3x slower is a third of the budget.
+
 Each (arm, seed) lands in ``OUT/results.json`` as it finishes; re-running skips finished runs
 and restarts an interrupted one from nothing. ``OUT/results.md`` (tables) and ``OUT/recall_per_class.png``
 are rewritten at the end; ``--report-only`` rewrites them from ``OUT/results.json`` alone, and
@@ -49,6 +53,20 @@ from rarespot.io.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "opixray"
+# The machine the 45-minute budget was set on: yolo11n forward + backward, batch 8 at 416 px, one thread,
+# `bench/bench_train_threads.py` on the idle 2-core VM of 2026-12-01 (docs/benchmarks/detect_training.md).
+REFERENCE_PROBE_IMG_S = 11.8
+
+
+def probe_speed() -> float:
+    """This machine's training speed now, on the reference probe (images per second), measured in a fresh
+    interpreter so that its thread setting cannot leak into the run that follows."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "bench_train_threads.py"), "--one", "416,1", "--steps", "4"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "YOLO_OFFLINE": "1"}).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["img_per_s"])
 
 
 def make_splits(data: Path):
@@ -233,6 +251,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", choices=["best", "last"], default=None,
                         help="with --rescore: score this recipe checkpoint (default: the one scored before, else the one "
                              "the run's config names)")
+    parser.add_argument("--min-speed", type=float, default=0.5,
+                        help="refuse to train when the machine's probe speed is below this share of the reference "
+                             f"({REFERENCE_PROBE_IMG_S} img/s; 0: never refuse)")
     parser.add_argument("--class-recall-floor", type=float, default=0.5,
                         help="the screening operating point's floor: every class's recall on the validation images")
     parser.add_argument("--checkpoints-on-val", action="store_true",
@@ -270,6 +291,13 @@ def main() -> None:
                 print(f"{key}: done earlier, kept", flush=True)
                 continue
             run_dir = args.out / arm / f"seed{seed}"
+            speed = probe_speed()
+            if speed < args.min_speed * REFERENCE_PROBE_IMG_S:
+                # A wall-clock budget on a slower machine is a smaller budget: such a run would not compare.
+                raise SystemExit(
+                    f"{key}: not run. This machine trains at {speed:.1f} img/s on the probe, {speed / REFERENCE_PROBE_IMG_S:.0%} "
+                    f"of the {REFERENCE_PROBE_IMG_S} img/s the {args.minutes:g}-minute budget was set at (--min-speed "
+                    f"{args.min_speed:g}); wait for a quieter or faster machine, or pass --min-speed 0 to run anyway")
             if run_dir.exists():  # interrupted earlier: start again from nothing
                 shutil.rmtree(run_dir)
             t0, load = time.perf_counter(), os.getloadavg()[0]
@@ -281,7 +309,8 @@ def main() -> None:
                 metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args)
             else:
                 raise SystemExit(f"unknown arm {arm}")
-            metrics.update(checkpoint=model.name, train_and_eval_s=round(time.perf_counter() - t0, 1), load_before=round(load, 2),
+            metrics.update(checkpoint=model.name, train_and_eval_s=round(time.perf_counter() - t0, 1), probe_img_s=round(speed, 2),
+                           load_before=round(load, 2),
                            load_after=round(os.getloadavg()[0], 2), commit=_commit(),
                            machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")
             results[key] = metrics
@@ -316,13 +345,13 @@ def print_table(results: dict, out: Path | None = None) -> None:
     classes = list(next(iter(results.values()))["recall_per_class"]) if results else []
     lines = ["Operating point: one confidence, the one maximising pooled F1 on the validation images (pre-registered).", ""]
     lines += _tables(results, arms, classes)
-    lines += ["", "| run | checkpoint | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | load before/after | commit |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| run | checkpoint | F1 (pooled) | F1 (class mean) | mAP50 | lowest class recall | train + eval s | probe img/s "
+                  f"(reference {REFERENCE_PROBE_IMG_S}) | load before/after | commit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(results):
         r = results[key]
         checkpoint = r.get("checkpoint", "last.pt" if key.startswith("peer/") else "best.pt")  # rows before the field: these
         lines.append(f"| {key} | {checkpoint} | {r['f1']:.3f} | {r['f1_mean_class']:.3f} | {r['map50']:.3f} | "
-                     f"{min(r['recall_per_class'].values()):.3f} | {r['train_and_eval_s']:.0f} | "
+                     f"{min(r['recall_per_class'].values()):.3f} | {r['train_and_eval_s']:.0f} | {r.get('probe_img_s', 'not probed')} | "
                      f"{r['load_before']} / {r['load_after']} | {r['commit']} |")
     points = {"one confidence (pre-registered)": results}
     for field, title in (("per_class_conf", "one confidence per class, each maximising that class's F1 on the validation images"),

@@ -91,6 +91,7 @@ def test_packaged_configs_load():
     recipe = load_config("xray-small")  # what the OPIXray study chose (docs/study.md): the five classes kept
     assert (recipe.tiles, recipe.tile_size, recipe.full_image, recipe.remap, recipe.aug, recipe.backbone) == (
         4, 192, False, None, [], "efficientnet-lite0")
+    assert recipe.min_epochs == 7  # the fewest epochs its runs had: a slower machine is told (BudgetWarning)
     assert load_config("seed") == load_config(packaged_config("seed"))  # a bare name finds the packaged file
     with pytest.raises(InputError, match="no packaged config named 'sede'"):
         load_config("sede")
@@ -417,6 +418,45 @@ def test_training_pace_reports_rate_and_time_left(monkeypatch):
     pace.epoch_done(2, 5, 200)  # 20 s: mean 15 s x 3 epochs left
     assert pace.items_per_second == pytest.approx(10.0) and pace.seconds_left == pytest.approx(45.0)
     assert pace.summary() == "10.0 img/s, about 45 s left"
+
+
+def test_budget_shortfall_says_what_time_would_fit():
+    from rarespot.detect.config import DetectTrainConfig
+    from rarespot.detect.train import budget_shortfall
+
+    cfg = DetectTrainConfig(time_hours=0.75, min_epochs=7)
+    told = budget_shortfall(cfg, 3, 900.0)
+    assert told == ("the 0.75 h budget fits 3 epochs at 900 s an epoch on this machine, but this config was shown to "
+                    "work with at least 7: expect lower recall, the rarest class first. time_hours=1.75 would fit 7 "
+                    "(or fewer tiles / a smaller model)")
+    assert budget_shortfall(cfg, 7, 380.0) is None  # enough epochs
+    assert budget_shortfall(DetectTrainConfig(time_hours=0.75), 1, 900.0) is None  # no minimum given
+    assert budget_shortfall(DetectTrainConfig(epochs=3, min_epochs=7), 3, 900.0) is None  # epochs, not a budget
+
+
+def test_budget_warning_after_the_first_epoch(tmp_path, monkeypatch):
+    """The reporter warns once, after the first epoch, from the epochs Ultralytics has re-planned for the budget."""
+    from types import SimpleNamespace
+
+    from rarespot.detect import train as train_module
+    from rarespot.detect.config import DetectTrainConfig
+
+    clock = iter([0.0, 600.0, 600.0, 1200.0])
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
+    reporter = train_module._RunReporter(tmp_path, quiet=True)
+    trainer = SimpleNamespace(rs_config=DetectTrainConfig(time_hours=0.5, min_epochs=7), epoch=0, start_epoch=0,
+                              epochs=3, csv=tmp_path / "results.csv", fitness=None,
+                              train_loader=SimpleNamespace(dataset=range(100)))
+    reporter.on_epoch_start(trainer)
+    with pytest.warns(train_module.BudgetWarning, match="fits 3 epochs at 600 s an epoch.*time_hours=1.17 would fit 7"):
+        reporter.on_epoch_end(trainer)
+    trainer.epoch = 1
+    reporter.on_epoch_start(trainer)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not again at the second epoch
+        reporter.on_epoch_end(trainer)
 
 
 def test_per_class_validation_reads_ultralytics_metrics():

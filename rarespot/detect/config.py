@@ -111,6 +111,10 @@ class DetectTrainConfig(StrictModel):
     time_hours: float | None = Field(
         None, gt=0, description="wall-clock budget in hours; when set, epochs are re-estimated to fill it (Ultralytics' time=)"
     )
+    min_epochs: int | None = Field(
+        None, ge=1, description="with time_hours: the fewest epochs this config was shown to work with; a budget "
+        "that fits fewer on this machine gets a warning after the first epoch, with the time_hours that would fit them",
+    )
     batch: int = Field(8, ge=1)
     nbs: int = Field(64, ge=1, description="nominal batch: gradients accumulate to this many images per step")
     optimizer: str = "Adam"

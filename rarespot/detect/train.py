@@ -32,6 +32,7 @@ import csv
 import io
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,25 @@ def check_records(splits: dict[str, DetectionDataset]) -> None:
 
 class MissingClassWarning(UserWarning):
     """A class has objects in one split and none in another."""
+
+
+class BudgetWarning(UserWarning):
+    """A wall-clock budget fits fewer epochs on this machine than the config was shown to work with."""
+
+
+def budget_shortfall(config: DetectTrainConfig, planned_epochs: int, seconds_per_epoch: float) -> str | None:
+    """What to tell the user when ``time_hours`` fits fewer than ``min_epochs`` epochs here, else None.
+
+    A time budget is only the budget a recipe was chosen at on a machine as fast: on a slower CPU the
+    same hours are fewer epochs, and a short run loses its rarest class first (docs/study.md).
+    """
+    if config.time_hours is None or config.min_epochs is None or planned_epochs >= config.min_epochs:
+        return None
+    needed = config.min_epochs * seconds_per_epoch / 3600
+    return (f"the {config.time_hours:g} h budget fits {planned_epochs} epoch{'s' if planned_epochs != 1 else ''} at "
+            f"{seconds_per_epoch:.0f} s an epoch on this machine, but this config was shown to work with at least "
+            f"{config.min_epochs}: expect lower recall, the rarest class first. time_hours={needed:.2f} would fit "
+            f"{config.min_epochs} (or fewer tiles / a smaller model)")
 
 
 def warn_missing_classes(splits: dict[str, DetectionDataset]) -> list[str]:
@@ -278,6 +298,10 @@ class _RunReporter:
             per_class = per_class_validation(trainer.validator, trainer.splits["val"].class_names)
             append_per_class_csv(self.run_dir / "val_per_class.csv", trainer.epoch + 1, per_class)
         self.pace.epoch_done(trainer.epoch + 1, trainer.epochs, len(trainer.train_loader.dataset))
+        if trainer.epoch == trainer.start_epoch and self.pace.epoch_seconds:  # time= has re-planned the epochs by now
+            shortfall = budget_shortfall(trainer.rs_config, trainer.epochs, float(np.mean(self.pace.epoch_seconds)))
+            if shortfall:
+                warnings.warn(shortfall, BudgetWarning, stacklevel=2)
         if self.quiet or not rows:
             return
         row = rows[-1]
