@@ -1,3 +1,4 @@
+import json
 import textwrap
 
 import pytest
@@ -170,6 +171,7 @@ def test_detection_plan_end_to_end_on_tiny_synthetic_scans(tmp_path):
             data: {synth: {n: 10, seed: 3, size: [300, 240]}}
             base: {model: yolo11n, tiles: 2, tile_size: 128, remap: agnostic, batch: 4, nbs: 4, val_every: 1, workers: 0}
             budget: {epochs: 1, imgsz: 128, device: cpu}
+            evaluation: {class_recall_floor: 0.5}
             seeds: [0]
             studies:
               - name: tiling
@@ -187,11 +189,14 @@ def test_detection_plan_end_to_end_on_tiny_synthetic_scans(tmp_path):
     rows = read_results(run_plan(plan, out, run_detection_cell))
     assert [r["status"] for r in rows] == ["done"] * 3, [r.get("error") for r in rows]
     for row in rows:
-        for key in ("precision", "recall", "f1", "map50"):
+        for key in ("precision", "recall", "f1", "map50", "floor_f1"):
             assert 0.0 <= float(row[key]) <= 1.0
+        assert float(row["floor_conf"]) <= float(row["conf"])  # the screening floor only ever lowers it
+        assert set(json.loads(row["floor_class_recall"])) == {"object"}
     assert (out / "runs" / "tiling" / "2-x-128" / "seed0" / "train" / "weights" / "best.pt").exists()
-    assert (out / "runs" / "peers" / "reuse" / "seed0" / "test_eval" / "metrics.json").exists()
-    assert "| 2 | 128 |" in write_report(plan, out).read_text()
+    assert (out / "runs" / "peers" / "reuse" / "seed0" / "test_eval_floor" / "metrics.json").exists()
+    report = write_report(plan, out).read_text()
+    assert "| 2 | 128 |" in report and "keeping every class's validation recall at 0.5" in report
 
 
 def test_cached_splits_are_refused_when_the_plan_data_changes(tmp_path):
@@ -210,7 +215,7 @@ def test_cached_splits_are_refused_when_the_plan_data_changes(tmp_path):
     assert str(out / "data" / "split.json") in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["synthetic", "synthetic-cpu", "opixray", "opixray-longtail"])
+@pytest.mark.parametrize("name", ["synthetic", "synthetic-cpu", "opixray", "opixray-longtail", "opixray-screening"])
 def test_packaged_plans_load_and_every_run_is_a_valid_training_config(name, tmp_path):
     from rarespot.detect.config import load_config
     from rarespot.experiment.cli import plan_path

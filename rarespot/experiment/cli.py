@@ -12,7 +12,7 @@ from rarespot.ray_backend import RAY_HELP  # help text only: Ray itself is impor
 
 
 def plan_path(plan: str) -> Path:
-    """A plan file, or the name of a packaged plan (synthetic, synthetic-cpu, opixray, opixray-longtail)."""
+    """A plan file, or the name of a packaged plan (synthetic, synthetic-cpu, opixray, opixray-longtail, opixray-screening)."""
     path = Path(plan)
     if path.exists() or path.suffix in {".yaml", ".yml"}:
         return path
@@ -21,7 +21,7 @@ def plan_path(plan: str) -> Path:
 
 
 def experiment(
-    plan: str = typer.Argument(..., help="plan YAML, or a packaged plan: synthetic | synthetic-cpu | opixray | opixray-longtail"),
+    plan: str = typer.Argument(..., help="plan YAML, or a packaged plan: synthetic | synthetic-cpu | opixray | opixray-longtail | opixray-screening"),
     out: Optional[Path] = typer.Option(None, help="study folder (default: studies/<plan name>)"),
     images: Optional[int] = typer.Option(None, help="budget: training images"),
     epochs: Optional[int] = typer.Option(None, help="budget: epochs per run"),

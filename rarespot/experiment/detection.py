@@ -142,7 +142,7 @@ def make_predictor(job: CellRun, model: Path, config, scored: list[DetectionData
 def run_detection_cell(job: CellRun) -> dict[str, Any]:
     """Train (unless the cell reuses a model), calibrate on val, evaluate on test."""
     from rarespot.detect.config import load_config
-    from rarespot.detect.evaluate import evaluate, write_evaluation_report
+    from rarespot.detect.evaluate import evaluate, operating_conf, write_evaluation_report
     from rarespot.detect.remap import remap_splits
     from rarespot.detect.train import train_on_splits
     from rarespot.io.split import load_saved_splits
@@ -179,7 +179,7 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
     test_result = evaluate(predictor, test, conf_for_prf=val_result.best_f1_conf, progress=False)
     write_evaluation_report(test_result, job.run_dir / "test_eval")
     (job.run_dir / "cell.json").write_text(json.dumps({"config": job.config, "inference": job.cell.inference}, default=str))
-    return {
+    row = {
         "precision": test_result.precision,
         "recall": test_result.recall,
         "f1": test_result.f1,
@@ -189,6 +189,14 @@ def run_detection_cell(job: CellRun) -> dict[str, Any]:
         "train_seconds": round(seconds, 1),
         **class_summary(test_result),
     }
+    floor = job.plan.evaluation.class_recall_floor
+    if floor is not None:  # the same boxes again, at the screening point chosen on val
+        floor_conf = operating_conf(val_result, class_recall_floor=floor)
+        floored = evaluate(predictor, test, conf_for_prf=floor_conf, progress=False, predictions=test_result.predictions)
+        write_evaluation_report(floored, job.run_dir / "test_eval_floor")
+        row.update({"floor_conf": floor_conf, "floor_f1": floored.f1,
+                    **{f"floor_{k}": v for k, v in class_summary(floored).items()}})
+    return row
 
 
 def class_summary(result) -> dict[str, Any]:

@@ -90,6 +90,11 @@ class Evaluation(StrictModel):
     # Off unless a plan asks: every cell of a study is scored the same way, including runs scored before
     # skipping existed.
     skip_background: bool = Field(False, description="skip tiles with no foreground (tiled inference)")
+    class_recall_floor: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="also score every run at the screening point: one confidence, the best F1 among those keeping "
+        "every class's validation recall at this floor (the floor_* columns of results.csv)",
+    )
 
 
 class Budget(StrictModel):

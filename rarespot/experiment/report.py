@@ -72,27 +72,33 @@ def study_table(study: Study, agg: dict, plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def class_recall_table(study: Study, results_csv: Path) -> str:
+def class_recall_table(study: Study, results_csv: Path, prefix: str = "") -> str:
     """Recall per class (mean ± std over seeds) and the mean-over-classes F1, when the runs recorded them.
 
     The main table's F1 is pooled over objects; a class stuck at 0 hides there, so it shows here.
-    Classes absent from the scored split are left blank.
+    Classes absent from the scored split are left blank. ``prefix="floor_"``: the same at the screening
+    point (``evaluation.class_recall_floor``), with its pooled F1 beside.
     """
     import json
 
-    rows = [r for r in _done_rows(results_csv) if r["study"] == study.name and r.get("class_recall")]
+    rows = [r for r in _done_rows(results_csv) if r["study"] == study.name and r.get(f"{prefix}class_recall")]
     if not rows:
         return ""
-    names = list(json.loads(rows[0]["class_recall"]))
-    lines = ["| " + " | ".join([study.name, "F1 (mean over classes)"] + [f"recall {n}" for n in names] + ["seeds"]) + " |",
-             "|" + "---|" * (len(names) + 3)]
+    names = list(json.loads(rows[0][f"{prefix}class_recall"]))
+    f1_cols = ["F1 (pooled)"] if prefix else []
+    lines = ["| " + " | ".join([study.name, *f1_cols, "F1 (mean over classes)"] + [f"recall {n}" for n in names] + ["seeds"])
+             + " |", "|" + "---|" * (len(names) + 3 + len(f1_cols))]
+
+    def column(mine, key):
+        vals = np.array([float(r[key]) for r in mine if r.get(key) not in (None, "")])
+        return _fmt(_stat(vals)) if len(vals) else "—"
+
     for cell in study.cells:
         mine = [r for r in rows if r["cell"] == cell.slug]
         if not mine:
             continue
-        recalls = [json.loads(r["class_recall"]) for r in mine]
-        f1 = np.array([float(r["f1_mean_class"]) for r in mine if r.get("f1_mean_class") not in (None, "")])
-        cells = [_fmt(_stat(f1)) if len(f1) else "—"]
+        recalls = [json.loads(r[f"{prefix}class_recall"]) for r in mine]
+        cells = [column(mine, f"{prefix}f1") for _ in f1_cols] + [column(mine, f"{prefix}f1_mean_class")]
         for name in names:
             vals = np.array([rec[name] for rec in recalls if rec.get(name) is not None], dtype=float)
             cells.append(_fmt(_stat(vals)) if len(vals) else "")
@@ -140,5 +146,9 @@ def write_report(plan: Plan, out_dir: str | Path) -> Path:
         per_class = class_recall_table(study, out_dir / "results.csv")
         if per_class:
             parts += ["P / R / F1 above are pooled over all objects. Per class:", "", per_class, ""]
+        floored = class_recall_table(study, out_dir / "results.csv", prefix="floor_")
+        if floored:
+            parts += [f"The same models at the screening point (one confidence, the best F1 among those keeping every "
+                      f"class's validation recall at {plan.evaluation.class_recall_floor}):", "", floored, ""]
         parts += [f"![{study.name}]({png.name})", ""]
     return atomic_write_text(out_dir / "report.md", "\n".join(parts))

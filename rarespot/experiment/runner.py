@@ -24,7 +24,9 @@ from rarespot.progress import ProgressBar
 
 METRICS = ["precision", "recall", "f1", "map50", "map50_95"]
 COLUMNS = ["study", "cell", "seed", "status", *METRICS, "f1_mean_class", "conf", "train_seconds", "class_recall",
-           "run_dir", "error"]
+           "run_dir", "error",
+           # at the screening point, when the plan's evaluation sets class_recall_floor
+           "floor_conf", "floor_f1", "floor_f1_mean_class", "floor_class_recall"]
 
 
 @dataclass
