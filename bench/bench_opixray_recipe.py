@@ -20,7 +20,8 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
   chosen on the validation images from that class's own curve (``operating_conf(per_class=True)``;
   added after the first seeds, see docs/study.md), and a third, the screening point: one confidence, the best
   pooled F1 among those at which every class keeps recall 0.5 on the validation images
-  (``operating_conf(class_recall_floor=0.5)``; pre-registered for recipe v3, see docs/study.md);
+  (``operating_conf(class_recall_floor=0.5)``; pre-registered for recipe v3 and withdrawn on validation-side
+  evidence before any run, see docs/study.md; kept as a reading);
   same models, same predictions.
 
 Before each training run the machine's speed is probed (yolo11n forward + backward at 416 px on one thread,
