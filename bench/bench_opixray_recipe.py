@@ -21,7 +21,10 @@ One command, both arms, several seeds, the same data, the same wall-clock budget
   added after the first seeds, see docs/study.md), and a third, the screening point: one confidence, the best
   pooled F1 among those at which every class keeps recall 0.5 on the validation images
   (``operating_conf(class_recall_floor=0.5)``; pre-registered for recipe v3 and withdrawn on validation-side
-  evidence before any run, see docs/study.md; kept as a reading);
+  evidence before any run, see docs/study.md; kept as a reading), and a fourth, per-class screening: one
+  confidence per class, each the best F1 among that class's confidences keeping its recall at 0.3 on the
+  validation images (``operating_conf(per_class=True, class_recall_floor=0.3)``; recipe v3b, pre-registered in
+  session 10 after it passed its validation-side rule, see docs/study.md);
   same models, same predictions.
 
 Before each training run the machine's speed is probed (yolo11n forward + backward at 416 px on one thread,
@@ -106,22 +109,29 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
     """The holdout metrics at the confidence chosen on validation (the pre-registered operating point),
     under ``per_class_conf`` the same at one confidence per class, and under ``recall_floor`` at the
     screening point (one confidence, best pooled F1 among those keeping every class's validation recall
-    at ``args.class_recall_floor``); all three chosen on validation, all on the same holdout boxes."""
+    at ``args.class_recall_floor``), and under ``per_class_floor`` at one confidence per class, each keeping
+    that class's validation recall at ``args.per_class_recall_floor``; all chosen on validation, all on the
+    same holdout boxes."""
     from rarespot.detect.evaluate import evaluate, operating_conf, write_evaluation_report
 
     predictor = make_predictor(model, splits, imgsz, full_image, tile, args)
     val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
     pooled_conf, class_conf = operating_conf(val), operating_conf(val, per_class=True)
     floor_conf = operating_conf(val, class_recall_floor=args.class_recall_floor)
+    class_floor_conf = operating_conf(val, per_class=True, class_recall_floor=args.per_class_recall_floor)
     test = evaluate(predictor, splits["test"], conf_for_prf=pooled_conf, progress=True)
     # The same boxes again, at the other operating points (no second inference).
     per_class = evaluate(predictor, splits["test"], conf_for_prf=class_conf, progress=False, predictions=test.predictions)
     floored = evaluate(predictor, splits["test"], conf_for_prf=floor_conf, progress=False, predictions=test.predictions)
+    class_floored = evaluate(predictor, splits["test"], conf_for_prf=class_floor_conf, progress=False,
+                             predictions=test.predictions)
     write_evaluation_report(test, run_dir / "test_eval")
     write_evaluation_report(per_class, run_dir / "test_eval_per_class_conf")
     write_evaluation_report(floored, run_dir / "test_eval_recall_floor")
+    write_evaluation_report(class_floored, run_dir / "test_eval_per_class_floor")
     return {**summary(test, pooled_conf), "per_class_conf": summary(per_class, class_conf),
-            "recall_floor": {**summary(floored, floor_conf), "floor": args.class_recall_floor}}
+            "recall_floor": {**summary(floored, floor_conf), "floor": args.class_recall_floor},
+            "per_class_floor": {**summary(class_floored, class_floor_conf), "floor": args.per_class_recall_floor}}
 
 
 def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int, args):
@@ -188,8 +198,9 @@ def rescore(results: dict, splits, args) -> None:
                     f"recall {min(results[key]['recall_per_class'].values()):.3f} -> {min(fresh['recall_per_class'].values()):.3f})")
         print(f"{key}: rescored{told}; per-class confs F1 {fresh['per_class_conf']['f1']:.3f}, lowest class recall "
               f"{min(fresh['per_class_conf']['recall_per_class'].values()):.3f}; recall floor F1 "
-              f"{fresh['recall_floor']['f1']:.3f}, lowest class recall {min(fresh['recall_floor']['recall_per_class'].values()):.3f}",
-              flush=True)
+              f"{fresh['recall_floor']['f1']:.3f}, lowest class recall {min(fresh['recall_floor']['recall_per_class'].values()):.3f}; "
+              f"per-class floor F1 {fresh['per_class_floor']['f1']:.3f}, lowest class recall "
+              f"{min(fresh['per_class_floor']['recall_per_class'].values()):.3f}", flush=True)
         results[key].update(fresh, checkpoint=model.name)
         atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
 
@@ -257,6 +268,8 @@ def main() -> None:
                              f"({REFERENCE_PROBE_IMG_S} img/s; 0: never refuse)")
     parser.add_argument("--class-recall-floor", type=float, default=0.5,
                         help="the screening operating point's floor: every class's recall on the validation images")
+    parser.add_argument("--per-class-recall-floor", type=float, default=0.3,
+                        help="the per-class screening point's floor (recipe v3b): each class's recall on the validation images")
     parser.add_argument("--checkpoints-on-val", action="store_true",
                         help="compare each recipe run's best.pt and last.pt on the validation images only")
     args = parser.parse_args()
@@ -357,7 +370,9 @@ def print_table(results: dict, out: Path | None = None) -> None:
     points = {"one confidence (pre-registered)": results}
     for field, title in (("per_class_conf", "one confidence per class, each maximising that class's F1 on the validation images"),
                          ("recall_floor", "screening: one confidence, the best pooled F1 among those keeping every class's "
-                                          "recall on the validation images at {floor}")):
+                                          "recall on the validation images at {floor}"),
+                         ("per_class_floor", "per-class screening: one confidence per class, each the best F1 among "
+                                             "those keeping that class's recall on the validation images at {floor}")):
         scored = {k: r[field] for k, r in results.items() if field in r}
         if scored:
             title = title.format(floor=next(iter(scored.values())).get("floor"))
