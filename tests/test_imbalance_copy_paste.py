@@ -185,6 +185,20 @@ def test_target_distribution_moves_toward_target(tmp_path):
     np.testing.assert_allclose(XrayCopyPaste(donors, target_distribution=[3, 1]).target, [0.75, 0.25])
 
 
+def test_rarest_target_pastes_only_the_class_with_fewest_donor_objects(tmp_path):
+    donors = _gray_donors(tmp_path, n=3)  # classes 0, 1, 0: "rare" has one object, "common" two
+    cp = XrayCopyPaste(donors, target_distribution="rarest", p=1.0)
+    np.testing.assert_array_equal(cp.target, [0.0, 1.0])
+    rng = np.random.default_rng(0)
+    assert {cp.choose_class(rng) for _ in range(30)} == {1}
+    # "rarest" is the dict that names that class, found from the donors (so the same draws).
+    np.testing.assert_array_equal(cp.target, XrayCopyPaste(donors, target_distribution={"rare": 1.0}).target)
+    tied = XrayCopyPaste(_gray_donors(tmp_path, n=4), target_distribution="rarest")  # 2 and 2: both
+    np.testing.assert_array_equal(tied.target, [0.5, 0.5])
+    with pytest.raises(ValueError, match="rarest"):
+        XrayCopyPaste(donors, target_distribution="rare-ish")
+
+
 def test_bad_configuration_rejected(tmp_path):
     donors = _gray_donors(tmp_path)
     with pytest.raises(ValueError, match="blend"):

@@ -34,7 +34,8 @@ class CopyPasteConfig(StrictModel):
     model_config = ConfigDict(extra="allow")
     p: float = Field(0.5, ge=0.0, le=1.0, description="probability that a training tile receives pasted objects")
     target_distribution: str | dict[str, float] | None = Field(
-        "uniform", description="class mix the pasting aims for (e.g. 'uniform' or {class: share})"
+        "uniform", description="class mix the pasting aims for: 'uniform', 'rarest' (the class with the fewest "
+        "training objects only) or {class: share}"
     )
 
     @model_validator(mode="after")

@@ -165,7 +165,8 @@ class XrayCopyPaste:
     donors: the training set (or any DetectionDataset) to cut objects from.
     classes: class indices that may be pasted (None: every class with donors).
     target_distribution: class mix to move towards: None or "uniform"
-        (each pasteable class equally often), an array of C shares, or a dict
+        (each pasteable class equally often), "rarest" (only the pasteable class
+        with the fewest donor objects; ties share), an array of C shares, or a dict
         {class index or name: share}. Each paste picks a class with probability
         proportional to how far the running distribution (every label seen by
         this object plus every pasted one) falls short of the target.
@@ -244,8 +245,14 @@ class XrayCopyPaste:
         if target is None or (isinstance(target, str) and target == "uniform"):
             out = np.zeros(c)
             out[self.pasteable] = 1.0
+        elif isinstance(target, str) and target == "rarest":
+            # The form the OPIXray study chose (docs/study.md, recipe v4) without naming a dataset's class.
+            counts = np.array([len(self.objects[k]) for k in self.pasteable])
+            out = np.zeros(c)
+            if len(counts):
+                out[self.pasteable[counts == counts.min()]] = 1.0
         elif isinstance(target, str):
-            raise ValueError(f"target_distribution must be 'uniform', a list or a dict, got {target!r}")
+            raise ValueError(f"target_distribution must be 'uniform', 'rarest', a list or a dict, got {target!r}")
         elif isinstance(target, Mapping):
             out = np.zeros(c)
             for key, share in target.items():
