@@ -246,7 +246,7 @@ class XrayCopyPaste:
             out = np.zeros(c)
             out[self.pasteable] = 1.0
         elif isinstance(target, str) and target == "rarest":
-            # The form the OPIXray study chose (docs/study.md, recipe v4) without naming a dataset's class.
+            # Aims every paste at the rare class without naming it (tried as recipe v4, docs/study.md).
             counts = np.array([len(self.objects[k]) for k in self.pasteable])
             out = np.zeros(c)
             if len(counts):
