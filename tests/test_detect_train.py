@@ -110,6 +110,16 @@ def test_bad_config_names_the_file(tmp_path, text, expect):
     assert str(err.value).startswith(str(path)) and expect in str(err.value)
 
 
+def test_misspelt_copy_paste_target_names_the_file_and_the_choices(tmp_path):
+    path = tmp_path / "cp.yaml"
+    path.write_text("copy_paste: {p: 0.5, target_distribution: rarst}\n")
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    assert str(err.value).startswith(str(path)) and "'rarest'" in str(err.value) and "rarst" in str(err.value)
+    path.write_text("copy_paste: {p: 0.5, target_distribution: rarest}\n")
+    assert load_config(path).copy_paste.target_distribution == "rarest"
+
+
 def test_missing_config_names_the_file(tmp_path):
     with pytest.raises(InputError, match="config file not found") as err:
         load_config(tmp_path / "nope.yaml")

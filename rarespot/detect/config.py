@@ -38,6 +38,16 @@ class CopyPasteConfig(StrictModel):
         "training objects only) or {class: share}"
     )
 
+    @field_validator("target_distribution")
+    @classmethod
+    def _named_target(cls, value):
+        """A misspelt name is refused when the config is read, not when training starts."""
+        from rarespot.imbalance.copy_paste import NAMED_TARGETS
+
+        if isinstance(value, str) and value not in NAMED_TARGETS:
+            raise ValueError(f"must be one of {', '.join(repr(n) for n in NAMED_TARGETS)} or {{class: share}}")
+        return value
+
     @model_validator(mode="after")
     def _known_options(self) -> "CopyPasteConfig":
         unknown = [key for key in self.model_extra or {} if key not in copy_paste_options()]

@@ -44,6 +44,7 @@ from rarespot.io.dataset import DetectionDataset
 from rarespot.metrics.detection import box_overlap
 
 BLENDS = ("auto", "transmission", "alpha")
+NAMED_TARGETS = ("uniform", "rarest")  # the target_distribution values given by name
 
 
 def transmission_blend(base: np.ndarray, donor: np.ndarray, i_max: float) -> np.ndarray:
@@ -252,7 +253,8 @@ class XrayCopyPaste:
             if len(counts):
                 out[self.pasteable[counts == counts.min()]] = 1.0
         elif isinstance(target, str):
-            raise ValueError(f"target_distribution must be 'uniform', 'rarest', a list or a dict, got {target!r}")
+            names = ", ".join(repr(n) for n in NAMED_TARGETS)
+            raise ValueError(f"target_distribution must be one of {names}, a list or a dict, got {target!r}")
         elif isinstance(target, Mapping):
             out = np.zeros(c)
             for key, share in target.items():
