@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rarespot.config import parse_set_options
 from rarespot.io.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,12 +98,12 @@ def train_recipe(splits, run_dir: Path, seed: int, hours: float, args):
     from rarespot.detect.remap import remap_splits
     from rarespot.detect.train import train_on_splits
 
-    config = load_config(args.recipe, out=run_dir / "train", seed=seed, device=args.device, time_hours=hours,
-                         epochs=args.max_epochs, exist_ok=True)
+    config = load_config(args.recipe, **{**args.overrides, "out": run_dir / "train", "seed": seed, "device": args.device,
+                                         "time_hours": hours, "epochs": args.max_epochs, "exist_ok": True})
     if config.remap is not None:
         raise SystemExit(f"{args.recipe}: the comparison needs the original 5 classes (the recipe remaps to {config.remap})")
     run = train_on_splits(config, remap_splits({"train": splits["train"], "val": splits["val"]}, None), quiet=False)
-    return run.model, config
+    return run, config
 
 
 def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile: int, args) -> dict:
@@ -138,7 +139,7 @@ def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int,
     """The evaluator's predictor: whole images for a full-image model, else its tile size with 20% overlap."""
     from rarespot.detect.predict import TiledPredictor
 
-    side = max(max(r.width, r.height) for s in ("val", "test") for r in splits[s].records)
+    side = max(max(r.width, r.height) for s in ("val", "test") if s in splits for r in splits[s].records)
     tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
     return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
 
@@ -205,45 +206,53 @@ def rescore(results: dict, splits, args) -> None:
         atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
 
 
+def score_on_val(model: Path, config, splits, args) -> dict:
+    """One recipe checkpoint on the validation images only: pooled F1 at the confidence best on those same
+    images (optimistic, the same for every model compared), mAP50, and each class's AP50 and recall there."""
+    from rarespot.detect.evaluate import evaluate, operating_conf
+
+    predictor = make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args)
+    first = evaluate(predictor, splits["val"], progress=False)
+    val = evaluate(predictor, splits["val"], conf_for_prf=operating_conf(first), progress=False, predictions=first.predictions)
+    return {"f1": val.f1, "map50": val.map50, "ap50": {c.name: c.ap50 for c in val.per_class},
+            "recall": {c.name: c.recall for c in val.per_class}}
+
+
 def checkpoints_on_val(results: dict, splits, args) -> None:
     """Each finished recipe run's best.pt (lowest validation loss) and last.pt, scored on the validation
     images only (the holdout is not touched): pooled F1 at the confidence best on those same images, mAP50,
     and each class's AP50 and recall. Written to ``OUT/checkpoints_val.md`` (and ``.json``)."""
-    from rarespot.detect.evaluate import evaluate, operating_conf
-
     rows = {}
     for key in sorted(k for k in results if k.startswith("recipe/")):
         run_dir = args.out / key
         for which in ("best", "last"):
             model, config, run = recipe_checkpoint(run_dir, splits, which)
-            predictor = make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args)
-            first = evaluate(predictor, splits["val"], progress=False)
-            val = evaluate(predictor, splits["val"], conf_for_prf=operating_conf(first), progress=False,
-                           predictions=first.predictions)
             epoch = run.best_epoch if which == "best" else run.epochs_run
-            rows[f"{key} {which}"] = {"epoch": epoch, "f1": val.f1, "map50": val.map50,
-                                      "ap50": {c.name: c.ap50 for c in val.per_class},
-                                      "recall": {c.name: c.recall for c in val.per_class}}
-            print(f"{key} {which}.pt (epoch {epoch}): validation F1 {val.f1:.3f} mAP50 {val.map50:.3f}", flush=True)
-    classes = list(splits["val"].class_names)
-    lines = [f"Recipe checkpoints on the {len(splits['val'])} validation images (the holdout untouched): pooled F1 at "
-             "the confidence best on these images, mAP50, AP50 and recall per class at that confidence.", "",
-             "| run | checkpoint | epoch | F1 (pooled) | mAP50 | " + " | ".join(f"{c} AP50 / R" for c in classes) + " |",
-             "|---|---|---|---|---|" + "---|" * len(classes)]
-    for name, r in rows.items():
-        key, which = name.split()
-        lines.append(f"| {key} | {which}.pt | {r['epoch']} | {r['f1']:.3f} | {r['map50']:.3f} | "
-                     + " | ".join(f"{r['ap50'][c]:.3f} / {r['recall'][c]:.2f}" for c in classes) + " |")
-    for which in ("best", "last"):
-        mine = [r for n, r in rows.items() if n.endswith(" " + which)]
-        if mine:
-            lines.append(f"| mean | {which}.pt | | {np.mean([r['f1'] for r in mine]):.3f} | {np.mean([r['map50'] for r in mine]):.3f} | "
-                         + " | ".join(f"{np.mean([r['ap50'][c] for r in mine]):.3f} / {np.mean([r['recall'][c] for r in mine]):.2f}"
-                                      for c in classes) + " |")
-    text = "\n".join(lines) + "\n"
+            rows[f"{key} {which}.pt"] = row = {"epoch": epoch, "checkpoint": f"{which}.pt", **score_on_val(model, config, splits, args)}
+            print(f"{key} {which}.pt (epoch {epoch}): validation F1 {row['f1']:.3f} mAP50 {row['map50']:.3f}", flush=True)
+    text = val_table(rows, list(splits["val"].class_names),
+                     f"Recipe checkpoints on the {len(splits['val'])} validation images (the holdout untouched)")
     print("\n" + text)
     atomic_write_text(args.out / "checkpoints_val.md", text)
     atomic_write_text(args.out / "checkpoints_val.json", json.dumps(rows, indent=2))
+
+
+def val_table(rows: dict, classes: list[str], title: str) -> str:
+    """Markdown table of validation-only scores (``score_on_val`` rows keyed "run checkpoint", with "epoch" and
+    "checkpoint"): one line a row, then the mean of each checkpoint kind."""
+    lines = [f"{title}: pooled F1 at the confidence best on these images, mAP50, AP50 and recall per class at that "
+             "confidence.", "",
+             "| run | checkpoint | epoch | F1 (pooled) | mAP50 | " + " | ".join(f"{c} AP50 / R" for c in classes) + " |",
+             "|---|---|---|---|---|" + "---|" * len(classes)]
+    for name, r in rows.items():
+        lines.append(f"| {name.split()[0]} | {r['checkpoint']} | {r['epoch']} | {r['f1']:.3f} | {r['map50']:.3f} | "
+                     + " | ".join(f"{r['ap50'][c]:.3f} / {r['recall'][c]:.2f}" for c in classes) + " |")
+    for kind in dict.fromkeys(r["checkpoint"] for r in rows.values()):
+        mine = [r for r in rows.values() if r["checkpoint"] == kind]
+        lines.append(f"| mean | {kind} | | {np.mean([r['f1'] for r in mine]):.3f} | {np.mean([r['map50'] for r in mine]):.3f} | "
+                     + " | ".join(f"{np.mean([r['ap50'][c] for r in mine]):.3f} / {np.mean([r['recall'][c] for r in mine]):.2f}"
+                                  for c in classes) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -270,9 +279,15 @@ def main() -> None:
                         help="the screening operating point's floor: every class's recall on the validation images")
     parser.add_argument("--per-class-recall-floor", type=float, default=0.3,
                         help="the per-class screening point's floor (recipe v3b): each class's recall on the validation images")
+    parser.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the recipe's config (repeatable), e.g. --set backbone=yolo")
+    parser.add_argument("--val-only", action="store_true",
+                        help="recipe arm only: train, then score on the validation images alone (OUT/results_val.json, "
+                             "OUT/results_val.md); the holdout is not loaded. For choosing a change at the final budget.")
     parser.add_argument("--checkpoints-on-val", action="store_true",
                         help="compare each recipe run's best.pt and last.pt on the validation images only")
     args = parser.parse_args()
+    args.overrides = parse_set_options(args.set_)
     if args.report_only:
         results_path = args.out / "results.json"
         if not results_path.is_file():
@@ -283,13 +298,18 @@ def main() -> None:
         raise SystemExit(f"{args.data}: OPIXray not found (see ../shared/data/README.md)")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     splits = make_splits(args.data)
+    if args.val_only:
+        if args.arms.strip() != "recipe" or args.rescore or args.checkpoints_on_val:
+            raise SystemExit("--val-only trains and scores the recipe arm only: give --arms recipe, without --rescore")
+        splits.pop("test")  # choosing on validation: the holdout must not be scored, so it is not even kept
     if args.limit:
         splits = {k: v.subset(range(min(args.limit, len(v)))) for k, v in splits.items()}
-    print(f"OPIXray: train {len(splits['train'])}, val {len(splits['val'])}, holdout test {len(splits['test'])}; "
+    print(f"OPIXray: train {len(splits['train'])}, val {len(splits['val'])}, holdout test "
+          f"{len(splits['test']) if 'test' in splits else 'not loaded (--val-only)'}; "
           f"classes {splits['train'].class_names}", flush=True)
     hours = args.minutes / 60.0
     args.out.mkdir(parents=True, exist_ok=True)
-    results_path = args.out / "results.json"
+    results_path = args.out / ("results_val.json" if args.val_only else "results.json")
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if args.rescore:
         rescore(results, splits, args)
@@ -319,8 +339,13 @@ def main() -> None:
                 model, imgsz = train_peer(splits, run_dir, seed, hours, args)
                 metrics = score(model, run_dir, splits, imgsz, True, 0, args)
             elif arm == "recipe":
-                model, config = train_recipe(splits, run_dir, seed, hours, args)
-                metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args)
+                run, config = train_recipe(splits, run_dir, seed, hours, args)
+                model = run.model
+                if args.val_only:  # the holdout is not loaded in this mode (see above)
+                    metrics = {**score_on_val(model, config, splits, args), "epoch": run.epochs_run,
+                               "overrides": {k: str(v) for k, v in args.overrides.items()}}
+                else:
+                    metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args)
             else:
                 raise SystemExit(f"unknown arm {arm}")
             metrics.update(checkpoint=model.name, train_and_eval_s=round(time.perf_counter() - t0, 1), probe_img_s=round(speed, 2),
@@ -329,10 +354,21 @@ def main() -> None:
                            machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")
             results[key] = metrics
             atomic_write_text(results_path, json.dumps(results, indent=2))
-            print(f"{key}: F1 {metrics['f1']:.3f} (mean-class {metrics['f1_mean_class']:.3f}) mAP50 "
-                  f"{metrics['map50']:.3f} recall/class {json.dumps({k: round(v, 2) for k, v in metrics['recall_per_class'].items()})}",
-                  flush=True)
-    print_table(results, args.out)
+            if args.val_only:
+                print(f"{key}: validation F1 {metrics['f1']:.3f} mAP50 {metrics['map50']:.3f} AP50/class "
+                      f"{json.dumps({k: round(v, 3) for k, v in metrics['ap50'].items()})}", flush=True)
+            else:
+                print(f"{key}: F1 {metrics['f1']:.3f} (mean-class {metrics['f1_mean_class']:.3f}) mAP50 {metrics['map50']:.3f} "
+                      f"recall/class {json.dumps({k: round(v, 2) for k, v in metrics['recall_per_class'].items()})}", flush=True)
+    if args.val_only:
+        overrides = " ".join(f"--set {k}={v}" for k, v in args.overrides.items()) or "(no --set)"
+        text = val_table(results, list(splits["val"].class_names),
+                         f"{args.recipe} {overrides}, {args.minutes:g}-minute runs, on the {len(splits['val'])} validation images "
+                         "(the holdout not loaded)")
+        print("\n" + text)
+        atomic_write_text(args.out / "results_val.md", text)
+    else:
+        print_table(results, args.out)
 
 
 def _commit() -> str:

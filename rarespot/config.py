@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rarespot.errors import InputError
 
-__all__ = ["StrictModel", "config_problems", "load_config_file", "read_yaml_mapping", "validate_config"]
+__all__ = ["StrictModel", "config_problems", "load_config_file", "parse_set_options", "read_yaml_mapping", "validate_config"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,6 +55,21 @@ def read_yaml_mapping(path: str | Path, what: str, noun: str = "config") -> dict
     if not isinstance(data, dict):
         raise InputError(path, f"{_article(what)} must be a YAML mapping of key: value")
     return data
+
+
+def parse_set_options(items: list[str] | None, option: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` command-line overrides as a mapping, each value read as YAML (``3`` is a number,
+    ``"{p: 0.5}"`` a mapping); anything without ``=`` raises InputError naming ``option``."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(None, f"{option} expects key=value, got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InputError(None, f"{option} {key.strip()}: the value is not valid YAML: {exc}") from None
+    return overrides
 
 
 def validate_config(model_cls: type[M], data: Any, path: str | Path | None, what: str, context: dict | None = None) -> M:

@@ -39,22 +39,15 @@ def train(
     set_: list[str] = typer.Option(None, "--set", help="Any other config key, e.g. --set sampler=repeat_factor (repeatable)."),
 ) -> None:
     """Train a YOLO detector with random positive tiling (seed 000); writes a run folder with best.pt/last.pt."""
-    import yaml
-
+    from rarespot.config import parse_set_options
     from rarespot.detect.config import load_config
     from rarespot.detect.train import resume_run
     from rarespot.detect.train import train as run_training
-    from rarespot.errors import InputError
 
     if resume:
         result = resume_run(out or Path("runs/train"))
     else:
-        extra = {}
-        for item in set_ or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise InputError(None, f"--set expects key=value, got {item!r}")
-            extra[key.strip()] = yaml.safe_load(value)
+        extra = parse_set_options(set_)
         flags = dict(
             data=data, val_data=val_data, data_format=data_format, model=model, epochs=epochs, batch=batch,
             tiles=tiles, tile_size=tile_size, full_image=full_image, imgsz=imgsz, remap=remap, aug=aug, aug_p=aug_p,
