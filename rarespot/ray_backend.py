@@ -665,7 +665,7 @@ def run_plan_on_ray(plan, out_dir: str | Path, run_fn, settings: RaySettings, re
                 except Exception as exc:  # the task itself died (its node was lost, twice): a failed run
                     study, cell, seed = runs[key]
                     row, node = {"study": study.name, "cell": cell.slug, "seed": seed, "status": "failed",
-                                 "run_dir": str(runner.run_dir_for(out_dir, study, cell, seed)),
+                                 "run_dir": str(runner.study_relative_run_dir(study, cell, seed)),
                                  "error": f"the Ray task failed: {type(exc).__name__}: {exc}"}, None
                 record(key, row)
                 finished(key, row["status"] == "done", node)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rarespot.config import StrictModel, config_problems, load_config_file
+from rarespot.config import StrictModel, config_problems, load_config_file, parse_set_options
 from rarespot.errors import InputError
 
 PLAN = textwrap.dedent(
@@ -279,3 +279,14 @@ def test_plan_sections_defaults_are_the_old_get_defaults(tmp_path):
     path.write_text(_plan_with(data={"synth": None, "holdout": {}, "longtail": None}))
     data = _load_plan(path).data
     assert data.synth.n == 100 and data.holdout is None and data.longtail is None
+
+
+def test_set_options_read_each_value_as_yaml_and_refuse_a_missing_equals_sign():
+    # The one parser of KEY=VALUE overrides (`rarespot detect train --set`, the OPIXray bench's --set).
+    got = parse_set_options(["threads=1", "backbone=yolo", "copy_paste={p: 0.5, target_distribution: rarest}", " aug = []"])
+    assert got == {"threads": 1, "backbone": "yolo", "copy_paste": {"p": 0.5, "target_distribution": "rarest"}, "aug": []}
+    assert parse_set_options(None) == {}
+    with pytest.raises(InputError, match=r"--set expects key=value, got 'threads'"):
+        parse_set_options(["threads"])
+    with pytest.raises(InputError, match=r"--set copy_paste: the value is not valid YAML"):
+        parse_set_options(["copy_paste={p: 0.5"])

@@ -75,6 +75,9 @@ def test_runner_is_resumable_and_reuses_models(tmp_path):
     assert calls[n:] == [("tiling", "full-image", 1)]
     rows = read_results(csv)
     assert len(rows) == 9 and all(r["status"] == "done" for r in rows)
+    # run folders are recorded relative to the study folder, so results.csv survives the folder being moved
+    assert {r["run_dir"] for r in rows if r["cell"] == "sahi"} == {f"runs/peers/sahi/seed{s}" for s in (0, 1, 2)}
+    assert all((out / r["run_dir"]).is_dir() for r in rows)
     agg = aggregate(plan, csv)
     mean, std, n = agg[("tiling", "4-x-512")]["f1"]
     assert mean == pytest.approx(0.71) and std == pytest.approx(0.01) and n == 3

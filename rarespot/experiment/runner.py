@@ -52,7 +52,13 @@ RunFn = Callable[[CellRun], dict[str, Any]]
 
 def run_dir_for(out_dir: Path, study: Study, cell: Cell, seed: int) -> Path:
     """Where one run writes: ``out_dir/runs/<study>/<cell slug>/seed<seed>``."""
-    return Path(out_dir) / "runs" / study.name / cell.slug / f"seed{seed}"
+    return Path(out_dir) / study_relative_run_dir(study, cell, seed)
+
+
+def study_relative_run_dir(study: Study, cell: Cell, seed: int) -> Path:
+    """A run's folder relative to the study folder: the ``run_dir`` column of ``results.csv``, so that the
+    file still points at the runs when the study folder is moved or copied (e.g. into a repository)."""
+    return Path("runs") / study.name / cell.slug / f"seed{seed}"
 
 
 def run_key(study: str, cell: str, seed: int | str) -> tuple[str, str, str]:
@@ -182,7 +188,8 @@ def run_one(job: CellRun, run_fn: RunFn, blocked: str | None = None) -> dict[str
     if run_dir.exists():  # interrupted earlier: start this run again from nothing
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    row: dict[str, Any] = {"study": job.study.name, "cell": job.cell.slug, "seed": job.seed, "run_dir": str(run_dir)}
+    row: dict[str, Any] = {"study": job.study.name, "cell": job.cell.slug, "seed": job.seed,
+                           "run_dir": str(study_relative_run_dir(job.study, job.cell, job.seed))}
     start = time.perf_counter()
     try:
         if blocked:
