@@ -4,7 +4,8 @@ The rule (docs/study.md, "Recipe v5 candidate", written before the runs): the va
 validation images, the rare class's AP50 is above the base's in every seed both have run and by at least
 ``--min-gain`` on their mean, the variant's mean pooled F1 is at most ``--max-f1-loss`` below the base's,
 and no other class's mean AP50 falls by more than ``--max-other-loss``. Only seeds present in both folders
-count; the verdict says "undecided" while fewer than ``--seeds-needed`` of them are in.
+count; the verdict says "undecided" while fewer than ``--seeds-needed`` of them are in, unless the variant's
+rare class is already below the base's in one of them (that check cannot be won back).
 
     python bench/opixray_val_decision.py studies/opixray_v5_val/v2 studies/opixray_v5_val/yolo-backbone
 """
@@ -55,6 +56,8 @@ def decide(base: dict[str, dict], variant: dict[str, dict], rare: str, min_gain:
     ]
     lines += ["", *(f"- {'yes' if ok else 'NO'}: {text}" for text, ok in checks)]
     if len(seeds) < seeds_needed:
+        if not every_seed:  # "above the base in every seed" is lost for good, whatever the other seeds show
+            return f"the variant fails (with {len(seeds)} of {seeds_needed} seeds in: below the base in a seed)", lines
         return f"undecided ({len(seeds)} of {seeds_needed} seeds in)", lines
     return ("the variant passes" if all(ok for _, ok in checks) else "the variant fails"), lines
 

@@ -37,6 +37,8 @@ BASE = {"seed9": _row(0.75, 0.40), "seed10": _row(0.74, 0.42)}
     ({"seed9": _row(0.75, 0.50, 0.59), "seed10": _row(0.74, 0.52, 0.59)}, "the variant fails"),
     # one seed in: no verdict yet, however good it looks
     ({"seed9": _row(0.80, 0.70)}, "undecided (1 of 2 seeds in)"),
+    # one seed in, the rare class below the base's there: lost whatever the other seed shows
+    ({"seed9": _row(0.80, 0.39)}, "the variant fails (with 1 of 2 seeds in: below the base in a seed)"),
 ])
 def test_the_rule_needs_every_check_and_every_seed(variant, verdict):
     assert _decide(BASE, variant) == verdict
