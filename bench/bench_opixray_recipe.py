@@ -37,6 +37,9 @@ are rewritten at the end; ``--report-only`` rewrites them from ``OUT/results.jso
 ``--rescore`` scores the finished runs' checkpoints again (both operating points) without training
 (``--checkpoint last`` scores the recipe's other checkpoint instead), and ``--checkpoints-on-val`` compares
 each recipe run's best.pt and last.pt on the validation images only (``OUT/checkpoints_val.md``).
+``--val-only`` is for choosing a change at the final budget: the recipe arm trains as usual (``--set KEY=VALUE``
+changes its config) and is scored on the validation images alone (``OUT/results_val.json``, ``.md``); the holdout
+is dropped before anything is scored. ``opixray_val_decision.py`` applies a written rule to two such folders.
 
     python bench/bench_opixray_recipe.py --minutes 45 --seeds 0,1,2 --out bench/out/opixray_recipe
 """
