@@ -138,6 +138,11 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
             "per_class_floor": {**summary(class_floored, class_floor_conf), "floor": args.per_class_recall_floor}}
 
 
+def recipe_predictor(model: Path, config, splits, args):
+    """The evaluator's predictor for a recipe checkpoint trained with ``config``."""
+    return make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args)
+
+
 def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int, args):
     """The evaluator's predictor: whole images for a full-image model, else its tile size with 20% overlap."""
     from rarespot.detect.predict import TiledPredictor
@@ -209,14 +214,13 @@ def rescore(results: dict, splits, args) -> None:
         atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
 
 
-def score_on_val(model: Path, config, splits, args) -> dict:
-    """One recipe checkpoint on the validation images only: pooled F1 at the confidence best on those same
+def score_on_val(predictor, val_data) -> dict:
+    """A model (its predictor) on the validation images only: pooled F1 at the confidence best on those same
     images (optimistic, the same for every model compared), mAP50, and each class's AP50 and recall there."""
     from rarespot.detect.evaluate import evaluate, operating_conf
 
-    predictor = make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args)
-    first = evaluate(predictor, splits["val"], progress=False)
-    val = evaluate(predictor, splits["val"], conf_for_prf=operating_conf(first), progress=False, predictions=first.predictions)
+    first = evaluate(predictor, val_data, progress=False)
+    val = evaluate(predictor, val_data, conf_for_prf=operating_conf(first), progress=False, predictions=first.predictions)
     return {"f1": val.f1, "map50": val.map50, "ap50": {c.name: c.ap50 for c in val.per_class},
             "recall": {c.name: c.recall for c in val.per_class}}
 
@@ -231,7 +235,7 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
         for which in ("best", "last"):
             model, config, run = recipe_checkpoint(run_dir, splits, which)
             epoch = run.best_epoch if which == "best" else run.epochs_run
-            rows[f"{key} {which}.pt"] = row = {"epoch": epoch, "checkpoint": f"{which}.pt", **score_on_val(model, config, splits, args)}
+            rows[f"{key} {which}.pt"] = row = {"epoch": epoch, "checkpoint": f"{which}.pt", **score_on_val(recipe_predictor(model, config, splits, args), splits["val"])}
             print(f"{key} {which}.pt (epoch {epoch}): validation F1 {row['f1']:.3f} mAP50 {row['map50']:.3f}", flush=True)
     text = val_table(rows, list(splits["val"].class_names),
                      f"Recipe checkpoints on the {len(splits['val'])} validation images (the holdout untouched)")
@@ -303,7 +307,8 @@ def main() -> None:
     splits = make_splits(args.data)
     if args.val_only:
         if args.arms.strip() != "recipe" or args.rescore or args.checkpoints_on_val:
-            raise SystemExit("--val-only trains and scores the recipe arm only: give --arms recipe, without --rescore")
+            raise SystemExit("--val-only trains and scores the recipe arm only: give --arms recipe, without --rescore "
+                             "or --checkpoints-on-val")
         splits.pop("test")  # choosing on validation: the holdout must not be scored, so it is not even kept
     if args.limit:
         splits = {k: v.subset(range(min(args.limit, len(v)))) for k, v in splits.items()}
@@ -345,7 +350,7 @@ def main() -> None:
                 run, config = train_recipe(splits, run_dir, seed, hours, args)
                 model = run.model
                 if args.val_only:  # the holdout is not loaded in this mode (see above)
-                    metrics = {**score_on_val(model, config, splits, args), "epoch": run.epochs_run,
+                    metrics = {**score_on_val(recipe_predictor(model, config, splits, args), splits["val"]), "epoch": run.epochs_run,
                                "overrides": {k: str(v) for k, v in args.overrides.items()}}
                 else:
                     metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args)
