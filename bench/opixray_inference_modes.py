@@ -26,6 +26,10 @@ GRIDS = {
     "192-px tiles, 50% overlap": {"tile": 192, "overlap": 0.5, "imgsz": 192},
     "256-px tiles, 20% overlap": {"tile": 256, "overlap": 0.2, "imgsz": 256},
     "the whole scan at 416 px": {"tile": 416, "overlap": 0.0, "imgsz": 416},
+    # `rarespot detect predict`'s defaults: a 416-px scan runs whole, padded to 512 px with 0 (black), or with white
+    # (OPIXray's background) as a check of what the padding costs.
+    "predict's default: 512-px tile, padded with 0": {"tile": 512, "overlap": 0.2, "imgsz": 512},
+    "512-px tile, padded with 255": {"tile": 512, "overlap": 0.2, "imgsz": 512, "pad_value": 255},
 }
 
 
@@ -37,11 +41,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--rare", default="Straight_Knife")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows here as JSON")
+    parser.add_argument("--grid", action="append", choices=list(GRIDS), help="only these rows (repeatable; default: all)")
     args = parser.parse_args()
     val = make_splits(args.data)["val"]  # the holdout is carved off and dropped here
     rows = []
     for checkpoint in args.checkpoints:
-        for grid, options in GRIDS.items():
+        for grid in args.grid or GRIDS:
+            options = GRIDS[grid]
             predictor = TiledPredictor(checkpoint, conf=0.001, device="cpu", **options)
             start = time.perf_counter()
             result = score_on_val(predictor, val)
