@@ -3,8 +3,9 @@
 The recipe trains on 192-px tiles cut at native resolution, and ``bench_opixray_recipe.py`` scores it on
 192-px tiles with 20% overlap. This script scores the same checkpoints with other grids (more overlap,
 larger tiles, the whole 416-px scan at once, and ``rarespot detect predict``'s 512-px default, which pads
-the scan; all at native scale) on the 192 validation images of the bench's split; the holdout is not loaded. Pooled F1 at the confidence best on those images, mAP50, the
-rare class's AP50 and the seconds each grid took (docs/study.md, "How the recipe's model is run on a scan").
+the scan; all at native scale) on the 192 validation images of the bench's split; the holdout is not loaded.
+Pooled F1 at the confidence best on those images, mAP50, the rare class's AP50 and the seconds each grid
+took (docs/study.md, "How the recipe's model is run on a scan"). ``--grid NAME`` runs only the rows named.
 
     python bench/opixray_inference_modes.py studies/opixray_recipe_v4/recipe/seed6/train/weights/last.pt ...
 """
