@@ -283,3 +283,31 @@ def test_pretrained_backbone_trains_saves_and_predicts(tmp_path, splits):
 
     dets = predictor.predict(read_image(splits["test"].image_path(splits["test"].records[0])))
     assert dets.boxes.ndim == 2 and dets.boxes.shape[1] == 4 and len(dets.scores) == len(dets.boxes)
+
+
+def test_freeze_keeps_the_pretrained_stem_and_trains_the_rest(tmp_path, splits):
+    """freeze: 1 with the EfficientNet backbone: layer 0 (ImageNet stem + stages 0-2) leaves training exactly as
+    it was loaded, while the layers after it change."""
+    pytest.importorskip("efficientnet_lite_pytorch", reason="rarespot[pretrained] is not installed")
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    from rarespot.detect.backbone import attach_efficientnet_lite0
+
+    torch.manual_seed(0)
+    fresh = attach_efficientnet_lite0(DetectionModel("yolo11n.yaml", nc=2, verbose=False))
+    result = train_on_splits(tiny_config(tmp_path / "run", backbone="efficientnet-lite0", freeze=1, epochs=2,
+                                         imgsz=64, tile_size=64), splits, quiet=True)
+    trained = YOLO(str(result.last)).model
+
+    def saved(t):  # Ultralytics saves the EMA weights in half precision and loads them back as float
+        return t.half().float()
+
+    before, after = fresh.model[0].state_dict(), trained.model[0].state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(saved(before[k]), after[k]) for k in before)
+    before, after = fresh.model[5].state_dict(), trained.model[5].state_dict()
+    assert not all(torch.equal(saved(before[k]), after[k]) for k in before)
+    assert DetectTrainConfig(freeze=0).freeze == 0
+    with pytest.raises(ValueError):
+        DetectTrainConfig(freeze=-1)

@@ -87,6 +87,12 @@ class DetectTrainConfig(StrictModel):
         "EfficientNet-Lite0 stages under the model's neck and head (yolo11 / yolov8 layouts; rarespot[pretrained])",
     )
 
+    freeze: int = Field(
+        0, ge=0,
+        description="train with the model's first N layers frozen (Ultralytics' freeze=); with backbone "
+        "efficientnet-lite0, 1 freezes the ImageNet stem and stages 0-2 (stride 2-8), the layers that cost most per step",
+    )
+
     # --- tiling (seed 3.5) --------------------------------------------------------------
     full_image: bool = Field(False, description="train on whole images resized to imgsz (the seed's baseline)")
     tiles: int = Field(4, ge=1, description="random positive tiles per training image per epoch")

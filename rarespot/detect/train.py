@@ -213,6 +213,7 @@ def ultralytics_overrides(config: DetectTrainConfig, run_dir: Path, model: str) 
         "warmup_epochs": config.warmup_epochs,
         "warmup_bias_lr": config.warmup_bias_lr,
         "weight_decay": config.weight_decay,
+        "freeze": config.freeze or None,
         "amp": False,  # Ultralytics' AMP check downloads a model; fp32 is the safe default
         "plots": False,  # its plots download a font; rarespot writes loss.png itself
         "val": True,
