@@ -294,7 +294,6 @@ def test_freeze_keeps_the_pretrained_stem_and_trains_the_rest(tmp_path, splits):
 
     from rarespot.detect.backbone import attach_efficientnet_lite0
 
-    torch.manual_seed(0)
     fresh = attach_efficientnet_lite0(DetectionModel("yolo11n.yaml", nc=2, verbose=False))
     result = train_on_splits(tiny_config(tmp_path / "run", backbone="efficientnet-lite0", freeze=1, epochs=2,
                                          imgsz=64, tile_size=64), splits, quiet=True)

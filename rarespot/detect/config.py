@@ -90,7 +90,7 @@ class DetectTrainConfig(StrictModel):
     freeze: int = Field(
         0, ge=0,
         description="train with the model's first N layers frozen (Ultralytics' freeze=); with backbone "
-        "efficientnet-lite0, 1 freezes the ImageNet stem and stages 0-2 (stride 2-8), the layers that cost most per step",
+        "efficientnet-lite0, 1 freezes the ImageNet stem and stages 0-2 (stride 2-8, the highest-resolution layers)",
     )
 
     # --- tiling (seed 3.5) --------------------------------------------------------------
