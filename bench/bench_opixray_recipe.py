@@ -40,6 +40,8 @@ each recipe run's best.pt and last.pt on the validation images only (``OUT/check
 ``--val-only`` is for choosing a change at the final budget: the recipe arm trains as usual (``--set KEY=VALUE``
 changes its config) and is scored on the validation images alone (``OUT/results_val.json``, ``.md``); the holdout
 is dropped before anything is scored. ``opixray_val_decision.py`` applies a written rule to two such folders.
+``--tta`` scores the recipe's models with test-time views; ``--val-only --rescore --runs-from FOLDER`` scores the runs
+of earlier ``--val-only`` folders again on the validation images (a change of prediction, not of training).
 
     python bench/bench_opixray_recipe.py --minutes 45 --seeds 0,1,2 --out bench/out/opixray_recipe
 """
@@ -109,7 +111,7 @@ def train_recipe(splits, run_dir: Path, seed: int, hours: float, args):
     return run, config
 
 
-def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile: int, args) -> dict:
+def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile: int, args, tta: str = "none") -> dict:
     """The holdout metrics at the confidence chosen on validation (the pre-registered operating point),
     under ``per_class_conf`` the same at one confidence per class, and under ``recall_floor`` at the
     screening point (one confidence, best pooled F1 among those keeping every class's validation recall
@@ -118,7 +120,7 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
     same holdout boxes."""
     from rarespot.detect.evaluate import evaluate, operating_conf, write_evaluation_report
 
-    predictor = make_predictor(model, splits, imgsz, full_image, tile, args)
+    predictor = make_predictor(model, splits, imgsz, full_image, tile, args, tta)
     val = evaluate(predictor, splits["val"], progress=False, keep_predictions=False)
     pooled_conf, class_conf = operating_conf(val), operating_conf(val, per_class=True)
     floor_conf = operating_conf(val, class_recall_floor=args.class_recall_floor)
@@ -139,17 +141,18 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
 
 
 def recipe_predictor(model: Path, config, splits, args):
-    """The evaluator's predictor for a recipe checkpoint trained with ``config``."""
-    return make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args)
+    """The evaluator's predictor for a recipe checkpoint trained with ``config``, with ``--tta``'s views."""
+    return make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args, args.tta)
 
 
-def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int, args):
-    """The evaluator's predictor: whole images for a full-image model, else its tile size with 20% overlap."""
+def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int, args, tta: str = "none"):
+    """The evaluator's predictor: whole images for a full-image model, else its tile size with 20% overlap;
+    ``tta``: test-time views (the recipe's ``--tta``; the peer keeps Ultralytics' default, none)."""
     from rarespot.detect.predict import TiledPredictor
 
     side = max(max(r.width, r.height) for s in ("val", "test") if s in splits for r in splits[s].records)
     tile, overlap = (side, 0.0) if full_image else (tile, 0.2)
-    return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device)
+    return TiledPredictor(model, tile=tile, overlap=overlap, conf=0.001, imgsz=imgsz, device=args.device, tta=tta)
 
 
 def summary(test, conf) -> dict:
@@ -197,8 +200,11 @@ def rescore(results: dict, splits, args) -> None:
             imgsz, full_image, tile = config.input_size, config.full_image, config.tile_size
         if not model.is_file():
             raise SystemExit(f"{model}: the checkpoint of {key} is gone; cannot rescore it")
+        if arm == "recipe" and results[key].get("tta", "none") != args.tta:
+            raise SystemExit(f"{key} was scored with --tta {results[key].get('tta', 'none')}; rescoring it in place with "
+                             f"--tta {args.tta} would overwrite those numbers (copy {args.out} and rescore the copy)")
         before = results[key].get("checkpoint", "last.pt" if arm == "peer" else "best.pt")
-        fresh = score(model, run_dir, splits, imgsz, full_image, tile, args)
+        fresh = score(model, run_dir, splits, imgsz, full_image, tile, args, "none" if arm == "peer" else args.tta)
         if model.name == before:
             drift = {k: (results[key][k], fresh[k]) for k in ("f1", "map50") if abs(results[key][k] - fresh[k]) > 1e-9}
             told = "; CHANGED " + str(drift) if drift else ", pre-registered metrics unchanged"
@@ -242,6 +248,36 @@ def checkpoints_on_val(results: dict, splits, args) -> None:
     print("\n" + text)
     atomic_write_text(args.out / "checkpoints_val.md", text)
     atomic_write_text(args.out / "checkpoints_val.json", json.dumps(rows, indent=2))
+
+
+def rescore_on_val(splits, args) -> dict:
+    """The recipe runs of earlier ``--val-only`` folders (``--runs-from``), their checkpoints scored again on the
+    validation images with this command's predictor (``--tta``; the seconds an image it took, loading and scoring
+    included, beside them): no training, the holdout not loaded. Keys are
+    ``recipe/seedN@FOLDER`` (FOLDER: the last two parts of its path), so runs of one seed from several studies
+    stay apart; each row keeps its run's epochs and says where it came from. A row scored as before must give the
+    same numbers (the evaluation is deterministic): a change is printed."""
+    results = {}
+    for folder in args.runs_from:
+        path = folder / "results_val.json"
+        if not path.is_file():
+            raise SystemExit(f"{path}: no validation results to rescore (a --val-only run writes them)")
+        label = f"{folder.parent.name}-{folder.name}"
+        for key, before in sorted(json.loads(path.read_text()).items()):
+            arm, seed = key.split("/")
+            model, config, _ = recipe_checkpoint(folder / arm / seed, splits, before["checkpoint"].removesuffix(".pt"))
+            if not model.is_file():
+                raise SystemExit(f"{model}: the checkpoint of {folder}/{key} is gone; cannot rescore it")
+            predictor, t0 = recipe_predictor(model, config, splits, args), time.perf_counter()
+            row = {**score_on_val(predictor, splits["val"]), "epoch": before["epoch"], "checkpoint": model.name,
+                   "tta": args.tta, "s_per_image": round((time.perf_counter() - t0) / len(splits["val"]), 4),
+                   "rescored_from": str(folder), "commit": _commit()}
+            same = before.get("tta", "none") == args.tta
+            drift = [k for k in ("f1", "map50") if abs(before[k] - row[k]) > 1e-9]
+            told = (f"; CHANGED from the run's own scores ({', '.join(drift)})" if drift else ", the run's own scores unchanged") if same else ""
+            print(f"{folder}/{key} with --tta {args.tta}: validation F1 {row['f1']:.3f} mAP50 {row['map50']:.3f}{told}", flush=True)
+            results[f"{arm}/{seed}@{label}"] = row
+    return results
 
 
 def val_table(rows: dict, classes: list[str], title: str) -> str:
@@ -293,6 +329,12 @@ def main() -> None:
                              "OUT/results_val.md); the holdout is not loaded. For choosing a change at the final budget.")
     parser.add_argument("--checkpoints-on-val", action="store_true",
                         help="compare each recipe run's best.pt and last.pt on the validation images only")
+    parser.add_argument("--tta", default="none", choices=["none", "hflip", "flips"],
+                        help="test-time views for the recipe's models (rarespot.detect.settings.TTA_VIEWS); the peer keeps "
+                             "Ultralytics' default (none), what its users get")
+    parser.add_argument("--runs-from", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="with --val-only --rescore: score the recipe runs of this earlier --val-only folder "
+                             "(repeatable) on the validation images, no training; written to OUT/results_val.json")
     args = parser.parse_args()
     args.overrides = parse_set_options(args.set_)
     if args.report_only:
@@ -305,10 +347,13 @@ def main() -> None:
         raise SystemExit(f"{args.data}: OPIXray not found (see ../shared/data/README.md)")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     splits = make_splits(args.data)
+    if bool(args.runs_from) != (args.val_only and args.rescore):
+        raise SystemExit("--runs-from and --val-only --rescore go together: they score earlier --val-only runs on the "
+                         "validation images again")
     if args.val_only:
-        if args.arms.strip() != "recipe" or args.rescore or args.checkpoints_on_val:
-            raise SystemExit("--val-only trains and scores the recipe arm only: give --arms recipe, without --rescore "
-                             "or --checkpoints-on-val")
+        if args.arms.strip() != "recipe" or (args.rescore and not args.runs_from) or args.checkpoints_on_val:
+            raise SystemExit("--val-only trains and scores the recipe arm only: give --arms recipe, without "
+                             "--checkpoints-on-val (and --rescore only with --runs-from)")
         splits.pop("test")  # choosing on validation: the holdout must not be scored, so it is not even kept
     if args.limit:
         splits = {k: v.subset(range(min(args.limit, len(v)))) for k, v in splits.items()}
@@ -319,6 +364,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / ("results_val.json" if args.val_only else "results.json")
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.runs_from:
+        results = rescore_on_val(splits, args)
+        atomic_write_text(results_path, json.dumps(results, indent=2))
+        text = val_table(results, list(splits["val"].class_names),
+                         f"Earlier runs rescored with --tta {args.tta}, on the {len(splits['val'])} validation images "
+                         "(the holdout not loaded)")
+        print("\n" + text)
+        atomic_write_text(args.out / "results_val.md", text)
+        return
     if args.rescore:
         rescore(results, splits, args)
         print_table(results, args.out)
@@ -353,10 +407,11 @@ def main() -> None:
                     metrics = {**score_on_val(recipe_predictor(model, config, splits, args), splits["val"]), "epoch": run.epochs_run,
                                "overrides": {k: str(v) for k, v in args.overrides.items()}}
                 else:
-                    metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args)
+                    metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args,
+                                    args.tta)
             else:
                 raise SystemExit(f"unknown arm {arm}")
-            metrics.update(checkpoint=model.name, train_and_eval_s=round(time.perf_counter() - t0, 1), probe_img_s=round(speed, 2),
+            metrics.update(checkpoint=model.name, tta=args.tta if arm == "recipe" else "none", train_and_eval_s=round(time.perf_counter() - t0, 1), probe_img_s=round(speed, 2),
                            load_before=round(load, 2),
                            load_after=round(os.getloadavg()[0], 2), commit=_commit(),
                            machine=f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")

@@ -5,7 +5,8 @@ validation images, the rare class's AP50 is above the base's in every seed both 
 ``--min-gain`` on their mean, the variant's mean pooled F1 is at most ``--max-f1-loss`` below the base's,
 and no other class's mean AP50 falls by more than ``--max-other-loss``. Only seeds present in both folders
 count; the verdict says "undecided" while fewer than ``--seeds-needed`` of them are in, unless the variant's
-rare class is already below the base's in one of them (that check cannot be won back).
+rare class is already below the base's in one of them (that check cannot be won back). Runs rescored from several
+studies (``bench_opixray_recipe.py --val-only --rescore --runs-from``) are keyed seed and study, and count one each.
 
     python bench/opixray_val_decision.py studies/opixray_v5_val/v2 studies/opixray_v5_val/yolo-backbone
 """
@@ -26,10 +27,16 @@ def load(out: Path) -> dict[str, dict]:
     return {key.split("/")[1]: row for key, row in json.loads(path.read_text()).items()}
 
 
+def _run_order(name: str) -> tuple[int, str]:
+    """"seed9" or, for runs rescored from several studies, "seed9@opixray_v5_val-v2": by seed, then study."""
+    seed, _, study = name.partition("@")
+    return int(seed.removeprefix("seed")), study
+
+
 def decide(base: dict[str, dict], variant: dict[str, dict], rare: str, min_gain: float, max_f1_loss: float,
            max_other_loss: float, seeds_needed: int) -> tuple[str, list[str]]:
     """(verdict, markdown lines): "the variant passes", "... fails" or "undecided (n of N seeds in)"."""
-    seeds = sorted(set(base) & set(variant), key=lambda s: int(s.removeprefix("seed")))
+    seeds = sorted(set(base) & set(variant), key=_run_order)
     classes = list(next(iter(base.values()))["ap50"]) if base else []
     lines = ["| seed | arm | epochs | F1 (pooled) | mAP50 | " + " | ".join(f"{c} AP50" for c in classes) + " |",
              "|---|---|---|---|---|" + "---|" * len(classes)]

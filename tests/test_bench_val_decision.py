@@ -42,3 +42,13 @@ BASE = {"seed9": _row(0.75, 0.40), "seed10": _row(0.74, 0.42)}
 ])
 def test_the_rule_needs_every_check_and_every_seed(variant, verdict):
     assert _decide(BASE, variant) == verdict
+
+
+def test_runs_rescored_from_several_studies_count_one_each_in_seed_order():
+    """Keys "seed9@study" (bench_opixray_recipe.py --val-only --rescore --runs-from): one run of a seed per study."""
+    base = {"seed10@v7-v2": _row(0.74, 0.42), "seed9@v5-v2": _row(0.75, 0.40), "seed9@v7-v2": _row(0.72, 0.30)}
+    variant = {k: _row(r["f1"], r["ap50"]["Straight_Knife"] + 0.06) for k, r in base.items()}
+    verdict, lines = decision.decide(base, variant, "Straight_Knife", 0.05, 0.03, 0.10, 3)
+    assert verdict == "the variant passes"
+    assert [line.split(" | ")[0] for line in lines[2:8:2]] == ["| seed9@v5-v2", "| seed9@v7-v2", "| seed10@v7-v2"]
+    assert decision.decide(base, variant, "Straight_Knife", 0.05, 0.03, 0.10, 4)[0] == "undecided (3 of 4 seeds in)"

@@ -103,6 +103,87 @@ def test_full_image_pass_scales_boxes_back():
     np.testing.assert_allclose(dets.boxes, [[100, 60, 200, 120]], atol=1e-9)
 
 
+class _HalfSighted:
+    """A fake model that finds the bright block of a tile only when the block lies in the tile's left half
+    (and, with ``top_only``, its top half): what it misses, a mirrored view of the tile shows it."""
+
+    class_names = ["knife"]
+
+    def __init__(self, top_only: bool = False):
+        self.top_only = top_only
+        self.tiles: list[np.ndarray] = []
+
+    def predict_tiles(self, tiles, conf, iou, class_agnostic, max_det):
+        out = []
+        for tile in tiles:
+            self.tiles.append(tile.copy())
+            ys, xs = np.nonzero(tile[..., 0] > 127)
+            side = tile.shape[0]
+            seen = len(xs) and xs.max() < side // 2 and (not self.top_only or ys.max() < side // 2)
+            boxes = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]] if seen else np.zeros((0, 4))
+            out.append((np.asarray(boxes, dtype=np.float64), np.full(len(boxes), 0.9), np.zeros(len(boxes), np.int64)))
+        return out
+
+
+def _block_scan():
+    """64 x 64 scan, one tile of 64: a bright block at x 40-50, y 44-54 (the bottom-right quarter)."""
+    scan = np.zeros((64, 64), dtype=np.uint8)
+    scan[44:54, 40:50] = 255
+    return scan
+
+
+@pytest.mark.parametrize("tta, top_only, found", [
+    ("none", False, False),  # the block is in the right half: the model alone misses it
+    ("hflip", False, True),  # mirrored left-right it is in the left half
+    ("hflip", True, False),  # still in the bottom half
+    ("flips", True, True),  # mirrored both ways: left and top
+])
+def test_test_time_views_find_what_the_plain_tile_misses_and_map_it_back(tta, top_only, found):
+    model = _HalfSighted(top_only)
+    pred = TiledPredictor(model, tile=64, overlap=0.0, conf=0.25, skip_background=False, tta=tta)
+    dets = pred.predict(_block_scan())
+    assert len(model.tiles) == {"none": 1, "hflip": 2, "flips": 4}[tta]
+    tile = pred.prepare(_block_scan()).bgr
+    last_view = {"none": tile, "hflip": tile[:, ::-1], "flips": tile[::-1, ::-1]}[tta]
+    np.testing.assert_array_equal(model.tiles[-1], last_view)
+    if found:
+        np.testing.assert_allclose(dets.boxes, [[40, 44, 50, 54]])  # in the scan's own pixels, not the mirror's
+    else:
+        assert len(dets) == 0
+
+
+def test_every_view_finding_the_object_merges_to_one_box():
+    class Sighted(_HalfSighted):  # sees the block anywhere
+        def predict_tiles(self, tiles, conf, iou, class_agnostic, max_det):
+            self.top_only, out = False, []
+            for tile in tiles:
+                ys, xs = np.nonzero(tile[..., 0] > 127)
+                out.append((np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float64),
+                            np.array([0.9]), np.array([0])))
+            return out
+
+    dets = TiledPredictor(Sighted(), tile=64, overlap=0.0, skip_background=False, tta="flips").predict(_block_scan())
+    np.testing.assert_allclose(dets.boxes, [[40, 44, 50, 54]])
+    assert dets.info["raw_boxes"] == 4
+
+
+def test_full_image_pass_views_scale_boxes_back():
+    # As test_full_image_pass_scales_boxes_back, through the left-right view: the fake answers the
+    # mirrored canvas with the mirrored box (512 - 102.4 = 409.6 ...), which must come back to the same place.
+    boxes_at = {"full": [(51.2, 30.7, 102.4, 61.4, 0.9, 0)], "full-h": [(409.6, 30.7, 460.8, 61.4, 0.9, 0)]}
+    pred, fake = _predictor(boxes_at, GRID * 2 + ["full", "full-h"], full_image_pass=True,
+                            tta="hflip", batch=8)
+    dets = pred.predict(_scan())
+    assert len(fake.tiles) == 14
+    np.testing.assert_allclose(dets.boxes, [[100, 60, 200, 120]], atol=1e-9)
+    assert dets.info["raw_boxes"] == 2
+
+
+def test_an_unknown_view_is_refused():
+    with pytest.raises(ValueError, match="tta must be one of none, hflip, flips"):
+        TiledPredictor(FakeBackend(["knife"], {}, 512), tta="rot90")
+
+
 def test_conf_threshold_and_per_call_override():
     boxes_at = {(0, 0): [(10, 10, 50, 50, 0.3, 0), (100, 100, 150, 150, 0.05, 1)]}
     pred, fake = _predictor(boxes_at, GRID, conf=0.25)
@@ -215,14 +296,14 @@ def test_cli_defaults_are_the_inference_settings_defaults():
     commands = {c.name: typer.main.get_command_from_info(c, pretty_exceptions_short=True, rich_markup_mode=None)
                 for c in app.registered_commands}
     keys = ("conf", "tile", "overlap", "iou", "merge", "match", "agnostic", "full_pass", "batch", "imgsz", "device",
-            "backend", "threads", "skip")
+            "backend", "threads", "skip", "tta")
     predict_defaults = {p.name: p.default for p in commands["predict"].params}
     assert _inference_settings(*(predict_defaults[k] for k in keys)) == InferenceSettings()
     evaluate_defaults = {p.name: p.default for p in commands["evaluate"].params}
     assert all(evaluate_defaults[k] == predict_defaults[k] for k in keys if k != "conf")
     screen_defaults = {p.name: p.default for p in commands["batch"].params}
     fields = {"conf": "conf", "tile": "tile", "overlap": "overlap", "device": "device", "backend": "backend",
-              "threads": "threads", "skip": "skip_background"}
+              "threads": "threads", "skip": "skip_background", "tta": "tta"}
     assert {f: screen_defaults[k] for k, f in fields.items()} == InferenceSettings().model_dump(include=set(fields.values()))
 
 

@@ -65,7 +65,7 @@ def train(
 
 
 def _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_pass, batch, imgsz, device, backend,
-                        threads, skip):
+                        threads, skip, tta):
     """The flags `detect predict` and `detect evaluate` share, as the predictor's settings
     (their defaults are InferenceSettings' own: tests/test_detect_predict.py checks)."""
     from rarespot.detect.settings import InferenceSettings
@@ -73,7 +73,7 @@ def _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_p
     return InferenceSettings.from_options(
         conf=conf, tile=tile, overlap=overlap, iou=iou, merge=merge, match_metric=match, class_agnostic=agnostic,
         full_image_pass=full_pass, batch=batch, imgsz=imgsz, device=device, backend=backend, threads=threads,
-        skip_background=skip,
+        skip_background=skip, tta=tta,
     )
 
 
@@ -105,6 +105,11 @@ _SKIP = typer.Option(
     True, "--skip-background/--no-skip",
     help="Run only tiles that hold foreground (a test on the scan, once per scan); --no-skip runs every tile, as SAHI.",
 )
+_TTA = typer.Option(
+    "none", "--tta",
+    help="Test-time views: none, hflip (each tile also mirrored left-right: 2x the network time) or flips "
+         "(also up-down and both: 4x); every view's boxes are mirrored back and merged.",
+)
 _THREADS = typer.Option(None, "--threads", help="CPU threads (default: all cores; fewer on a machine busy with other jobs).")
 
 
@@ -121,7 +126,7 @@ def predict(
     ),
     tile: int = _TILE, overlap: float = _OVERLAP, iou: float = _IOU, merge: str = _MERGE, match: str = _MATCH,
     agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
-    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS, skip: bool = _SKIP,
+    device: str = _DEVICE, backend: str = _BACKEND, threads: int = _THREADS, skip: bool = _SKIP, tta: str = _TTA,
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write a PNG of each scan with its boxes."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first unreadable scan (default: skip it and list it in skipped.csv)."),
 ) -> None:
@@ -131,7 +136,7 @@ def predict(
 
     paths = collect_images(images)  # a missing input fails before the model loads
     settings = _inference_settings(conf, tile, overlap, iou, merge, match, agnostic, full_pass, batch, imgsz, device,
-                                   backend, threads, skip)
+                                   backend, threads, skip, tta)
     if class_conf is not None:
         settings = settings.replace(class_conf=class_conf_from(class_conf))
     predictor = open_predictor(model, settings)  # under auto on the CPU, a .pt runs as its cached ONNX export
@@ -177,6 +182,7 @@ def evaluate(
     tile: int = _TILE, overlap: float = _OVERLAP, iou: float = _IOU, merge: str = _MERGE, match: str = _MATCH,
     agnostic: bool = _AGNOSTIC, full_pass: bool = _FULL, batch: int = _BATCH, imgsz: int = _IMGSZ,
     device: str = _DEVICE, backend: str = _EVAL_BACKEND, threads: int = _THREADS, skip: bool = _SKIP,
+    tta: str = _TTA,
 ) -> None:
     """The seed's test protocol: tiled inference on whole held-out scans; P/R/F1 (IoU >= 0.5), mAP50, mAP50-95."""
     from rarespot.detect.evaluate import (
@@ -194,7 +200,7 @@ def evaluate(
     ensure_writable_dir(out)  # fail before the long part
     dataset = load_eval_data(data, split, data_format, seed)
     settings = _inference_settings(conf if conf is not None else 0.25, tile, overlap, iou, merge, match, agnostic,
-                                   full_pass, batch, imgsz, device, backend, threads, skip)
+                                   full_pass, batch, imgsz, device, backend, threads, skip, tta)
     predictor = TiledPredictor(model, settings)
     class_aware = not class_agnostic_eval
     if class_agnostic_eval is None:
@@ -347,6 +353,7 @@ def batch(
     ),
     threads: int = _THREADS,
     skip: bool = _SKIP,
+    tta: str = _TTA,
     restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an earlier run in --out."),
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="On resume, screen again the files that could not be read (e.g. still being copied)."
@@ -376,7 +383,8 @@ def batch(
     out = out or Path(f"screen_{source.resolve().name or 'scans'}")
     on_ray = settings_from_cli(ray, workers, shared_disk=shared_disk)
     settings = InferenceSettings.from_options(
-        conf=conf, tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip
+        conf=conf, tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip,
+        tta=tta,
     )
     try:
         result = screen_folder(

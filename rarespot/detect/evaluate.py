@@ -180,6 +180,9 @@ def _conf_at_recall(conf: np.ndarray, recall: np.ndarray, target: float) -> floa
 def _predictor_settings(predictor) -> dict:
     keys = ("tile", "overlap", "conf", "iou", "merge", "class_agnostic", "full_image_pass", "match_metric", "max_det")
     out = {k: getattr(predictor, k) for k in keys if hasattr(predictor, k)}
+    tta = getattr(getattr(predictor, "settings", None), "tta", "none")
+    if tta != "none":  # written only when used: reports without test-time views stay as they were
+        out["tta"] = tta
     if getattr(predictor, "model_path", None) is not None:
         out["model"] = str(predictor.model_path)
     return out

@@ -7,7 +7,8 @@ training tiles got), cut into a fixed grid of overlapping square tiles
 the tiles go through the model in batches, their boxes are shifted back into
 scan pixels and merged across tiles (NMS or weighted box fusion). An optional
 extra pass over the whole scan, shrunk to one tile, finds objects larger than
-a tile.
+a tile. Test-time views (``tta``) run every tile mirrored too; their boxes are
+mirrored back and go into the same merge.
 
     >>> predictor = TiledPredictor("runs/exp/best.pt", InferenceSettings(tile=512, conf=0.25))
     >>> dets = predictor.predict_path("scan_0001.png")
@@ -27,7 +28,7 @@ from rarespot.detect.backends import DetectionBackend, load_backend, runnable_mo
 from rarespot.detect.foreground import ALL_BACKGROUND, find_foreground
 from rarespot.detect.merge import merge_detections
 from rarespot.detect.preprocess import CURRENT_INPUT_MAPPING, InputMapping, to_model_input
-from rarespot.detect.settings import InferenceSettings, check_class_names
+from rarespot.detect.settings import TTA_VIEWS, InferenceSettings, check_class_names
 from rarespot.errors import InputError, RarespotError
 from rarespot.io.atomic import ensure_writable_dir
 from rarespot.progress import progress_iter
@@ -172,6 +173,7 @@ class TiledPredictor:
         self.merge, self.class_agnostic, self.full_image_pass = settings.merge, settings.class_agnostic, settings.full_image_pass
         self.batch, self.match_metric, self.max_det = settings.batch, settings.match_metric, settings.max_det
         self.pad_value = settings.pad_value
+        self.views = TTA_VIEWS[settings.tta]
         self.skip_background = settings.skip_background
         self.foreground = settings.foreground
         self.input_mapping: InputMapping = (
@@ -379,30 +381,36 @@ class TiledPredictor:
                         pass
 
     def _batches(self, prepared: PreparedScan):
-        """(kind, extra, tiles) of one scan in order: batches of grid tiles, then the full-image tile."""
+        """(kind, extra, tiles) of one scan in order: batches of grid tiles, then the full-image tile;
+        each batch once per test-time view (``settings.tta``), mirrored as the view says."""
         windows, bgr = prepared.windows, prepared.bgr
         height, width = prepared.shape
         for start in range(0, len(windows), self.batch):
             chunk = windows[start : start + self.batch]
             tiles = np.stack([crop_tile(bgr, int(x0), int(y0), self.tile, self.pad_value) for x0, y0, _, _ in chunk])
-            yield "tiles", chunk, tiles
+            for view in self.views:
+                yield "tiles", (chunk, view), _flip_tiles(tiles, view)
         if self.full_image_pass and (height > self.tile or width > self.tile) and bgr is not None:
             canvas, sx, sy = self._full_canvas(bgr)
-            yield "full", (sx, sy), canvas[None]
+            for view in self.views:
+                yield "full", (sx, sy, view), _flip_tiles(canvas[None], view)
 
     def _add_outputs(self, work: "_ScanWork", kind: str, extra, outputs) -> None:
         if kind == "full":
-            sx, sy = extra
+            sx, sy, view = extra
             boxes, scores, labels = outputs[0]
-            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
+            boxes = _unflip_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), view, self.tile)
+            boxes = boxes * np.array([sx, sy, sx, sy])
             work.boxes.append(boxes)
             work.scores.append(np.asarray(scores, dtype=np.float64))
             work.labels.append(np.asarray(labels, dtype=np.int64))
             return
-        for (x0, y0, _, _), (boxes, scores, labels) in zip(extra, outputs):
+        chunk, view = extra
+        for (x0, y0, _, _), (boxes, scores, labels) in zip(chunk, outputs):
             # Clip to the tile first: the model saw nothing past it, and training labels were clipped
             # to their tiles too (rarespot.tiling.boxes_in_tile); Ultralytics and SAHI do the same.
             boxes = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 0, self.tile)
+            boxes = _unflip_boxes(boxes, view, self.tile)
             work.boxes.append(boxes + [x0, y0, x0, y0])
             work.scores.append(np.asarray(scores, dtype=np.float64).reshape(-1))
             work.labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
@@ -439,6 +447,26 @@ class TiledPredictor:
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         small = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
         return crop_tile(small, 0, 0, self.tile, self.pad_value), width / new_w, height / new_h
+
+
+def _flip_tiles(tiles: np.ndarray, view: tuple[bool, bool]) -> np.ndarray:
+    """(B, S, S, 3) tiles mirrored left-right and/or up-down as ``view`` says (a copy when flipped)."""
+    flip_lr, flip_ud = view
+    if flip_lr:
+        tiles = tiles[:, :, ::-1]
+    if flip_ud:
+        tiles = tiles[:, ::-1]
+    return np.ascontiguousarray(tiles) if (flip_lr or flip_ud) else tiles
+
+
+def _unflip_boxes(boxes: np.ndarray, view: tuple[bool, bool], side: int) -> np.ndarray:
+    """(n, 4) xyxy boxes found in a tile of ``side`` pixels mirrored as ``view`` says, in the unmirrored tile."""
+    flip_lr, flip_ud = view
+    if flip_lr:
+        boxes = np.column_stack([side - boxes[:, 2], boxes[:, 1], side - boxes[:, 0], boxes[:, 3]])
+    if flip_ud:
+        boxes = np.column_stack([boxes[:, 0], side - boxes[:, 3], boxes[:, 2], side - boxes[:, 1]])
+    return boxes
 
 
 @dataclass

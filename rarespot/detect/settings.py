@@ -21,6 +21,16 @@ from rarespot.detect.preprocess import InputMapping
 from rarespot.errors import InputError
 
 
+#: Test-time views by name: each view is (flip left-right, flip up-down) of a tile. A baggage or body
+#: scan holds its objects in any orientation, so mirrored tiles are scans the model could have been
+#: trained on; the unflipped view always runs.
+TTA_VIEWS: dict[str, tuple[tuple[bool, bool], ...]] = {
+    "none": ((False, False),),
+    "hflip": ((False, False), (True, False)),
+    "flips": ((False, False), (True, False), (False, True), (True, True)),
+}
+
+
 class InferenceSettings(StrictModel):
     """Settings of sliced inference; the defaults are ``rarespot detect predict``'s (the seed's protocol).
 
@@ -45,6 +55,10 @@ class InferenceSettings(StrictModel):
       border runs every tile). ``False`` runs every tile, as SAHI does. ``foreground``: its settings.
     input_mapping: how scans become the network's 8-bit input; default (None): the one stored
       with the model (:mod:`rarespot.detect.preprocess`), so inference maps scans as training did.
+    tta: test-time views (:data:`TTA_VIEWS`): "none"; "hflip" also runs each tile mirrored left-right;
+      "flips" also up-down and both (4 views, 4x the network time). Every view's boxes are mapped
+      back and merged with the others by the cross-tile merge, as Ultralytics' ``augment=True``
+      merges its views by NMS (its views also rescale; here objects keep their size in pixels).
     """
 
     model_config = ConfigDict(frozen=True)  # StrictModel refuses unknown keys; frozen: shared by every caller
@@ -68,6 +82,7 @@ class InferenceSettings(StrictModel):
     skip_background: bool = True
     foreground: ForegroundSettings = ForegroundSettings()
     input_mapping: InputMapping | None = None
+    tta: str = "none"
 
     @model_validator(mode="after")
     def _check(self) -> "InferenceSettings":
@@ -77,6 +92,8 @@ class InferenceSettings(StrictModel):
             raise ValueError(f"match_metric must be one of {MATCH_METRICS}, got {self.match_metric!r}")
         if self.tile <= 0 or self.batch <= 0:
             raise ValueError(f"tile and batch must be positive, got tile={self.tile}, batch={self.batch}")
+        if self.tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {self.tta!r}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
