@@ -351,6 +351,12 @@ def test_settings_load_from_yaml_and_bad_keys_name_the_file(tmp_path):
         ServeSettings.from_yaml(bad)
     with pytest.raises(InputError, match="settings file not found"):
         ServeSettings.from_yaml(tmp_path / "missing.yaml")
+    views = tmp_path / "views.yaml"
+    views.write_text("models: m.pt\ntta: flips\n")
+    assert ServeSettings.from_yaml(views).inference().tta == "flips"  # the served predictor runs the views
+    views.write_text("models: m.pt\ntta: rot90\n")
+    with pytest.raises(InputError, match=r"views\.yaml: invalid settings: tta: tta must be one of none, hflip, flips"):
+        ServeSettings.from_yaml(views)
 
 
 def test_create_app_with_missing_model_file_names_it(tmp_path):

@@ -34,6 +34,9 @@ def serve(
         None, help="auto (default: on the CPU a .pt runs as its ONNX export, made once and cached, on the faster of "
                    "OpenVINO and onnxruntime), openvino, onnxruntime or torch; as in `rarespot detect predict`.",
     ),
+    tta: Optional[str] = typer.Option(
+        None, help="Test-time views (default none): hflip or flips, as in `rarespot detect predict --tta` (2x or 4x the time).",
+    ),
 ) -> None:
     """Start the operator review app: drop a scan in the page, see the detections, filter and zoom."""
     import uvicorn
@@ -53,6 +56,7 @@ def serve(
         "tile": tile,
         "device": device,
         "backend": backend,
+        "tta": tta,
         "token_file": token_file,
         "ssl_certfile": ssl_certfile,
         "ssl_keyfile": ssl_keyfile,

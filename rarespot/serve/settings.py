@@ -112,7 +112,18 @@ class ServeSettings(StrictModel):
         "auto", description="what runs a model file, as in `rarespot detect predict --backend`: auto (on the CPU a .pt "
         "runs as its cached ONNX export on the faster of OpenVINO and onnxruntime), openvino, onnxruntime or torch",
     )
+    tta: str = Field("none", description="test-time views, as in `rarespot detect predict --tta`: none, hflip or flips "
+                     "(each tile also mirrored; 2x or 4x the network time a scan)")
     warmup: bool = Field(True, description="run each model once on a blank tile at startup")
+
+    @field_validator("tta")
+    @classmethod
+    def _known_views(cls, value: str) -> str:
+        from rarespot.detect.settings import TTA_VIEWS
+
+        if value not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}")  # the settings' error adds the value given
+        return value
 
     @field_validator("backend")
     @classmethod
@@ -140,7 +151,7 @@ class ServeSettings(StrictModel):
         return InferenceSettings(
             tile=self.tile, overlap=self.overlap, conf=self.floor_conf, iou=self.iou, merge=self.merge,
             class_agnostic=self.class_agnostic, full_image_pass=self.full_image_pass, batch=self.batch,
-            device=self.device, backend=self.backend,
+            device=self.device, backend=self.backend, tta=self.tta,
         )
 
     @property
