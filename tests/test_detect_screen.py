@@ -187,6 +187,11 @@ def test_screen_json_keeps_the_options_given(tmp_path, monkeypatch):
     assert options(tmp_path / "cli") == {"backend": "auto", "device": "cpu", "overlap": "0.2", "skip_background": "True",
                                          "threads": "None", "tile": "512"}
     assert json.loads((tmp_path / "cli" / "screen.json").read_text())["conf"] == 0.25
+    # Test-time views are recorded when asked for (a run without them keeps its screen.json as before).
+    monkeypatch.setattr(screen_batch, "screen_folder", lambda *a, **kw: given.update(kw) or 1 / 0)
+    CliRunner().invoke(app, ["detect", "batch", str(src), "--model", str(model), "--tta", "flips"])
+    monkeypatch.undo()
+    assert given["settings"].given()["tta"] == "flips"
 
 
 NOTICE = "`detect screen` is now `detect batch`; the old name keeps working"

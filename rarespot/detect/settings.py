@@ -58,7 +58,8 @@ class InferenceSettings(StrictModel):
     tta: test-time views (:data:`TTA_VIEWS`): "none"; "hflip" also runs each tile mirrored left-right;
       "flips" also up-down and both (4 views, 4x the network time). Every view's boxes are mapped
       back and merged with the others by the cross-tile merge, as Ultralytics' ``augment=True``
-      merges its views by NMS (its views also rescale; here objects keep their size in pixels).
+      merges its views by NMS (its views also rescale; here objects keep their size in pixels). Check it on
+      validation scans: a model that reads class from an object's handedness gets worse (OPIXray: docs/study.md, v8).
     """
 
     model_config = ConfigDict(frozen=True)  # StrictModel refuses unknown keys; frozen: shared by every caller
