@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from rarespot.config import parse_set_options
+from rarespot.detect.settings import TTA_VIEWS
 from rarespot.io.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -329,7 +330,7 @@ def main() -> None:
                              "OUT/results_val.md); the holdout is not loaded. For choosing a change at the final budget.")
     parser.add_argument("--checkpoints-on-val", action="store_true",
                         help="compare each recipe run's best.pt and last.pt on the validation images only")
-    parser.add_argument("--tta", default="none", choices=["none", "hflip", "flips"],
+    parser.add_argument("--tta", default="none", choices=list(TTA_VIEWS),
                         help="test-time views for the recipe's models (rarespot.detect.settings.TTA_VIEWS); the peer keeps "
                              "Ultralytics' default (none), what its users get")
     parser.add_argument("--runs-from", type=Path, action="append", default=[], metavar="FOLDER",

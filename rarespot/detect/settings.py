@@ -21,9 +21,9 @@ from rarespot.detect.preprocess import InputMapping
 from rarespot.errors import InputError
 
 
-#: Test-time views by name: each view is (flip left-right, flip up-down) of a tile. A baggage or body
-#: scan holds its objects in any orientation, so mirrored tiles are scans the model could have been
-#: trained on; the unflipped view always runs.
+#: Test-time views by name: each view is (flip left-right, flip up-down) of a tile; the unflipped view
+#: always runs. A mirrored tile is another look at the same objects, but a model may not read it as well
+#: (one that learned an object's handedness gives it another class): measure before using it.
 TTA_VIEWS: dict[str, tuple[tuple[bool, bool], ...]] = {
     "none": ((False, False),),
     "hflip": ((False, False), (True, False)),
