@@ -182,6 +182,11 @@ def recipe_checkpoint(run_dir: Path, splits, which: str | None = None):
     return model, config, run
 
 
+def score_drift(before: dict, after: dict) -> dict:
+    """{metric: (before, after)} for the pooled F1 and mAP50 that a deterministic rescoring did not give back."""
+    return {k: (before[k], after[k]) for k in ("f1", "map50") if abs(before[k] - after[k]) > 1e-9}
+
+
 def rescore(results: dict, splits, args) -> None:
     """Score finished runs' checkpoints again, in place, at both operating points. By default each run's
     checkpoint scored before, whose pre-registered numbers must come back unchanged (the evaluation is
@@ -207,7 +212,7 @@ def rescore(results: dict, splits, args) -> None:
         before = results[key].get("checkpoint", "last.pt" if arm == "peer" else "best.pt")
         fresh = score(model, run_dir, splits, imgsz, full_image, tile, args, "none" if arm == "peer" else args.tta)
         if model.name == before:
-            drift = {k: (results[key][k], fresh[k]) for k in ("f1", "map50") if abs(results[key][k] - fresh[k]) > 1e-9}
+            drift = score_drift(results[key], fresh)
             told = "; CHANGED " + str(drift) if drift else ", pre-registered metrics unchanged"
         else:
             told = (f" with {model.name} (was {before}: F1 {results[key]['f1']:.3f} -> {fresh['f1']:.3f}, lowest class "
@@ -273,9 +278,10 @@ def rescore_on_val(splits, args) -> dict:
             row = {**score_on_val(predictor, splits["val"]), "epoch": before["epoch"], "checkpoint": model.name,
                    "tta": args.tta, "s_per_image": round((time.perf_counter() - t0) / len(splits["val"]), 4),
                    "rescored_from": str(folder), "commit": _commit()}
-            same = before.get("tta", "none") == args.tta
-            drift = [k for k in ("f1", "map50") if abs(before[k] - row[k]) > 1e-9]
-            told = (f"; CHANGED from the run's own scores ({', '.join(drift)})" if drift else ", the run's own scores unchanged") if same else ""
+            told = ""
+            if before.get("tta", "none") == args.tta:  # scored as the run was: its own numbers must come back
+                drift = score_drift(before, row)
+                told = f"; CHANGED from the run's own scores ({', '.join(drift)})" if drift else ", the run's own scores unchanged"
             print(f"{folder}/{key} with --tta {args.tta}: validation F1 {row['f1']:.3f} mAP50 {row['map50']:.3f}{told}", flush=True)
             results[f"{arm}/{seed}@{label}"] = row
     return results
