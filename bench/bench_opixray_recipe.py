@@ -42,6 +42,8 @@ changes its config) and is scored on the validation images alone (``OUT/results_
 is dropped before anything is scored. ``opixray_val_decision.py`` applies a written rule to two such folders.
 ``--tta`` scores the recipe's models with test-time views; ``--val-only --rescore --runs-from FOLDER`` scores the runs
 of earlier ``--val-only`` folders again on the validation images (a change of prediction, not of training).
+``--infer-tile PX`` cuts the recipe's evaluation tiles at PX instead of the model's training tile, so that a change of
+training tile is scored by the same evaluator as the runs it is compared with.
 
     python bench/bench_opixray_recipe.py --minutes 45 --seeds 0,1,2 --out bench/out/opixray_recipe
 """
@@ -143,7 +145,13 @@ def score(model: Path, run_dir: Path, splits, imgsz: int, full_image: bool, tile
 
 def recipe_predictor(model: Path, config, splits, args):
     """The evaluator's predictor for a recipe checkpoint trained with ``config``, with ``--tta``'s views."""
-    return make_predictor(model, splits, config.input_size, config.full_image, config.tile_size, args, args.tta)
+    return make_predictor(model, splits, config.input_size, config.full_image, recipe_tile(config, args), args, args.tta)
+
+
+def recipe_tile(config, args) -> int:
+    """The tile the evaluator cuts for a recipe model: ``--infer-tile`` if given (so a change of training tile can be
+    scored with the same evaluator as the runs it is compared with), else the tile the model was trained on."""
+    return args.infer_tile or config.tile_size
 
 
 def make_predictor(model: Path, splits, imgsz: int, full_image: bool, tile: int, args, tta: str = "none"):
@@ -203,12 +211,15 @@ def rescore(results: dict, splits, args) -> None:
         else:
             scored = results[key].get("checkpoint", "").removesuffix(".pt") or None  # by default, the one scored before
             model, config, _ = recipe_checkpoint(run_dir, splits, args.checkpoint or scored)
-            imgsz, full_image, tile = config.input_size, config.full_image, config.tile_size
+            imgsz, full_image, tile = config.input_size, config.full_image, recipe_tile(config, args)
         if not model.is_file():
             raise SystemExit(f"{model}: the checkpoint of {key} is gone; cannot rescore it")
         if arm == "recipe" and results[key].get("tta", "none") != args.tta:
             raise SystemExit(f"{key} was scored with --tta {results[key].get('tta', 'none')}; rescoring it in place with "
                              f"--tta {args.tta} would overwrite those numbers (copy {args.out} and rescore the copy)")
+        if arm == "recipe" and results[key].get("infer_tile") != args.infer_tile:
+            raise SystemExit(f"{key} was scored with --infer-tile {results[key].get('infer_tile') or '(its own)'}; rescoring "
+                             f"it in place with another tile would overwrite those numbers (copy {args.out} and rescore the copy)")
         before = results[key].get("checkpoint", "last.pt" if arm == "peer" else "best.pt")
         fresh = score(model, run_dir, splits, imgsz, full_image, tile, args, "none" if arm == "peer" else args.tta)
         if model.name == before:
@@ -276,10 +287,10 @@ def rescore_on_val(splits, args) -> dict:
                 raise SystemExit(f"{model}: the checkpoint of {folder}/{key} is gone; cannot rescore it")
             predictor, t0 = recipe_predictor(model, config, splits, args), time.perf_counter()
             row = {**score_on_val(predictor, splits["val"]), "epoch": before["epoch"], "checkpoint": model.name,
-                   "tta": args.tta, "s_per_image": round((time.perf_counter() - t0) / len(splits["val"]), 4),
-                   "rescored_from": str(folder), "commit": _commit()}
+                   "tta": args.tta, **({"infer_tile": args.infer_tile} if args.infer_tile else {}),
+                   "s_per_image": round((time.perf_counter() - t0) / len(splits["val"]), 4), "rescored_from": str(folder), "commit": _commit()}
             told = ""
-            if before.get("tta", "none") == args.tta:  # scored as the run was: its own numbers must come back
+            if (before.get("tta", "none"), before.get("infer_tile")) == (args.tta, args.infer_tile):  # scored as the run was
                 drift = score_drift(before, row)
                 told = f"; CHANGED from the run's own scores ({', '.join(drift)})" if drift else ", the run's own scores unchanged"
             print(f"{folder}/{key} with --tta {args.tta}: validation F1 {row['f1']:.3f} mAP50 {row['map50']:.3f}{told}", flush=True)
@@ -339,6 +350,9 @@ def main() -> None:
     parser.add_argument("--tta", default="none", choices=list(TTA_VIEWS),
                         help="test-time views for the recipe's models (rarespot.detect.settings.TTA_VIEWS); the peer keeps "
                              "Ultralytics' default (none), what its users get")
+    parser.add_argument("--infer-tile", type=int, default=None, metavar="PX",
+                        help="the evaluator's tile for the recipe's models (default: the tile each was trained on), e.g. to "
+                             "score a model trained on smaller tiles as the runs it is compared with were scored")
     parser.add_argument("--runs-from", type=Path, action="append", default=[], metavar="FOLDER",
                         help="with --val-only --rescore: score the recipe runs of this earlier --val-only folder "
                              "(repeatable) on the validation images, no training; written to OUT/results_val.json")
@@ -414,10 +428,12 @@ def main() -> None:
                     metrics = {**score_on_val(recipe_predictor(model, config, splits, args), splits["val"]), "epoch": run.epochs_run,
                                "overrides": {k: str(v) for k, v in args.overrides.items()}}
                 else:
-                    metrics = score(model, run_dir, splits, config.input_size, config.full_image, config.tile_size, args,
+                    metrics = score(model, run_dir, splits, config.input_size, config.full_image, recipe_tile(config, args), args,
                                     args.tta)
             else:
                 raise SystemExit(f"unknown arm {arm}")
+            if arm == "recipe" and args.infer_tile:
+                metrics["infer_tile"] = args.infer_tile
             metrics.update(checkpoint=model.name, tta=args.tta if arm == "recipe" else "none", train_and_eval_s=round(time.perf_counter() - t0, 1), probe_img_s=round(speed, 2),
                            load_before=round(load, 2),
                            load_after=round(os.getloadavg()[0], 2), commit=_commit(),
