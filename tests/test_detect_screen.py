@@ -185,13 +185,31 @@ def test_screen_json_keeps_the_options_given(tmp_path, monkeypatch):
     given.pop("ray")
     screen_folder(src, brightness_predictor(), tmp_path / "cli", progress=False, **given)
     assert options(tmp_path / "cli") == {"backend": "auto", "device": "cpu", "overlap": "0.2", "skip_background": "True",
-                                         "threads": "None", "tile": "512"}
+                                         "threads": "None", "tile": "512", "tta": "none"}
     assert json.loads((tmp_path / "cli" / "screen.json").read_text())["conf"] == 0.25
-    # Test-time views are recorded when asked for (a run without them keeps its screen.json as before).
-    monkeypatch.setattr(screen_batch, "screen_folder", lambda *a, **kw: given.update(kw) or 1 / 0)
-    CliRunner().invoke(app, ["detect", "batch", str(src), "--model", str(model), "--tta", "flips"])
-    monkeypatch.undo()
-    assert given["settings"].given()["tta"] == "flips"
+
+
+def test_an_option_not_recorded_resumes_as_its_default_and_a_changed_one_is_refused(tmp_path):
+    """A run records the options it was given; on resume an option missing from either side counts as its
+    InferenceSettings default. So a run recorded before an option existed (here: no ``tta``) resumes under a
+    command that passes every option at its default, and a real change is still refused, naming the file."""
+    from rarespot.detect.settings import InferenceSettings
+
+    src = make_folder(tmp_path)
+    out = tmp_path / "out"
+    screen_folder(src, brightness_predictor(), out, settings=InferenceSettings(tile=256), progress=False)
+    meta = out / "screen.json"
+    assert json.loads(meta.read_text())["predictor_options"] == {"tile": "256"}
+    (out / "screen.csv").write_text("".join((out / "screen.csv").read_text().splitlines(keepends=True)[:2]))
+
+    resumed = brightness_predictor()
+    result = screen_folder(src, resumed, out, settings=InferenceSettings(tile=256, tta="none", overlap=0.2), progress=False)
+    assert result.n_skipped == 1 and result.n_scans == 4
+    assert json.loads(meta.read_text())["predictor_options"] == {"overlap": "0.2", "tile": "256", "tta": "none"}
+
+    for changed in (InferenceSettings(tile=256, tta="flips"), InferenceSettings()):  # a new option on; tile back to 512
+        with pytest.raises(RarespotError, match=r"screen\.json: an earlier run used different predictor_options"):
+            screen_folder(src, brightness_predictor(), out, settings=changed, progress=False)
 
 
 NOTICE = "`detect screen` is now `detect batch`; the old name keeps working"

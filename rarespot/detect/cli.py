@@ -382,12 +382,9 @@ def batch(
         raise typer.BadParameter(str(exc), param_hint=hint) from None
     out = out or Path(f"screen_{source.resolve().name or 'scans'}")
     on_ray = settings_from_cli(ray, workers, shared_disk=shared_disk)
-    # tta only when asked for: screen.json records the settings given, and a run started before the option existed
-    # must still resume with the same command.
-    views = {"tta": tta} if tta != "none" else {}
     settings = InferenceSettings.from_options(
         conf=conf, tile=tile, overlap=overlap, device=device, backend=backend, threads=threads, skip_background=skip,
-        **views,
+        tta=tta,
     )
     try:
         result = screen_folder(

@@ -13,7 +13,8 @@
 - ``thumbs/``: a thumbnail with the boxes drawn for each flagged scan;
 - ``contact_sheet.html``: the flagged scans, most confident first, and the
   files that could not be read, with their error;
-- ``screen.json``: the settings of the run; a resume with different settings is refused.
+- ``screen.json``: the settings of the run; a resume with different settings is refused (a predictor
+  option that is not recorded counts as its default, so runs recorded before an option existed resume).
 
 A scan is flagged when its most confident box reaches ``flag_conf``, or, with
 ``flag_class_conf``, when a box of a named class reaches that class's own confidence (for
@@ -181,6 +182,14 @@ def _relative_name(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
+def _as_run(predictor_options: dict) -> dict:
+    """Recorded predictor options with every option not recorded at its :class:`InferenceSettings` default, as the
+    run had it: an option left at its default and the same value given explicitly are the same run, and a run
+    recorded before an option existed resumes under it."""
+    defaults = {name: str(field.default) for name, field in InferenceSettings.model_fields.items() if name != "conf"}
+    return {**defaults, **predictor_options}
+
+
 def _read_done_rows(csv_path: Path) -> list[dict]:
     """Rows of an earlier run; a half-written last line (a crash mid-row) is cut off first."""
     if not csv_path.exists():
@@ -342,7 +351,8 @@ def screen_folder(
         shutil.rmtree(out_dir / THUMB_DIR, ignore_errors=True)
     elif meta_path.exists() and _read_done_rows(csv_path):  # a run that screened nothing yet (say, a typo
         old = json.loads(meta_path.read_text())              # in a class name stopped it) holds nothing to protect
-        changed = [k for k in meta if old.get(k) != meta[k]]
+        changed = [k for k in meta if (_as_run(old.get(k) or {}) != _as_run(meta[k]) if k == "predictor_options"
+                                       else old.get(k) != meta[k])]
         if changed:
             raise RarespotError(
                 f"{meta_path}: an earlier run used different {', '.join(changed)}; "
