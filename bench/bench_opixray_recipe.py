@@ -288,7 +288,8 @@ def rescore_on_val(splits, args) -> dict:
             predictor, t0 = recipe_predictor(model, config, splits, args), time.perf_counter()
             row = {**score_on_val(predictor, splits["val"]), "epoch": before["epoch"], "checkpoint": model.name,
                    "tta": args.tta, **({"infer_tile": args.infer_tile} if args.infer_tile else {}),
-                   "s_per_image": round((time.perf_counter() - t0) / len(splits["val"]), 4), "rescored_from": str(folder), "commit": _commit()}
+                   "s_per_image": round((time.perf_counter() - t0) / len(splits["val"]), 4),
+                   "rescored_from": str(folder), "commit": _commit()}
             told = ""
             if (before.get("tta", "none"), before.get("infer_tile")) == (args.tta, args.infer_tile):  # scored as the run was
                 drift = score_drift(before, row)
