@@ -34,7 +34,7 @@ def spin(stop_at: float) -> None:
 
 
 def measure(size: int, threads: int, steps: int, backbone: str = "yolo", freeze: int = 0,
-            channels_last: bool = False) -> float:
+            channels_last: bool = False, compile_model: bool = False) -> float:
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
@@ -53,14 +53,19 @@ def measure(size: int, threads: int, steps: int, backbone: str = "yolo", freeze:
     x = torch.rand(8, 3, size, size)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if compile_model:  # as Ultralytics' trainer with compile=True: inductor, default mode; its first steps compile
+        model = torch.compile(model)
 
     def step():
         out = model(x)
         flat = out if isinstance(out, (list, tuple)) else list(out.values()) if isinstance(out, dict) else [out]
         sum(t.float().sum() for t in flat if torch.is_tensor(t)).backward()
 
+    compile_start = time.perf_counter()
     for _ in range(2):
         step()
+    if compile_model:
+        print(f"warm-up with compilation: {time.perf_counter() - compile_start:.0f} s", file=sys.stderr)
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -77,12 +82,13 @@ def main() -> None:
     parser.add_argument("--backbone", choices=["yolo", "efficientnet-lite0"], default="yolo")
     parser.add_argument("--freeze", default="0", help="layers given no gradient, one row per count (e.g. 0,1)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC model and input, as training uses where it helps")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (inductor), as training's compile=True")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: size,threads[,freeze]
     args = parser.parse_args()
     if args.one:
         size, threads, *freeze = (int(v) for v in args.one.split(","))
         print(json.dumps({"img_per_s": measure(size, threads, args.steps, args.backbone, freeze[0] if freeze else 0,
-                                                args.channels_last)}))
+                                                args.channels_last, args.compile)}))
         return
     os.environ.setdefault("YOLO_OFFLINE", "1")
     counts = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, os.cpu_count() or 1})
@@ -90,11 +96,12 @@ def main() -> None:
     if args.wait_policy:
         env["OMP_WAIT_POLICY"] = args.wait_policy
     print(f"{os.cpu_count()} cores, load before {os.getloadavg()[0]:.2f}, OMP_WAIT_POLICY={args.wait_policy or 'default'}, "
-          f"backbone {args.backbone}{', channels-last' if args.channels_last else ''}")
+          f"backbone {args.backbone}{', channels-last' if args.channels_last else ''}{', compiled' if args.compile else ''}")
     print("| input | frozen layers | background jobs | "
           + " | ".join(f"{t} thread{'s' if t > 1 else ''} img/s" for t in counts) + " |")
     print("|---|---|---|" + "---|" * len(counts))
-    extra = ["--backbone", args.backbone] + (["--channels-last"] if args.channels_last else [])
+    extra = (["--backbone", args.backbone] + (["--channels-last"] if args.channels_last else [])
+             + (["--compile"] if args.compile else []))
     for busy, size, freeze in itertools.product([int(b) for b in args.busy.split(",")],
                                                 [int(s) for s in args.sizes.split(",")],
                                                 [int(f) for f in args.freeze.split(",")]):

@@ -139,6 +139,13 @@ class RayHead:
         self.stop()
         raise RuntimeError(f"the Ray head did not open port {port} in {timeout:.0f} s")
 
+    def client_server_logs(self, chars: int = 3000) -> str:
+        """The end of each Ray Client server's stderr under this head's temp dir: why a ray:// connection
+        failed (the proxy only says "see ray_client_server_PORT.err", and stop() deletes the folder)."""
+        parts = [f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
+                 for p in sorted(Path(self.temp_dir).glob("session_*/logs/ray_client_server*.err"))]
+        return "\n".join(parts) or f"(no ray_client_server*.err under {self.temp_dir})"
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # `ray start --block` stops the node's processes on SIGTERM

@@ -309,3 +309,24 @@ def test_freeze_keeps_the_pretrained_stem_and_trains_the_rest(tmp_path, splits):
     assert not all(torch.equal(saved(before[k]), after[k]) for k in before)
     with pytest.raises(ValueError):
         DetectTrainConfig(freeze=-1)
+
+
+def test_time_schedule_sets_every_steps_rate_from_the_budget_share(tmp_path, splits, monkeypatch):
+    """lr_schedule 'time': each step's rate is lr0 * clock_lr_factor(share of the budget used), here a share
+    pinned at 0.5 (the real one is the clock's); the run still stops by Ultralytics' own clock."""
+    from rarespot.detect.trainer import TileTrainer, clock_lr_factor
+
+    assert clock_lr_factor(0.0, 0.1) == 1.0 and clock_lr_factor(1.0, 0.1) == pytest.approx(0.1)
+    assert clock_lr_factor(0.5, 0.1) == pytest.approx(0.55)
+    monkeypatch.setattr(TileTrainer, "budget_share", lambda self: 0.5)
+    cfg = tiny_config(tmp_path / "run", epochs=50, time_hours=0.002, lr_schedule="time", lr0=0.01, lrf=0.1,
+                      optimizer="SGD", val_every=50)
+    result = train_on_splits(cfg, splits, quiet=True)
+    rows = read_metrics_csv(result.run_dir / "metrics.csv")
+    assert 1 <= len(rows) < 50  # stopped by the 7.2-second budget
+    assert [r["lr"] for r in rows] == pytest.approx([0.0055] * len(rows))
+
+
+def test_time_schedule_needs_a_time_budget():
+    with pytest.raises(ValueError, match="set time_hours too"):
+        DetectTrainConfig(lr_schedule="time")

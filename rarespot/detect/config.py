@@ -137,6 +137,13 @@ class DetectTrainConfig(StrictModel):
     optimizer: str = "Adam"
     lr0: float = Field(0.001, gt=0.0)
     lrf: float = Field(0.01, gt=0.0, le=1.0, description="final learning rate as a fraction of lr0")
+    lr_schedule: Literal["epochs", "time"] = Field(
+        "epochs",
+        description="epochs: Ultralytics' linear fall from lr0 to lrf * lr0, stepped each epoch over the planned "
+        "epochs; time (needs time_hours): the same fall by the clock, updated every optimiser step, so it reaches "
+        "lrf * lr0 as the budget ends (a time-budgeted run otherwise stops inside an epoch it planned by rounding up, "
+        "at about lr0 / epochs)",
+    )
     warmup_epochs: float = Field(3.0, ge=0.0)
     # Ultralytics' default 0.1 suits SGD at lr 0.01; with Adam at lr 0.001 it is a 100x spike on the biases.
     warmup_bias_lr: float = Field(0.0, ge=0.0, description="bias learning rate at the start of warmup")
@@ -192,6 +199,12 @@ class DetectTrainConfig(StrictModel):
     def _check_split(self) -> "DetectTrainConfig":
         if any(s < 0 for s in self.split) or self.split[0] <= 0 or self.split[1] <= 0:
             raise ValueError(f"split needs positive train and val shares, got {self.split}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_lr_schedule(self) -> "DetectTrainConfig":
+        if self.lr_schedule == "time" and self.time_hours is None:
+            raise ValueError("lr_schedule 'time' follows the clock of a time budget: set time_hours too")
         return self
 
     @property

@@ -40,6 +40,19 @@ def _tuner_step_done(trainer) -> None:
     trainer.thread_tuner.step_done(time.perf_counter())
 
 
+def clock_lr_factor(share: float, lrf: float) -> float:
+    """lr / lr0 once ``share`` of the time budget is used: Ultralytics' linear fall, by the clock."""
+    return (1.0 - share) * (1.0 - lrf) + lrf
+
+
+def _follow_the_clock(trainer) -> None:
+    """Set the rate for the next step (lr_schedule "time"); during warmup Ultralytics overwrites it
+    before the step, ramping to the same factor."""
+    factor = trainer.time_lr_factor()
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+
+
 class TileTrainer(DetectionTrainer):
     """DetectionTrainer fed by ScanTileDataset; validates every k epochs; best = lowest val loss."""
 
@@ -79,6 +92,28 @@ class TileTrainer(DetectionTrainer):
                 self.thread_tuner = ThreadTuner(available_cores())
                 self.add_callback("on_train_epoch_start", _tuner_epoch_started)
                 self.add_callback("on_train_batch_end", _tuner_step_done)
+        if config.lr_schedule == "time":
+            self.add_callback("on_train_batch_end", _follow_the_clock)
+
+    # lr_schedule "time": the learning rate falls with the share of the wall-clock budget used, so it
+    # reaches lrf * lr0 as the run stops. Ultralytics re-plans a time-budgeted run's epochs by rounding up
+    # and stops inside the last one, whose rate is still about lr0 / epochs.
+    def budget_share(self) -> float:
+        """Share of the time budget used so far, by Ultralytics' own clock (the one its stop reads)."""
+        start = getattr(self, "train_time_start", None)
+        if not self.args.time or start is None:
+            return 0.0
+        return min(max((time.time() - start) / (self.args.time * 3600), 0.0), 1.0)
+
+    def time_lr_factor(self, _epoch=None) -> float:
+        return clock_lr_factor(self.budget_share(), self.args.lrf)
+
+    def _setup_scheduler(self):
+        super()._setup_scheduler()
+        if self.rs_config.lr_schedule == "time":
+            # Also the target of Ultralytics' warmup (initial_lr * lf(epoch)), so warmup ends on the clock's rate.
+            self.lf = self.time_lr_factor
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
 
     def get_dataset(self) -> dict:
         names = self.splits["train"].class_names
