@@ -419,7 +419,7 @@ def test_a_class_missing_from_a_split_is_named(tmp_path):
 def test_training_pace_reports_rate_and_time_left(monkeypatch):
     from rarespot.detect import train as train_module
 
-    clock = iter([0.0, 10.0, 10.0, 30.0])
+    clock = iter([0.0, 10.0, 10.0, 30.0, 30.0, 45.0])
     monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
     pace = train_module.TrainingPace()
     pace.epoch_started()
@@ -429,6 +429,17 @@ def test_training_pace_reports_rate_and_time_left(monkeypatch):
     pace.epoch_done(2, 5, 200)  # 20 s: mean 15 s x 3 epochs left
     assert pace.items_per_second == pytest.approx(10.0) and pace.seconds_left == pytest.approx(45.0)
     assert pace.summary() == "10.0 img/s, about 45 s left"
+    pace.epoch_started()
+    pace.epoch_done(3, 5, 200, budget_left=12.0)  # a time budget that stops the run sooner
+    assert pace.seconds_left == pytest.approx(12.0)
+
+
+def test_an_epoch_cut_by_the_budget_counts_only_its_batches():
+    from rarespot.detect.train import items_trained
+
+    assert items_trained(864, 864, 8, 6912) == 6912
+    assert items_trained(250, 864, 8, 6912) == 2000  # stopped by the clock after 250 batches
+    assert items_trained(3, 3, 8, 20) == 20  # a short last batch
 
 
 def test_budget_shortfall_says_what_time_would_fit():
@@ -455,12 +466,18 @@ def test_budget_warning_after_the_first_epoch(tmp_path, monkeypatch):
     clock = iter([0.0, 600.0, 600.0, 1200.0])
     monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
     reporter = train_module._RunReporter(tmp_path, quiet=True)
+    class Loader(list):  # 10 batches of 10 images
+        dataset = range(100)
+
     trainer = SimpleNamespace(rs_config=DetectTrainConfig(time_hours=0.5, min_epochs=7), epoch=0, start_epoch=0,
-                              epochs=3, csv=tmp_path / "results.csv", fitness=None,
-                              train_loader=SimpleNamespace(dataset=range(100)))
+                              epochs=3, csv=tmp_path / "results.csv", fitness=None, args=SimpleNamespace(time=0.5),
+                              train_loader=Loader(range(10)), batch_size=10)
     reporter.on_epoch_start(trainer)
+    for _ in range(10):
+        reporter.on_batch_end(trainer)
     with pytest.warns(train_module.BudgetWarning, match="fits 3 epochs at 600 s an epoch.*time_hours=1.17 would fit 7"):
         reporter.on_epoch_end(trainer)
+    assert reporter.pace.items_per_second == pytest.approx(100 / 600)  # a whole epoch: every image
     trainer.epoch = 1
     reporter.on_epoch_start(trainer)
     import warnings

@@ -270,11 +270,13 @@ class _RunReporter:
 
     def on_epoch_start(self, trainer) -> None:
         self.pace.epoch_started()
+        self.batches_done = 0
         if self.progress is None:
             return
         self.progress.next_round(f"epoch {trainer.epoch + 1}/{trainer.epochs}", total=len(trainer.train_loader))
 
     def on_batch_end(self, trainer) -> None:
+        self.batches_done = getattr(self, "batches_done", 0) + 1
         if self.progress is None:
             return
         loss = sum(float(v) for v in (trainer.tloss or {}).values())
@@ -298,7 +300,12 @@ class _RunReporter:
         if trainer.fitness is not None and getattr(trainer, "validator", None) is not None:
             per_class = per_class_validation(trainer.validator, trainer.splits["val"].class_names)
             append_per_class_csv(self.run_dir / "val_per_class.csv", trainer.epoch + 1, per_class)
-        self.pace.epoch_done(trainer.epoch + 1, trainer.epochs, len(trainer.train_loader.dataset))
+        budget_left = None
+        if trainer.args.time and getattr(trainer, "train_time_start", None) is not None:
+            budget_left = trainer.args.time * 3600 - (time.time() - trainer.train_time_start)  # Ultralytics' clock
+        items = items_trained(getattr(self, "batches_done", 0), len(trainer.train_loader), trainer.batch_size,
+                              len(trainer.train_loader.dataset))
+        self.pace.epoch_done(trainer.epoch + 1, trainer.epochs, items, budget_left)
         if trainer.epoch == trainer.start_epoch and self.pace.epoch_seconds:  # time= has re-planned the epochs by now
             shortfall = budget_shortfall(trainer.rs_config, trainer.epochs, float(np.mean(self.pace.epoch_seconds)))
             if shortfall:
@@ -350,11 +357,20 @@ def _threads_note(trainer) -> str:
     return f"torch threads {torch.get_num_threads()}"
 
 
+def items_trained(batches: int, batches_per_epoch: int, batch_size: int, items_per_epoch: int) -> int:
+    """Items an epoch trained on: all of them, or, in an epoch a time budget cut short, its batches' worth."""
+    if batches >= batches_per_epoch:
+        return items_per_epoch
+    return min(batches * batch_size, items_per_epoch)
+
+
 class TrainingPace:
     """Images per second and the time left, from the wall time of whole epochs (validation included).
 
     The estimate is the mean epoch time so far times the epochs left: validation rounds every
-    k epochs make single epochs uneven, and the mean over finished epochs absorbs that.
+    k epochs make single epochs uneven, and the mean over finished epochs absorbs that. A
+    time-budgeted run stops inside the last epoch it planned, so its estimate is capped by the
+    budget's time left.
     """
 
     def __init__(self) -> None:
@@ -366,13 +382,15 @@ class TrainingPace:
     def epoch_started(self) -> None:
         self.started = time.perf_counter()
 
-    def epoch_done(self, epoch: int, epochs: int, items: int) -> None:
+    def epoch_done(self, epoch: int, epochs: int, items: int, budget_left: float | None = None) -> None:
         if self.started is None:
             return
         seconds = time.perf_counter() - self.started
         self.epoch_seconds.append(seconds)
         self.items_per_second = items / seconds if seconds > 0 else float("nan")
         self.seconds_left = float(np.mean(self.epoch_seconds)) * max(epochs - epoch, 0)
+        if budget_left is not None:
+            self.seconds_left = min(self.seconds_left, max(budget_left, 0.0))
 
     def summary(self) -> str:
         if math.isnan(self.items_per_second):
