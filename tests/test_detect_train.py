@@ -466,12 +466,13 @@ def test_budget_warning_after_the_first_epoch(tmp_path, monkeypatch):
     clock = iter([0.0, 600.0, 600.0, 1200.0])
     monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
     reporter = train_module._RunReporter(tmp_path, quiet=True)
+
     class Loader(list):  # 10 batches of 10 images
         dataset = range(100)
 
     trainer = SimpleNamespace(rs_config=DetectTrainConfig(time_hours=0.5, min_epochs=7), epoch=0, start_epoch=0,
                               epochs=3, csv=tmp_path / "results.csv", fitness=None, args=SimpleNamespace(time=0.5),
-                              train_loader=Loader(range(10)), batch_size=10)
+                              budget_share=lambda: 0.0, train_loader=Loader(range(10)), batch_size=10)
     reporter.on_epoch_start(trainer)
     for _ in range(10):
         reporter.on_batch_end(trainer)

@@ -242,6 +242,7 @@ class _RunReporter:
         self.quiet = quiet
         self.progress = None
         self.pace = TrainingPace()
+        self.batches_done = 0  # in the current epoch: one a time budget cuts short trained on fewer images
 
     def register(self, trainer) -> None:
         trainer.add_callback("on_train_start", self.on_train_start)
@@ -276,7 +277,7 @@ class _RunReporter:
         self.progress.next_round(f"epoch {trainer.epoch + 1}/{trainer.epochs}", total=len(trainer.train_loader))
 
     def on_batch_end(self, trainer) -> None:
-        self.batches_done = getattr(self, "batches_done", 0) + 1
+        self.batches_done += 1
         if self.progress is None:
             return
         loss = sum(float(v) for v in (trainer.tloss or {}).values())
@@ -300,10 +301,8 @@ class _RunReporter:
         if trainer.fitness is not None and getattr(trainer, "validator", None) is not None:
             per_class = per_class_validation(trainer.validator, trainer.splits["val"].class_names)
             append_per_class_csv(self.run_dir / "val_per_class.csv", trainer.epoch + 1, per_class)
-        budget_left = None
-        if trainer.args.time and getattr(trainer, "train_time_start", None) is not None:
-            budget_left = trainer.args.time * 3600 - (time.time() - trainer.train_time_start)  # Ultralytics' clock
-        items = items_trained(getattr(self, "batches_done", 0), len(trainer.train_loader), trainer.batch_size,
+        budget_left = (1.0 - trainer.budget_share()) * trainer.args.time * 3600 if trainer.args.time else None
+        items = items_trained(self.batches_done, len(trainer.train_loader), trainer.batch_size,
                               len(trainer.train_loader.dataset))
         self.pace.epoch_done(trainer.epoch + 1, trainer.epochs, items, budget_left)
         if trainer.epoch == trainer.start_epoch and self.pace.epoch_seconds:  # time= has re-planned the epochs by now
